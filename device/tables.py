@@ -62,6 +62,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "levels": ("level", "g_target_s", "g_s", "r_ohm", "pulses"),
     "faults": ("fault_map",),
     "circuit_solve": ("g_s", "v_in_v", "i_out_a"),
+    "irdrop": ("r_wire_ohm", "size", "rms_error_fullscale"),
     "bundle": (),
 }
 
@@ -137,6 +138,10 @@ class atomic_path:
             raise ValueError(f"cannot write {self.path}: directory {parent} is not writable")
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix + ".tmp", dir=parent)
         os.close(fd)
+        # mkstemp creates 0600; give the final file the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
         self.tmp = Path(name)
         return self.tmp
 

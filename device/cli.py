@@ -1,0 +1,266 @@
+"""`reram-cosim device iv|pulse|program|faults`: the device layer's command group.
+
+Each command prints a short human summary and writes a self-describing HDF5 table (atomically:
+a failed run leaves no file). Bad input (an unknown preset or ``--set`` key, a value out of
+range, a read voltage that would switch the cell, an unwritable output path) raises a
+``ValueError`` that the ``reram-cosim`` entry point prints as ``error: ...`` with exit status 2.
+Physical quantities are SI (V, s, ohm, S, m) unless an option's help says otherwise.
+
+Light at import (numpy only): matplotlib, scipy and PySpice are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["register"]
+
+from device.presets import DEFAULT_PRESET, PRESETS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``device`` command and its subcommands to ``subparsers``."""
+    p = subparsers.add_parser(
+        "device",
+        help="single-cell physics: I-V sweeps, pulses, multi-level programming, stuck-at fault maps",
+        description=(
+            "Device layer: the Stanford-PKU filament-gap compact model (Guan, Yu, Wong, IEEE EDL 2012) "
+            "vectorized over many cells with device-to-device and cycle-to-cycle variation. "
+            "All quantities in SI units (V, s, ohm, S, m)."
+        ),
+    )
+    sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults}")
+
+    def model_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="device-model preset (default: %(default)s)")
+        q.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a model parameter of the preset, SI units in the key name "
+            "(e.g. --set i0_a=5e-4 --set c2c_stochastic=false); repeatable",
+        )
+        q.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
+
+    iv = sub.add_parser(
+        "iv", help="DC voltage sweep showing SET/RESET hysteresis",
+        description="Triangular DC sweep 0 -> +V_set -> 0 -> -V_reset -> 0 of one or more cells, starting in HRS. "
+        "Writes an 'iv' table: t_s (s), v_v (V), i_a (A), gap_m (m), temperature_k (K), r_read_ohm (ohm).",
+    )
+    iv.add_argument("--out", required=True, help="output HDF5 file")
+    iv.add_argument("--plot", default=None, help="also write an I-V plot (PNG)")
+    model_opts(iv)
+    iv.add_argument("--devices", type=int, default=4, help="cells swept together, each with its own variation (default: %(default)s)")
+    iv.add_argument("--v-set-max", type=float, default=1.5, help="positive sweep amplitude, V (default: %(default)s)")
+    iv.add_argument("--v-reset-max", type=float, default=1.5, help="negative sweep amplitude, |V| (default: %(default)s)")
+    iv.add_argument("--sweep-rate", type=float, default=1.0, help="|dV/dt|, V/s (default: %(default)s)")
+    iv.add_argument("--points", type=int, default=601, help="output points (default: %(default)s)")
+    iv.add_argument("--v-read", type=float, default=0.1, help="read voltage for r_read_ohm, V (default: %(default)s)")
+    iv.set_defaults(func=_cmd_iv)
+
+    pu = sub.add_parser(
+        "pulse", help="pulse train: gap and resistance vs time",
+        description="SET pulses then RESET pulses (trapezoids) starting in HRS; the resistance is read at --v-read after "
+        "each pulse. Writes a 'pulse' table (t_s s, v_v V, i_a A, gap_m m, r_read_ohm ohm).",
+    )
+    pu.add_argument("--out", required=True, help="output HDF5 file")
+    pu.add_argument("--plot", default=None, help="also write a plot (PNG)")
+    model_opts(pu)
+    pu.add_argument("--devices", type=int, default=4, help="cells (default: %(default)s)")
+    pu.add_argument("--v-set", type=float, default=1.5, help="SET pulse amplitude, V (default: %(default)s)")
+    pu.add_argument("--v-reset", type=float, default=1.3, help="RESET pulse amplitude, |V| (default: %(default)s)")
+    pu.add_argument("--set-pulses", type=int, default=5, help="number of SET pulses (default: %(default)s)")
+    pu.add_argument("--reset-pulses", type=int, default=5, help="number of RESET pulses (default: %(default)s)")
+    pu.add_argument("--width", type=float, default=50e-9, help="flat-top pulse width, s (default: %(default)s)")
+    pu.add_argument("--edge", type=float, default=1e-9, help="rise/fall time, s (default: %(default)s)")
+    pu.add_argument("--spacing", type=float, default=50e-9, help="0 V time before each pulse, s (default: %(default)s)")
+    pu.add_argument("--v-read", type=float, default=0.1, help="read voltage, V (default: %(default)s)")
+    pu.set_defaults(func=_cmd_pulse)
+
+    pr = sub.add_parser(
+        "program", help="write-verify multi-level programming and level statistics",
+        description="Program --devices cells per level into 2**B levels between --r-lrs-ohm and --r-hrs-ohm with "
+        "incremental-step SET/RESET pulses and a read after each (write-verify). Writes a 'levels' table: "
+        "g_target_s (S), g_s (S), r_ohm (ohm), pulses, fits and read-out error rates.",
+    )
+    pr.add_argument("--bits-per-cell", type=int, required=True, help="bits per cell, 1..4")
+    pr.add_argument("--devices", type=int, default=256, help="cells per level (default: %(default)s)")
+    pr.add_argument("--out", required=True, help="output HDF5 file")
+    pr.add_argument("--plot", default=None, help="also write level histograms with fitted densities (PNG)")
+    model_opts(pr)
+    pr.add_argument("--r-lrs-ohm", type=float, default=None, help="LRS target resistance, ohm (default 10e3)")
+    pr.add_argument("--r-hrs-ohm", type=float, default=None, help="HRS target resistance, ohm (default 100e3)")
+    pr.add_argument("--tolerance-rel", type=float, default=None, help="verify window, fraction of the target conductance (default 0.03)")
+    pr.add_argument("--v-read", type=float, default=None, help="verify/read voltage, V (default 0.1)")
+    pr.add_argument(
+        "--program-set", dest="program_overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a write-verify setting (ProgrammingConfig, e.g. t_pulse_s=5e-8, read_noise_rel=0.02); repeatable",
+    )
+    pr.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    pr.set_defaults(func=_cmd_program)
+
+    fa = sub.add_parser(
+        "faults", help="sample a stuck-at fault map (SA0 = stuck at HRS, SA1 = stuck at LRS)",
+        description="Sample a stuck-at fault map of one R x C crossbar. Writes a 'faults' table (int8 codes: "
+        "0 none, 1 SA0 stuck at HRS, 2 SA1 stuck at LRS).",
+    )
+    fa.add_argument("--rows", type=int, required=True, help="word lines")
+    fa.add_argument("--cols", type=int, required=True, help="bit lines")
+    fa.add_argument("--rate", type=float, required=True, help="fault rate in [0, 1] (cells, or lines for rows/cols)")
+    fa.add_argument("--sa0-fraction", type=float, default=0.5, help="fraction of faults that are SA0, in [0, 1] (default: %(default)s)")
+    fa.add_argument("--pattern", default="random", choices=("random", "clustered", "rows", "cols"), help="spatial pattern (default: %(default)s)")
+    fa.add_argument("--cluster-size", type=float, default=8.0, help="mean cells per cluster for --pattern clustered (default: %(default)s)")
+    fa.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
+    fa.add_argument("--out", required=True, help="output HDF5 file")
+    fa.set_defaults(func=_cmd_faults)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def check_output_path(path: str | None, what: str = "output") -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"cannot write {what} {p}: it is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {what} {p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ValueError(f"cannot write {what} {p}: permission denied")
+
+
+def _params(args: argparse.Namespace):
+    from device.config import apply_overrides
+    from device.presets import get_preset
+
+    return apply_overrides(get_preset(args.preset), args.overrides)
+
+
+def _rng(seed: int):
+    import numpy as np
+
+    if seed < 0:
+        raise ValueError(f"--seed {seed} is invalid: must be >= 0")
+    return np.random.default_rng(seed)
+
+
+def _check_n(name: str, n: int, lo: int = 1) -> None:
+    if n < lo:
+        raise ValueError(f"{name} {n} is invalid: must be >= {lo}")
+
+
+# -- handlers ----------------------------------------------------------------------------------
+def _cmd_iv(args: argparse.Namespace) -> int:
+    from device.simulate import dc_sweep
+
+    check_output_path(args.out)
+    check_output_path(args.plot, "plot")
+    _check_n("--devices", args.devices)
+    params = _params(args)
+    rng = _rng(args.seed)
+    res = dc_sweep(
+        params, n_devices=args.devices, rng=rng, v_set_max_v=args.v_set_max, v_reset_max_v=args.v_reset_max,
+        sweep_rate_v_per_s=args.sweep_rate, n_points=args.points, v_read_v=args.v_read,
+    )
+    cfg = {"preset": args.preset, "model": params.to_dict(), "seed": args.seed, "devices": args.devices,
+           "v_set_max_v": args.v_set_max, "v_reset_max_v": args.v_reset_max,
+           "sweep_rate_v_per_s": args.sweep_rate, "v_read_v": args.v_read}
+    res.save(args.out, config=cfg)
+    if args.plot:
+        from device.plots import plot_iv
+
+        plot_iv(res, args.plot)
+    v_set, v_reset = res.thresholds_v()
+    print(f"DC sweep of {args.devices} cell(s) ({args.preset}, seed {args.seed}): "
+          f"R_read {res.r_read_ohm.min() / 1e3:.3g}-{res.r_read_ohm.max() / 1e3:.4g} kOhm at {args.v_read} V")
+    print(f"  SET at {_fmt(v_set)} V, RESET at {_fmt(v_reset)} V, peak temperature {res.temperature_k.max():.0f} K")
+    print(f"  wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _cmd_pulse(args: argparse.Namespace) -> int:
+    from device.simulate import pulse_train
+
+    check_output_path(args.out)
+    check_output_path(args.plot, "plot")
+    _check_n("--devices", args.devices)
+    _check_n("--set-pulses", args.set_pulses, 0)
+    _check_n("--reset-pulses", args.reset_pulses, 0)
+    if args.set_pulses + args.reset_pulses == 0:
+        raise ValueError("--set-pulses and --reset-pulses are both 0: nothing to apply")
+    params = _params(args)
+    rng = _rng(args.seed)
+    amps = [abs(args.v_set)] * args.set_pulses + [-abs(args.v_reset)] * args.reset_pulses
+    res = pulse_train(params, amps, t_pulse_s=args.width, t_edge_s=args.edge, t_gap_s=args.spacing,
+                      n_devices=args.devices, rng=rng, v_read_v=args.v_read)
+    cfg = {"preset": args.preset, "model": params.to_dict(), "seed": args.seed, "devices": args.devices,
+           "v_pulse_v": amps, "t_pulse_s": args.width, "t_edge_s": args.edge, "t_gap_s": args.spacing,
+           "v_read_v": args.v_read}
+    res.save(args.out, config=cfg)
+    if args.plot:
+        from device.plots import plot_pulse
+
+        plot_pulse(res, args.plot)
+    import numpy as np
+
+    med = np.median(res.r_read_ohm, axis=1) / 1e3
+    print(f"{len(amps)} pulses on {args.devices} cell(s): median R after each pulse (kOhm): "
+          + " ".join(f"{x:.4g}" for x in med))
+    print(f"  wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _cmd_program(args: argparse.Namespace) -> int:
+    from device.config import apply_overrides
+    from device.programming import ProgrammingConfig, program_levels
+
+    check_output_path(args.out)
+    check_output_path(args.plot, "plot")
+    _check_n("--devices", args.devices, 2)
+    params = _params(args)
+    base = {"bits_per_cell": args.bits_per_cell}
+    for key, val in (("r_lrs_ohm", args.r_lrs_ohm), ("r_hrs_ohm", args.r_hrs_ohm),
+                     ("tolerance_rel", args.tolerance_rel), ("v_read_v", args.v_read)):
+        if val is not None:
+            base[key] = val
+    defaults = ProgrammingConfig().to_dict()
+    defaults.update(base)
+    cfg = apply_overrides(ProgrammingConfig.from_dict(defaults), args.program_overrides)
+    rng = _rng(args.seed)
+    res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress)
+    res.save(args.out, seed=args.seed)
+    if args.plot:
+        from device.plots import plot_levels
+
+        plot_levels(res.table, args.plot, error_rate=res.error_rate)
+    print(res.summary())
+    print(f"  wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _cmd_faults(args: argparse.Namespace) -> int:
+    from device.faults import FaultConfig, fault_statistics, sample_fault_map, save_fault_map
+
+    check_output_path(args.out)
+    _check_n("--rows", args.rows)
+    _check_n("--cols", args.cols)
+    cfg = FaultConfig(rate=args.rate, sa0_fraction=args.sa0_fraction, pattern=args.pattern, cluster_size=args.cluster_size)
+    fm = sample_fault_map((args.rows, args.cols), cfg, _rng(args.seed))
+    save_fault_map(args.out, fm, cfg, seed=args.seed)
+    s = fault_statistics(fm)
+    print(f"fault map {args.rows}x{args.cols} ({args.pattern}, seed {args.seed}): {100 * s['fault_rate']:.3f} % faulty "
+          f"(SA0 {100 * s['sa0_rate']:.3f} %, SA1 {100 * s['sa1_rate']:.3f} %)")
+    print(f"  wrote {args.out}")
+    return 0
+
+
+def _fmt(x) -> str:
+    import numpy as np
+
+    x = np.asarray(x, float)
+    if np.all(np.isnan(x)):
+        return "n/a"
+    if x.size == 1:
+        return f"{float(x[0]):.3g}"
+    return f"{np.nanmin(x):.3g}..{np.nanmax(x):.3g}"

@@ -1,0 +1,543 @@
+"""Multi-level write-verify programming of ReRAM cells, level distributions and read-out errors.
+
+:func:`program_levels` programs a population of simulated cells (the compact model of
+:mod:`device.compact`, with device-to-device and cycle-to-cycle variation) into ``2**bits``
+conductance levels between the LRS / HRS targets with incremental-step pulses and a read after
+each pulse (bidirectional ISPP write-verify), and returns a :class:`LevelTable`: per-level
+conductance samples, the normal and lognormal fits with their quality, the on/off ratio, the
+pulses used and the read-out error rate between adjacent levels.
+
+When each effect is sampled: programming variation (d2d, c2c, verify read noise) once, when a
+cell is written; the samples stored in a :class:`LevelTable` are the *true* programmed
+conductances at ``v_read_v`` (read noise of later reads is a separate effect of the reader).
+
+Level indexing: level 0 is HRS (lowest conductance), level ``2**bits - 1`` is LRS.
+A :class:`LevelTable` is the hand-off to the crossbar layer (``data/levels_b{1..4}.h5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from device.compact import DeviceParams, Waveform, integrate
+from device.config import (
+    Config,
+    ConfigError,
+    check_choice,
+    check_int_range,
+    check_positive,
+    check_range,
+    config,
+)
+
+__all__ = [
+    "ProgrammingConfig",
+    "LevelTable",
+    "LevelFit",
+    "ProgrammingResult",
+    "program_levels",
+    "readout_error_rate",
+    "cell_error_rate",
+    "level_targets",
+    "fit_levels",
+]
+
+
+@config
+class ProgrammingConfig(Config):
+    """Write-verify (ISPP) programming of multi-level cells, SI units."""
+
+    #: bits stored per cell, 1..4 (2**bits levels)
+    bits_per_cell: int = 2
+    #: resistance target of the highest-conductance level (LRS), ohm
+    r_lrs_ohm: float = 10e3
+    #: resistance target of the lowest-conductance level (HRS), ohm; on/off = r_hrs / r_lrs
+    #: (10 by default, the NeuroSim inference default on/off ratio)
+    r_hrs_ohm: float = 100e3
+    #: levels equally spaced in conductance (linear weights) or in resistance
+    level_spacing: Literal["conductance", "resistance"] = "conductance"
+    #: verify window: a cell is done when |g_read - g_target| <= tolerance_rel * g_target
+    tolerance_rel: float = 0.03
+    #: state every cell starts from before write-verify: "lrs" (after a full SET) or "hrs"
+    initial_state: Literal["lrs", "hrs"] = "lrs"
+    #: amplitude of the first SET (positive) pulse of a run of SET pulses, V
+    v_set_start_v: float = 1.05
+    #: amplitude of the first RESET (negative) pulse of a run of RESET pulses, |V|
+    v_reset_start_v: float = 1.0
+    #: amplitude increment from one pulse to the next in the same direction, V
+    v_step_v: float = 0.01
+    #: largest pulse amplitude, |V|
+    v_max_v: float = 1.6
+    #: flat-top duration of one pulse, s
+    t_pulse_s: float = 100e-9
+    #: rise and fall time of one pulse, s
+    t_edge_s: float = 2e-9
+    #: pulses allowed per cell before it is given up (reported as not converged)
+    max_pulses: int = 300
+    #: verify / read-out voltage, V (0.1 V, Stanford-PKU / MemTorch read voltage); must not switch the cell
+    v_read_v: float = 0.1
+    #: duration of one read, s: a read must not move the gap by more than 0.001 nm over it
+    t_read_s: float = 1e-6
+    #: relative sigma of the verify read (read noise, normal, sampled at every verify read);
+    #: an assumption (about 1 % is typical of HfOx read noise), not a published fit
+    read_noise_rel: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_int_range("bits_per_cell", self.bits_per_cell, 1, 4)
+        check_positive("r_lrs_ohm", self.r_lrs_ohm)
+        check_positive("r_hrs_ohm", self.r_hrs_ohm)
+        if not self.r_hrs_ohm > self.r_lrs_ohm:
+            raise ConfigError(
+                f"r_hrs_ohm={self.r_hrs_ohm!r} is invalid: must be greater than r_lrs_ohm={self.r_lrs_ohm!r}"
+            )
+        check_choice("level_spacing", self.level_spacing, ("conductance", "resistance"))
+        check_range("tolerance_rel", self.tolerance_rel, 0.0, 0.5, lo_open=True)
+        check_choice("initial_state", self.initial_state, ("lrs", "hrs"))
+        check_positive("v_set_start_v", self.v_set_start_v)
+        check_positive("v_reset_start_v", self.v_reset_start_v)
+        check_range("v_step_v", self.v_step_v, 0.0, 1.0, lo_open=True)
+        check_range("v_max_v", self.v_max_v, max(self.v_set_start_v, self.v_reset_start_v), 10.0)
+        check_positive("t_pulse_s", self.t_pulse_s)
+        check_positive("t_edge_s", self.t_edge_s)
+        check_int_range("max_pulses", self.max_pulses, 1, 100_000)
+        check_positive("v_read_v", self.v_read_v)
+        check_positive("t_read_s", self.t_read_s)
+        check_range("read_noise_rel", self.read_noise_rel, 0.0, 0.5)
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits_per_cell
+
+
+def level_targets(bits_per_cell: int, g_off_s: float, g_on_s: float, spacing: str = "conductance") -> np.ndarray:
+    """(2**bits,) ascending target conductances, S, from ``g_off_s`` (level 0) to ``g_on_s``."""
+    check_int_range("bits_per_cell", bits_per_cell, 1, 4)
+    check_positive("g_off_s", g_off_s)
+    check_positive("g_on_s", g_on_s)
+    if not g_on_s > g_off_s:
+        raise ConfigError(f"g_on_s={g_on_s!r} is invalid: must be greater than g_off_s={g_off_s!r}")
+    n = 2**bits_per_cell
+    if spacing == "conductance":
+        return np.linspace(g_off_s, g_on_s, n)
+    if spacing == "resistance":
+        return np.sort(1.0 / np.linspace(1.0 / g_off_s, 1.0 / g_on_s, n))
+    raise ConfigError(f"level_spacing={spacing!r} is invalid: must be one of 'conductance', 'resistance'")
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelTable:
+    """Conductance distributions of the ``2**bits_per_cell`` levels of a multi-level cell.
+
+    ``g_target_s``: (levels,) ascending, level 0 = HRS. ``g_samples_s``: (levels, n_devices)
+    conductances read at the read voltage after programming. ``g_sa0_s`` / ``g_sa1_s``: the
+    conductance of a cell stuck at HRS / LRS (taken as the extreme level targets: a stuck cell
+    reads as digit 0 / the largest digit). ``pulses``: (levels, n_devices) pulses used, or None.
+    """
+
+    bits_per_cell: int
+    g_target_s: np.ndarray
+    g_samples_s: np.ndarray
+    g_sa0_s: float
+    g_sa1_s: float
+    source: str
+    pulses: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        check_int_range("bits_per_cell", self.bits_per_cell, 1, 4)
+        t = np.asarray(self.g_target_s, float)
+        s = np.asarray(self.g_samples_s, float)
+        object.__setattr__(self, "g_target_s", t)
+        object.__setattr__(self, "g_samples_s", s)
+        n = 2**self.bits_per_cell
+        if t.shape != (n,) or s.ndim != 2 or s.shape[0] != n or s.shape[1] < 2:
+            raise ValueError(
+                f"a {self.bits_per_cell}-bit level table needs g_target_s ({n},) and g_samples_s ({n}, >=2); "
+                f"got {t.shape} and {s.shape}"
+            )
+        if not (np.all(np.isfinite(s)) and np.all(s > 0) and np.all(t > 0)):
+            raise ValueError("level conductances must be finite and > 0 (a resistance must be positive)")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError("g_target_s must be strictly ascending (level 0 = HRS)")
+        if not (self.g_sa0_s > 0 and self.g_sa1_s > 0):
+            raise ValueError("g_sa0_s and g_sa1_s must be > 0")
+
+    # -- derived statistics -------------------------------------------------------------------
+    @property
+    def levels(self) -> int:
+        return self.g_target_s.size
+
+    @property
+    def n_devices(self) -> int:
+        return self.g_samples_s.shape[1]
+
+    @property
+    def g_mean_s(self) -> np.ndarray:
+        return self.g_samples_s.mean(axis=1)
+
+    @property
+    def g_std_s(self) -> np.ndarray:
+        return self.g_samples_s.std(axis=1, ddof=1)
+
+    @property
+    def ln_mu(self) -> np.ndarray:
+        return np.log(self.g_samples_s).mean(axis=1)
+
+    @property
+    def ln_sigma(self) -> np.ndarray:
+        return np.log(self.g_samples_s).std(axis=1, ddof=1)
+
+    @property
+    def on_off_ratio(self) -> float:
+        """Mean conductance of the LRS level over that of the HRS level."""
+        m = self.g_mean_s
+        return float(m[-1] / m[0])
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sample(self, levels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Conductances (S) for integer level indices ``levels`` (any shape), each drawn by
+        resampling the programmed samples of its level (uniformly, with replacement)."""
+        lv = np.asarray(levels)
+        if lv.dtype.kind not in "iu":
+            raise ValueError(f"levels must be integers, got dtype {lv.dtype}")
+        if lv.size and (lv.min() < 0 or lv.max() >= self.levels):
+            raise ValueError(f"level indices must be in [0, {self.levels - 1}], got [{lv.min()}, {lv.max()}]")
+        idx = rng.integers(0, self.n_devices, size=lv.shape)
+        return self.g_samples_s[lv, idx]
+
+    @classmethod
+    def synthetic(
+        cls,
+        *,
+        bits_per_cell: int,
+        g_on_s: float,
+        g_off_s: float,
+        sigma_rel: float,
+        distribution: Literal["lognormal", "normal"] = "lognormal",
+        n_samples: int = 4096,
+        rng: np.random.Generator,
+        spacing: str = "conductance",
+    ) -> "LevelTable":
+        """An analytic level table: targets equally spaced (in conductance by default) from
+        ``g_off_s`` to ``g_on_s``; each level's samples have mean = target and standard
+        deviation ``sigma_rel * target`` (lognormal with ``sigma_ln = sqrt(ln(1 + sigma_rel^2))``
+        and ``mu = ln(target) - sigma_ln^2 / 2``, or normal, clipped at 1e-6 of the target so
+        conductances stay positive). For sigma and on/off sweeps."""
+        check_range("sigma_rel", sigma_rel, 0.0, 1.0)
+        check_int_range("n_samples", n_samples, 2)
+        check_choice("distribution", distribution, ("lognormal", "normal"))
+        t = level_targets(bits_per_cell, g_off_s, g_on_s, spacing)
+        z = rng.standard_normal((t.size, n_samples))
+        if distribution == "lognormal":
+            s = math.sqrt(math.log1p(sigma_rel**2))
+            g = t[:, None] * np.exp(s * z - 0.5 * s * s)
+        else:
+            g = np.maximum(t[:, None] * (1.0 + sigma_rel * z), 1e-6 * t[:, None])
+        return cls(
+            bits_per_cell=bits_per_cell,
+            g_target_s=t,
+            g_samples_s=g,
+            g_sa0_s=float(t[0]),
+            g_sa1_s=float(t[-1]),
+            source="synthetic",
+        )
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, config: Any = None, extra: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None) -> Path:
+        """Write a ``levels`` table (see :mod:`device.tables`) atomically; return its path."""
+        from device import tables as T
+
+        pulses = np.zeros(self.g_samples_s.shape, np.int32) if self.pulses is None else np.asarray(self.pulses, np.int32)
+        fits = fit_levels(self)
+        err = readout_error_rate(self)
+        arrays = {
+            "level": T.Array(np.arange(self.levels), "index"),
+            "g_target_s": T.Array(self.g_target_s, "S", ("level",), "target conductance per level (0 = HRS)"),
+            "g_s": T.Array(self.g_samples_s, "S", ("level", "device"), "programmed conductance read at v_read"),
+            "r_ohm": T.Array(1.0 / self.g_samples_s, "ohm", ("level", "device"), "programmed resistance read at v_read"),
+            "pulses": T.Array(pulses, "1", ("level", "device"), "write pulses used (0: not programmed, synthetic)"),
+            "g_mean_s": T.Array(self.g_mean_s, "S", ("level",), "sample mean"),
+            "g_std_s": T.Array(self.g_std_s, "S", ("level",), "sample standard deviation"),
+            "ln_mu": T.Array(self.ln_mu, "1", ("level",), "mean of ln(g / 1 S) (lognormal fit)"),
+            "ln_sigma": T.Array(self.ln_sigma, "1", ("level",), "standard deviation of ln(g) (lognormal fit)"),
+            "ks_normal": T.Array(np.array([f.ks_normal for f in fits]), "1", ("level",), "Kolmogorov-Smirnov statistic of the normal fit"),
+            "ks_lognormal": T.Array(np.array([f.ks_lognormal for f in fits]), "1", ("level",), "Kolmogorov-Smirnov statistic of the lognormal fit"),
+            "boundary": T.Array(np.arange(self.levels - 1), "index"),
+            "readout_error_rate": T.Array(err, "1", ("boundary",), "probability of reading a cell as its neighbour across boundary k|k+1 (lognormal fits, midpoint thresholds)"),
+        }
+        for k, v in (extra or {}).items():
+            arrays[k] = v
+        a = {
+            "bits_per_cell": self.bits_per_cell,
+            "g_sa0_s": float(self.g_sa0_s),
+            "g_sa1_s": float(self.g_sa1_s),
+            "source": self.source,
+            "on_off_ratio": self.on_off_ratio,
+        }
+        a.update(attrs or {})
+        return T.write_table(path, kind="levels", arrays=arrays, config=config, attrs=a)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LevelTable":
+        """Read a ``levels`` table written by :meth:`save` (validated first)."""
+        from device import tables as T
+
+        t = T.read_table(path, kind="levels")
+        g = np.asarray(t["g_s"], float)
+        bits = int(t.attrs.get("bits_per_cell", round(math.log2(g.shape[0]))))
+        g_t = np.asarray(t["g_target_s"], float)
+        return cls(
+            bits_per_cell=bits,
+            g_target_s=g_t,
+            g_samples_s=g,
+            g_sa0_s=float(t.attrs.get("g_sa0_s", g_t[0])),
+            g_sa1_s=float(t.attrs.get("g_sa1_s", g_t[-1])),
+            source=str(Path(path)),
+            pulses=np.asarray(t["pulses"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelFit:
+    """Normal and lognormal fits of one level, with their Kolmogorov-Smirnov statistics and
+    p-values (parameters estimated from the same samples, so the p-values are optimistic)."""
+
+    level: int
+    mean_s: float
+    std_s: float
+    ln_mu: float
+    ln_sigma: float
+    ks_normal: float
+    p_normal: float
+    ks_lognormal: float
+    p_lognormal: float
+
+    @property
+    def better(self) -> str:
+        return "lognormal" if self.ks_lognormal <= self.ks_normal else "normal"
+
+
+def fit_levels(table: LevelTable) -> list[LevelFit]:
+    """Per-level normal and lognormal fits of ``table.g_samples_s`` with KS goodness of fit."""
+    from scipy import stats
+
+    out = []
+    for k in range(table.levels):
+        g = table.g_samples_s[k]
+        m, s = float(g.mean()), float(g.std(ddof=1))
+        lg = np.log(g)
+        lm, ls = float(lg.mean()), float(lg.std(ddof=1))
+        if s > 0:
+            kn = stats.kstest(g, "norm", args=(m, s))
+            kl = stats.kstest(lg, "norm", args=(lm, ls))
+            ksn, pn, ksl, pl = float(kn.statistic), float(kn.pvalue), float(kl.statistic), float(kl.pvalue)
+        else:
+            ksn = ksl = 0.0
+            pn = pl = 1.0
+        out.append(LevelFit(k, m, s, lm, ls, ksn, pn, ksl, pl))
+    return out
+
+
+def _thresholds(table: LevelTable) -> np.ndarray:
+    t = table.g_target_s
+    return 0.5 * (t[:-1] + t[1:])
+
+
+def readout_error_rate(table: LevelTable, method: Literal["lognormal", "normal", "empirical"] = "lognormal") -> np.ndarray:
+    """(levels-1,) read-out error rate across each boundary between adjacent levels.
+
+    Thresholds are the midpoints between adjacent target conductances. Entry ``k`` is the mean of
+    P(a cell of level k reads above threshold k) and P(a cell of level k+1 reads below it): the
+    probability that a cell programmed to one of the two levels (equally likely) is read as the
+    other. ``method``: from the per-level lognormal (default) or normal fits, which resolve tails
+    beyond the sample size, or from the samples themselves.
+    """
+    from scipy.special import ndtr
+
+    th = _thresholds(table)
+    if method == "empirical":
+        g = table.g_samples_s
+        up = (g[:-1] > th[:, None]).mean(axis=1)
+        down = (g[1:] < th[:, None]).mean(axis=1)
+    elif method == "lognormal":
+        mu, sg = table.ln_mu, np.maximum(table.ln_sigma, 1e-300)
+        lt = np.log(th)
+        up = ndtr(-(lt - mu[:-1]) / sg[:-1])
+        down = ndtr((lt - mu[1:]) / sg[1:])
+    elif method == "normal":
+        mu, sg = table.g_mean_s, np.maximum(table.g_std_s, 1e-300)
+        up = ndtr(-(th - mu[:-1]) / sg[:-1])
+        down = ndtr((th - mu[1:]) / sg[1:])
+    else:
+        raise ConfigError(f"method={method!r} is invalid: must be one of 'lognormal', 'normal', 'empirical'")
+    return 0.5 * (up + down)
+
+
+def cell_error_rate(table: LevelTable, method: Literal["lognormal", "normal", "empirical"] = "lognormal") -> float:
+    """Probability that a cell holding a uniformly random level is read as another level
+    (midpoint thresholds): the sum over boundaries of both crossing probabilities / levels."""
+    return float(2.0 * readout_error_rate(table, method).sum() / table.levels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgrammingResult:
+    """Outcome of :func:`program_levels`."""
+
+    table: LevelTable
+    config: ProgrammingConfig
+    fits: list[LevelFit]
+    pulses: np.ndarray  #: (levels, n_devices) pulses applied per cell
+    converged: np.ndarray  #: (levels, n_devices) True where the verify window was reached
+    error_rate: np.ndarray  #: (levels-1,) readout error rate per boundary (lognormal fits)
+    model_config: Any = None
+
+    @property
+    def on_off_ratio(self) -> float:
+        return self.table.on_off_ratio
+
+    def save(self, path: str | Path, *, seed: int | None = None) -> Path:
+        from device import tables as T
+
+        cfg = {"programming": self.config.to_dict(), "seed": seed}
+        if self.model_config is not None:
+            cfg["model"] = self.model_config.to_dict()
+            cfg["model_name"] = self.model_config.model().name
+        extra = {"converged": T.Array(self.converged.astype(np.int8), "1", ("level", "device"), "1 if the verify window was reached")}
+        return self.table.save(path, config=cfg, extra=extra, attrs={"converged_fraction": float(self.converged.mean())})
+
+    def summary(self) -> str:
+        """A short human-readable table (kOhm, uS for display)."""
+        t = self.table
+        lines = [
+            f"{t.bits_per_cell} bit(s)/cell, {t.levels} levels, {t.n_devices} devices per level; "
+            f"on/off {t.on_off_ratio:.2f}; converged {100 * self.converged.mean():.1f} %; "
+            f"pulses mean {self.pulses.mean():.1f}, max {self.pulses.max()}",
+            f"{'level':>5} {'target uS':>10} {'mean uS':>9} {'std/mean':>9} {'ln_sigma':>9} {'KS norm':>8} "
+            f"{'KS logn':>8} {'pulses':>7} {'err to next':>12}",
+        ]
+        for k, f in enumerate(self.fits):
+            err = f"{self.error_rate[k]:.3e}" if k < t.levels - 1 else ""
+            lines.append(
+                f"{k:>5} {t.g_target_s[k] * 1e6:>10.2f} {f.mean_s * 1e6:>9.2f} {f.std_s / f.mean_s:>9.4f} "
+                f"{f.ln_sigma:>9.4f} {f.ks_normal:>8.4f} {f.ks_lognormal:>8.4f} {self.pulses[k].mean():>7.1f} {err:>12}"
+            )
+        lines.append(f"cell read-out error rate (lognormal fits, midpoint thresholds): {cell_error_rate(t):.3e}")
+        return "\n".join(lines)
+
+
+def program_levels(
+    cfg: ProgrammingConfig,
+    model_params: Config | None = None,
+    *,
+    n_devices: int,
+    rng: np.random.Generator,
+    progress: bool = False,
+) -> ProgrammingResult:
+    """Program ``n_devices`` fresh cells per level by bidirectional ISPP write-verify.
+
+    Every cell (``levels * n_devices`` of them, each with its own device-to-device draw) starts
+    at ``cfg.initial_state`` and loops: read (with read noise); stop when inside the verify
+    window; else apply a SET pulse (read conductance too low) or a RESET pulse (too high).
+    Consecutive pulses of one direction grow by ``v_step_v`` from ``v_set_start_v`` /
+    ``v_reset_start_v`` up to ``v_max_v``; after a change of direction the new direction resumes
+    one step below the amplitude it last used (the cell's threshold is known to be near it).
+    All cells are integrated together (:func:`device.compact.integrate`).
+
+    Raises :class:`ConfigError` when the read voltage would switch the cell or a target lies
+    outside the device's resistance range.
+    """
+    from device.presets import default_params
+    from device.simulate import check_read_voltage
+
+    check_int_range("n_devices", n_devices, 2)
+    params = default_params() if model_params is None else model_params
+    model = params.model()
+    check_read_voltage(params, cfg.v_read_v, t_read_s=cfg.t_read_s)
+    lo, hi = model.state_bounds(params)
+    r_on = float(params.resistance_ohm(lo, cfg.v_read_v))
+    r_off = float(params.resistance_ohm(hi, cfg.v_read_v))
+    for name, r in (("r_lrs_ohm", cfg.r_lrs_ohm), ("r_hrs_ohm", cfg.r_hrs_ohm)):
+        if not (r_on <= r <= r_off):
+            raise ConfigError(
+                f"{name}={r!r} is invalid: the device reads between {r_on:.4g} and {r_off:.4g} ohm at {cfg.v_read_v} V"
+            )
+    targets = level_targets(cfg.bits_per_cell, 1.0 / cfg.r_hrs_ohm, 1.0 / cfg.r_lrs_ohm, cfg.level_spacing)
+    L = targets.size
+    n = L * n_devices
+    pop = model.per_device(params, n, rng)
+    g_t = np.repeat(targets, n_devices)
+    state = model.initial_state(pop, cfg.initial_state).astype(float)
+    pulses = np.zeros(n, np.int32)
+    done = np.zeros(n, bool)
+    reached = np.zeros(n, bool)
+    amp_set = np.full(n, cfg.v_set_start_v)
+    amp_reset = np.full(n, cfg.v_reset_start_v)
+    last_dir = np.zeros(n, np.int8)  # +1 SET, -1 RESET, 0 none yet
+    wave = Waveform(
+        np.array([0.0, cfg.t_edge_s, cfg.t_edge_s + cfg.t_pulse_s, 2 * cfg.t_edge_s + cfg.t_pulse_s]),
+        np.array([0.0, 1.0, 1.0, 0.0]),
+    )
+    t_end = np.array([wave.t_s[-1]])
+    it = range(cfg.max_pulses + 1)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"write-verify {cfg.bits_per_cell} bit", unit="pulse", leave=False)
+    for _ in it:
+        act = np.nonzero(~done)[0]
+        if act.size == 0:
+            break
+        pa = pop.subset(act)
+        g_read = model.current(cfg.v_read_v, state[act], pa) / cfg.v_read_v
+        if cfg.read_noise_rel > 0:
+            g_read = g_read * (1.0 + cfg.read_noise_rel * rng.standard_normal(act.size))
+        err = g_read - g_t[act]
+        ok = np.abs(err) <= cfg.tolerance_rel * g_t[act]
+        out_of_pulses = pulses[act] >= cfg.max_pulses
+        done[act[ok | out_of_pulses]] = True
+        reached[act[ok]] = True
+        keep = ~(ok | out_of_pulses)
+        act, err = act[keep], err[keep]
+        if act.size == 0:
+            break
+        direction = np.where(err < 0, 1, -1).astype(np.int8)  # conductance too low -> SET
+        turned = (last_dir[act] != 0) & (direction != last_dir[act])
+        # amplitude of this pulse: grow within a run, back off one step after a turn
+        a_s = amp_set[act]
+        a_r = amp_reset[act]
+        a_s = np.where(direction > 0, np.where(turned, a_s - cfg.v_step_v, a_s), a_s)
+        a_r = np.where(direction < 0, np.where(turned, a_r - cfg.v_step_v, a_r), a_r)
+        a_s = np.clip(a_s, cfg.v_set_start_v, cfg.v_max_v)
+        a_r = np.clip(a_r, cfg.v_reset_start_v, cfg.v_max_v)
+        v_amp = np.where(direction > 0, a_s, -a_r)
+        new_state = integrate(model, pop.subset(act), state[act], wave, t_end, v_scale=v_amp, rng=rng)[0]
+        state[act] = new_state
+        pulses[act] += 1
+        amp_set[act] = np.where(direction > 0, np.minimum(a_s + cfg.v_step_v, cfg.v_max_v), a_s)
+        amp_reset[act] = np.where(direction < 0, np.minimum(a_r + cfg.v_step_v, cfg.v_max_v), a_r)
+        last_dir[act] = direction
+    g_true = model.current(cfg.v_read_v, state, pop) / cfg.v_read_v
+    # converged: a verify read (read noise included) fell inside the window within max_pulses
+    converged = reached
+    table = LevelTable(
+        bits_per_cell=cfg.bits_per_cell,
+        g_target_s=targets,
+        g_samples_s=g_true.reshape(L, n_devices),
+        g_sa0_s=float(targets[0]),
+        g_sa1_s=float(targets[-1]),
+        source="write-verify",
+        pulses=pulses.reshape(L, n_devices),
+    )
+    return ProgrammingResult(
+        table=table,
+        config=cfg,
+        fits=fit_levels(table),
+        pulses=pulses.reshape(L, n_devices),
+        converged=converged.reshape(L, n_devices),
+        error_rate=readout_error_rate(table),
+        model_config=params,
+    )

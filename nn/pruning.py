@@ -1,0 +1,313 @@
+"""Differentiable structured pruning of weight rows and columns (hard-concrete L0 gates).
+
+Seed paper 1 (Li et al. 2024, arXiv 2401.11664) frees whole crossbar rows and columns by pruning
+the input features (crossbar rows / word lines) and output features (crossbar columns / bit lines)
+of every crossbar-mapped ``nn.Linear``; the freed space then holds duplicated weights and MSB
+copies at zero extra crossbar cost. This module learns those masks.
+
+Method
+    Each targeted Linear ``y = x W^T + b`` (``W``: ``(out_features, in_features)``) gets two gate
+    vectors, ``z_row`` over its ``in_features`` and ``z_col`` over its ``out_features``, and
+    computes ``y = z_col * ((x * z_row) W^T) + b``: the effective weight is
+    ``W * outer(z_col, z_row)``. The bias is digital (added after the crossbar) and is kept.
+    Gates are hard-concrete random variables (Louizos, Welling, Kingma, "Learning Sparse Neural
+    Networks through L0 Regularization", ICLR 2018, arXiv 1712.01312): with ``u ~ U(0, 1)``,
+    ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``, ``z = clamp(s (zeta - gamma) + gamma,
+    0, 1)``, and ``P(z != 0) = sigmoid(log_alpha - beta log(-gamma / zeta))`` is differentiable.
+    Sparsity is driven to the target with the Lagrangian of Wang, Wohlwend and Lei ("Structured
+    Pruning of Large Language Models", EMNLP 2020, arXiv 1910.04732):
+    ``loss + lambda1 (s - t) + lambda2 (s - t)^2`` where ``s`` is the expected fraction of pruned
+    rows and columns and ``t`` the target; the multipliers are trained by gradient *ascent*
+    (:meth:`RowColPruner.lagrangian` returns the term; its multipliers' gradients are negated).
+    ``scope="global"`` controls the size-weighted mean over layers; ``"per_layer"`` adds one
+    constraint per layer.
+
+Sparsity definition
+    The row/column sparsity of a layer is the fraction of its rows and columns removed,
+    ``(pruned_in + pruned_out) / (in_features + out_features)``: the quantity that frees crossbar
+    lines. A weight survives only if both its row and its column survive.
+
+After training, :meth:`RowColPruner.finalize` turns the gates into hard boolean masks with exactly
+the target fraction per layer (the least likely gates go first), zeroes the pruned weights, and
+keeps them at zero during the recovery fine-tune (a gradient hook). The masks are saved beside the
+model (:func:`save_masks`, safetensors) and read by the mapping layer, which packs the surviving
+rows and columns so that whole crossbar lines become free.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from device.config import Config, check_choice, check_positive, check_range, config
+
+__all__ = [
+    "PruningConfig",
+    "RowColPruner",
+    "RowColMask",
+    "save_masks",
+    "load_masks",
+    "apply_masks",
+    "DEFAULT_TARGETS",
+]
+
+#: Linear modules of a BERT-family encoder that sit on crossbars: attention projections and the
+#: feed-forward layers (the classifier head and pooler stay digital).
+DEFAULT_TARGETS = r"encoder\..*\.(query|key|value|attention\.output\.dense|intermediate\.dense|output\.dense)$"
+
+
+@config
+class PruningConfig(Config):
+    """Settings of the row/column pruning phase."""
+
+    #: target fraction of rows and columns removed, in [0, 1) (seed paper 1: > 0.3 is lossless)
+    target_sparsity: float = 0.3
+    #: "global": one size-weighted constraint over all layers; "per_layer": every layer hits it
+    scope: str = "per_layer"
+    #: regex over module names selecting the Linear layers to prune
+    target_modules: str = DEFAULT_TARGETS
+    #: hard-concrete temperature (Louizos et al. 2018 use 2/3)
+    beta: float = 2.0 / 3.0
+    #: stretch interval (gamma < 0 < 1 < zeta), Louizos et al. 2018: (-0.1, 1.1)
+    gamma: float = -0.1
+    zeta: float = 1.1
+    #: initial keep probability of every gate
+    init_keep: float = 0.95
+    #: learning rate of the gate logits and of the Lagrange multipliers
+    lr_gates: float = 0.05
+    lr_lambda: float = 0.05
+    #: fraction of the pruning phase over which the target ramps linearly from 0 to target_sparsity
+    warmup_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_range("target_sparsity", self.target_sparsity, 0.0, 1.0, hi_open=True)
+        check_choice("scope", self.scope, ("global", "per_layer"))
+        try:
+            re.compile(self.target_modules)
+        except re.error as exc:
+            raise ValueError(f"target_modules={self.target_modules!r} is not a valid regex: {exc}") from None
+        check_positive("beta", self.beta)
+        check_range("gamma", self.gamma, None, 0.0, hi_open=True)
+        check_range("zeta", self.zeta, 1.0, None, lo_open=True)
+        check_range("init_keep", self.init_keep, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_positive("lr_gates", self.lr_gates)
+        check_positive("lr_lambda", self.lr_lambda)
+        check_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+
+
+class _HardConcrete(nn.Module):
+    """A vector of hard-concrete gates (Louizos et al. 2018, eq. 10-12)."""
+
+    def __init__(self, n: int, cfg: PruningConfig) -> None:
+        super().__init__()
+        self.beta, self.gamma, self.zeta = cfg.beta, cfg.gamma, cfg.zeta
+        # choose log_alpha so that P(z != 0) = init_keep
+        la = math.log(cfg.init_keep / (1 - cfg.init_keep)) + self.beta * math.log(-self.gamma / self.zeta)
+        self.log_alpha = nn.Parameter(torch.full((n,), la))
+        self.generator: torch.Generator | None = None
+
+    def keep_probability(self) -> torch.Tensor:
+        """``P(z != 0)`` per gate: the differentiable expected L0 norm's summands."""
+        return torch.sigmoid(self.log_alpha - self.beta * math.log(-self.gamma / self.zeta))
+
+    def forward(self) -> torch.Tensor:
+        if self.training:
+            u = torch.rand(self.log_alpha.shape, generator=self.generator, device="cpu").to(self.log_alpha.device)
+            u = u.clamp(1e-6, 1 - 1e-6)
+            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
+        else:
+            s = torch.sigmoid(self.log_alpha)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+
+class RowColMask:
+    """Hard boolean masks of one Linear: ``rows`` over in_features, ``cols`` over out_features."""
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        self.rows = rows.bool().cpu()
+        self.cols = cols.bool().cpu()
+
+    @property
+    def sparsity(self) -> float:
+        n = self.rows.numel() + self.cols.numel()
+        return float((~self.rows).sum() + (~self.cols).sum()) / n
+
+    def weight_mask(self) -> torch.Tensor:
+        """``(out_features, in_features)`` boolean: a weight survives iff its row and column do."""
+        return self.cols[:, None] & self.rows[None, :]
+
+
+class RowColPruner:
+    """Attach learnable row/column gates to a model's crossbar-mapped Linear layers.
+
+    Usage::
+
+        pruner = RowColPruner(model, PruningConfig(target_sparsity=0.3), generator=g)
+        opt_gates = torch.optim.Adam(pruner.gate_parameters(), lr=cfg.lr_gates)
+        opt_lambda = torch.optim.Adam(pruner.lambda_parameters(), lr=cfg.lr_lambda, maximize=True)
+        ...  loss = task_loss + pruner.lagrangian(progress)  # progress in [0, 1]
+        masks = pruner.finalize()   # removes the gates, zeroes pruned weights, keeps them at zero
+    """
+
+    def __init__(self, model: nn.Module, cfg: PruningConfig, *, generator: torch.Generator | None = None) -> None:
+        self.cfg = cfg
+        self.model = model
+        pattern = re.compile(cfg.target_modules)
+        self.layers: dict[str, nn.Linear] = {
+            name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.search(name)
+        }
+        if not self.layers:
+            raise ValueError(f"no nn.Linear module name matches target_modules={cfg.target_modules!r}")
+        dev = next(model.parameters()).device
+        self.row_gates: dict[str, _HardConcrete] = {}
+        self.col_gates: dict[str, _HardConcrete] = {}
+        self._handles: list = []
+        for name, lin in self.layers.items():
+            gr = _HardConcrete(lin.in_features, cfg).to(dev)
+            gc = _HardConcrete(lin.out_features, cfg).to(dev)
+            gr.generator = gc.generator = generator
+            self.row_gates[name], self.col_gates[name] = gr, gc
+            self._handles.append(lin.register_forward_pre_hook(self._pre_hook(gr)))
+            self._handles.append(lin.register_forward_hook(self._post_hook(lin, gc)))
+        n = 1 if cfg.scope == "global" else len(self.layers)
+        self.lambda1 = torch.zeros(n, device=dev, requires_grad=True)
+        self.lambda2 = torch.zeros(n, device=dev, requires_grad=True)
+        self.masks: dict[str, RowColMask] | None = None
+
+    @staticmethod
+    def _pre_hook(gate: _HardConcrete):
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            z = gate()
+            return (args[0] * z,) + tuple(args[1:])
+
+        return hook
+
+    @staticmethod
+    def _post_hook(lin: nn.Linear, gate: _HardConcrete):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            z = gate()
+            if lin.bias is None:
+                return out * z
+            return (out - lin.bias) * z + lin.bias
+
+        return hook
+
+    def train(self, mode: bool = True) -> None:
+        for g in list(self.row_gates.values()) + list(self.col_gates.values()):
+            g.train(mode)
+
+    def gate_parameters(self) -> Iterator[nn.Parameter]:
+        for name in self.layers:
+            yield self.row_gates[name].log_alpha
+            yield self.col_gates[name].log_alpha
+
+    def lambda_parameters(self) -> list[torch.Tensor]:
+        return [self.lambda1, self.lambda2]
+
+    def expected_sparsity(self) -> dict[str, torch.Tensor]:
+        """Expected row/column sparsity per layer (differentiable)."""
+        out = {}
+        for name in self.layers:
+            kr = self.row_gates[name].keep_probability()
+            kc = self.col_gates[name].keep_probability()
+            out[name] = 1.0 - (kr.sum() + kc.sum()) / (kr.numel() + kc.numel())
+        return out
+
+    def lagrangian(self, progress: float) -> torch.Tensor:
+        """``lambda1 (s - t) + lambda2 (s - t)^2`` with the target ramped by ``progress`` in [0, 1].
+
+        Minimise it over the gates and *maximise* it over the multipliers (``maximize=True``).
+        """
+        ramp = 1.0 if self.cfg.warmup_fraction == 0 else min(1.0, progress / self.cfg.warmup_fraction)
+        t = self.cfg.target_sparsity * ramp
+        exp = self.expected_sparsity()
+        if self.cfg.scope == "global":
+            sizes = torch.tensor([float(l.in_features + l.out_features) for l in self.layers.values()])
+            s = torch.stack(list(exp.values()))
+            diff = ((s * sizes.to(s.device)).sum() / sizes.sum() - t).reshape(1)
+        else:
+            diff = torch.stack(list(exp.values())) - t
+        return (self.lambda1 * diff + self.lambda2 * diff**2).sum()
+
+    def finalize(self) -> dict[str, RowColMask]:
+        """Hard masks hitting the target exactly; remove the gates; keep pruned weights at zero.
+
+        Per layer (also with ``scope="global"``, whose learned per-layer allocation is kept) the
+        rows and columns with the lowest keep probability are removed, ``round(s * n)`` of each
+        kind where ``s`` is the layer's learned expected sparsity (per_layer: the target).
+        """
+        with torch.no_grad():
+            exp = {k: float(v) for k, v in self.expected_sparsity().items()}
+        masks: dict[str, RowColMask] = {}
+        for name, lin in self.layers.items():
+            s = self.cfg.target_sparsity if self.cfg.scope == "per_layer" else min(max(exp[name], 0.0), 0.95)
+            kr = self.row_gates[name].keep_probability().detach()
+            kc = self.col_gates[name].keep_probability().detach()
+            n_total = kr.numel() + kc.numel()
+            n_prune = int(round(s * n_total))
+            # remove the globally least likely lines of this layer, rows and columns competing
+            both = torch.cat([kr, kc])
+            order = torch.argsort(both, stable=True)[:n_prune]
+            keep = torch.ones(n_total, dtype=torch.bool, device=both.device)
+            keep[order] = False
+            masks[name] = RowColMask(keep[: kr.numel()], keep[kr.numel():])
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        apply_masks(self.model, masks)
+        self.masks = masks
+        return masks
+
+
+def apply_masks(model: nn.Module, masks: dict[str, RowColMask]) -> list:
+    """Zero the pruned weights of ``model`` and keep them zero under training (gradient hooks).
+
+    Returns the hook handles (remove them to let the weights train freely again).
+    """
+    modules = dict(model.named_modules())
+    handles = []
+    for name, m in masks.items():
+        if name not in modules or not isinstance(modules[name], nn.Linear):
+            raise ValueError(f"mask for {name!r} matches no nn.Linear of the model")
+        lin = modules[name]
+        wm = m.weight_mask().to(lin.weight.device)
+        if wm.shape != lin.weight.shape:
+            raise ValueError(f"mask for {name!r} has shape {tuple(wm.shape)}, weight has {tuple(lin.weight.shape)}")
+        with torch.no_grad():
+            lin.weight.mul_(wm)
+        handles.append(lin.weight.register_hook(lambda g, wm=wm: g * wm))
+    return handles
+
+
+def save_masks(path: str | Path, masks: dict[str, RowColMask]) -> Path:
+    """Save masks as safetensors (``<name>.rows`` / ``<name>.cols``, uint8), atomically."""
+    from safetensors.torch import save_file
+
+    from device.tables import atomic_path
+
+    tensors = {}
+    for name, m in masks.items():
+        tensors[f"{name}.rows"] = m.rows.to(torch.uint8).contiguous()
+        tensors[f"{name}.cols"] = m.cols.to(torch.uint8).contiguous()
+    with atomic_path(path, ".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "reram-cosim row/column masks", "true": "kept"})
+    return Path(path)
+
+
+def load_masks(path: str | Path) -> dict[str, RowColMask]:
+    """Inverse of :func:`save_masks`."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    names = sorted({k.rsplit(".", 1)[0] for k in t})
+    out = {}
+    for n in names:
+        if f"{n}.rows" not in t or f"{n}.cols" not in t:
+            raise ValueError(f"{path}: mask {n!r} lacks its rows or cols entry")
+        out[n] = RowColMask(t[f"{n}.rows"], t[f"{n}.cols"])
+    return out

@@ -1,0 +1,90 @@
+"""Differentiable row/column pruning: gate statistics, target sparsity, masks that stay applied."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from device.config import ConfigError
+from nn.pruning import PruningConfig, RowColPruner, _HardConcrete, load_masks, save_masks
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.dense = nn.Linear(16, 12)
+        self.head = nn.Linear(12, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.encoder.dense(x)))
+
+
+def test_hard_concrete_keep_probability_matches_samples():
+    cfg = PruningConfig(init_keep=0.8)
+    g = _HardConcrete(20000, cfg)
+    g.generator = torch.Generator().manual_seed(0)
+    assert torch.allclose(g.keep_probability(), torch.full((20000,), 0.8), atol=1e-6)
+    z = g().detach()
+    # P(z > 0) = keep probability; 20000 Bernoulli draws: 5 sigma = 0.014
+    assert abs(float((z > 0).float().mean()) - 0.8) < 5 * math.sqrt(0.8 * 0.2 / 20000)
+    assert float(z.min()) >= 0.0 and float(z.max()) <= 1.0
+
+
+def test_pruning_reaches_target_and_prunes_irrelevant_inputs():
+    torch.manual_seed(0)  # test-local model init only; the library takes generators
+    gen = torch.Generator().manual_seed(1)
+    model = _Toy()
+    cfg = PruningConfig(target_sparsity=0.3, target_modules=r"encoder\.dense$", lr_gates=0.1, lr_lambda=0.2)
+    pruner = RowColPruner(model, cfg, generator=gen)
+    # only the first 8 inputs matter
+    x = torch.randn(512, 16, generator=gen)
+    y = (x[:, :8] ** 2).sum(1, keepdim=True) / 8
+    opt = torch.optim.Adam(list(model.parameters()) + list(pruner.gate_parameters()), lr=0.03)
+    opt_l = torch.optim.Adam(pruner.lambda_parameters(), lr=cfg.lr_lambda, maximize=True)
+    steps = 300
+    for step in range(steps):
+        loss = nn.functional.mse_loss(model(x), y) + pruner.lagrangian(step / steps)
+        opt.zero_grad(); opt_l.zero_grad()
+        loss.backward()
+        opt.step(); opt_l.step()
+    s = float(pruner.expected_sparsity()["encoder.dense"].detach())
+    assert abs(s - 0.3) < 0.05, s
+    masks = pruner.finalize()
+    m = masks["encoder.dense"]
+    assert m.rows.numel() + m.cols.numel() == 28
+    assert (~m.rows).sum() + (~m.cols).sum() == round(0.3 * 28)
+    # pruned input rows come from the irrelevant half
+    assert bool(m.rows[:8].all()), m.rows
+    w = model.encoder.dense.weight
+    assert torch.all(w[~m.weight_mask()] == 0)
+    # recovery fine-tune keeps them at zero
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt2.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt2.step()
+    assert torch.all(model.encoder.dense.weight[~m.weight_mask()] == 0)
+
+
+def test_masks_round_trip(tmp_path):
+    model = _Toy()
+    pruner = RowColPruner(model, PruningConfig(target_sparsity=0.25, target_modules=r"dense$"))
+    masks = pruner.finalize()
+    p = save_masks(tmp_path / "m.safetensors", masks)
+    back = load_masks(p)
+    assert set(back) == set(masks)
+    assert torch.equal(back["encoder.dense"].rows, masks["encoder.dense"].rows)
+    assert abs(back["encoder.dense"].sparsity - 0.25) < 1 / 28
+
+
+@pytest.mark.parametrize("kw,msg", [({"target_sparsity": 1.0}, "target_sparsity=1.0"), ({"target_sparsity": -0.1}, "target_sparsity"), ({"scope": "tile"}, "scope"), ({"target_modules": "("}, "regex")])
+def test_bad_config(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        PruningConfig(**kw)
+
+
+def test_no_matching_module():
+    with pytest.raises(ValueError, match="no nn.Linear module name matches"):
+        RowColPruner(_Toy(), PruningConfig(target_modules="attention"))
