@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "crossbar.cli",
     "crossbar.cli_engine",
     "nn.cli_nn",
+    "nn.cli_eval",
 )
 
 

@@ -116,6 +116,22 @@ def is_finetuned_classifier(config: Any) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in archs)
 
 
+class _quiet_transformers:
+    """Silence transformers' load report (missing keys are checked by load_classifier itself)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._logging = hf_logging
+        self._level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        self._logging.set_verbosity(self._level)
+        return False
+
+
 def load_classifier(
     model: str | os.PathLike,
     num_labels: int | None,
@@ -176,10 +192,23 @@ def load_classifier(
         elif num_labels > 1:
             kwargs["problem_type"] = "single_label_classification"
     try:
-        net = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
+        with _quiet_transformers():
+            net, load_info = AutoModelForSequenceClassification.from_pretrained(
+                where, output_loading_info=True, **kwargs
+            )
         tok = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model or tokenizer from {model}: {str(exc).splitlines()[0]}") from exc
+    # transformers only logs missing weights; here a missing encoder weight is an error. A fresh
+    # head (base encoder) and a missing pooler (encoders saved without one) are expected.
+    prefix = getattr(net, "base_model_prefix", "") + "."
+    missing = [
+        k for k in load_info.get("missing_keys", [])
+        if (finetuned or k.startswith(prefix)) and not (not finetuned and ".pooler." in f".{k}")
+    ]
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ModelLoadError(f"{model} lacks {len(missing)} weight(s) the model needs: {shown}")
     net.to(device)
     net.eval()
     return net, tok

@@ -1,0 +1,136 @@
+"""``reram-cosim eval | study | demo``: GLUE on simulated crossbars, registered by ``nn/cli.py``.
+
+Importing this module is cheap: torch and transformers are imported by the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+# kept in sync with nn.sim.PRESETS by a test; listed here so `--help` does not import torch
+PRESET_NAMES = ("default", "ideal", "neurosim", "paper1", "paper2")
+
+_GLUE_HELP = "local GLUE directory (default: $GLUE_DIR, else ../shared/data/glue if it exists, else the hub)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval``, ``study`` and ``demo`` subcommands to the ``reram-cosim`` parser."""
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluate a fine-tuned classifier on a GLUE dev set, digital and on simulated crossbars",
+        description=(
+            "Evaluates the digital model and --trials independent simulated chips (fault and variation "
+            "maps drawn from numpy default_rng([seed, trial])); appends one CSV row per evaluation with "
+            "the full sim config, and skips rows already in --out (a killed run resumes)."
+        ),
+    )
+    e.add_argument("--model", required=True, help="fine-tuned classifier directory or hub id")
+    e.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    e.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
+    _sim_args(e)
+    e.add_argument("--trials", type=int, default=1, help="simulated chips (default 1)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the chips (default 0)")
+    e.add_argument("--out", required=True, help="results CSV (appended; resumable)")
+    e.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default 64)")
+    e.add_argument("--max-examples", type=int, default=None, help="stratified dev subset (default: all)")
+    e.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    e.add_argument("--split", default="dev", help="split to evaluate (default dev; MNLI: dev_matched/dev_mismatched)")
+    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; or $RERAM_COSIM_NUM_THREADS)")
+    e.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--show-config", action="store_true", help="print the sim config as JSON and exit")
+    e.set_defaults(func=_cmd_eval)
+
+    s = subparsers.add_parser(
+        "study",
+        help="sweep physics parameters over tasks and methods; write results.csv and accuracy plots",
+        description="Runs a study spec (format: nn/study.py docstring; examples/study_*.json), resumable.",
+    )
+    s.add_argument("--spec", required=True, help="study spec JSON")
+    s.add_argument("--out", required=True, help="output directory (results.csv, plots/)")
+    s.add_argument("--model", default=None, help="overrides the spec's model")
+    s.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads")
+    s.add_argument("--plot-only", action="store_true", help="only redraw the plots from results.csv")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_study)
+
+    d = subparsers.add_parser(
+        "demo",
+        help="device -> crossbar -> MiniLM SST-2 demo: figures, fault/variation table and plot",
+        description=(
+            "Device figures, IR-drop figures, then the cached (or freshly fine-tuned) MiniLM SST-2 "
+            "evaluated digital and on crossbars at a few fault rates and variations."
+        ),
+    )
+    d.add_argument("--out", required=True, help="output directory")
+    d.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
+    d.add_argument("--trials", type=int, default=2, help="chips per setting (default 2)")
+    d.add_argument("--max-examples", type=int, default=None, help="SST-2 dev subset (default: all 872)")
+    d.set_defaults(func=_cmd_demo)
+
+
+def _sim_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", choices=PRESET_NAMES, help="simulation preset (default: default)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a sim config field, e.g. crossbar.adc_bits=6, faults.rate=0.01 (repeatable)",
+    )
+
+
+def _glue_dir(arg: str | None):
+    if arg is not None:
+        return arg
+    from nn.glue import default_glue_dir
+
+    return default_glue_dir()
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nn.evaluate import evaluate_glue
+    from nn.sim import build_sim_config
+
+    cfg = build_sim_config(args.preset, args.overrides)
+    if args.show_config:
+        import json
+
+        print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        return 0
+    if args.trials < 0:
+        raise ValueError(f"--trials {args.trials} is invalid: must be >= 0")
+    summary = evaluate_glue(
+        args.model, args.task, _glue_dir(args.glue_dir), cfg, args.trials, args.seed, args.out,
+        batch_size=args.batch_size, max_examples=args.max_examples, max_length=args.max_length, split=args.split,
+        progress=not args.no_progress, num_threads=args.threads, device=args.device,
+    )
+    print(f"rows in {args.out} (this run wrote {summary['written']})")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from nn.study import load_spec, plot_study, run_study
+
+    spec = load_spec(args.spec)
+    if args.plot_only:
+        from pathlib import Path
+
+        plots = plot_study(spec, Path(args.out) / "results.csv", Path(args.out) / "plots")
+    else:
+        res = run_study(
+            spec, args.out, model=args.model, glue_dir=args.glue_dir, progress=not args.no_progress,
+            num_threads=args.threads,
+        )
+        plots = res["plots"]
+        print(f"results: {res['csv']} ({res['written']} new rows)")
+    for p in plots:
+        print(f"plot: {p}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nn.demo import run_demo
+
+    run_demo(args.out, _glue_dir(args.glue_dir), trials=args.trials, max_examples=args.max_examples)
+    return 0

@@ -1,0 +1,83 @@
+"""``reram-cosim finetune``: the NLP subcommands, registered by ``nn/cli.py``.
+
+Importing this module is cheap: torch, transformers and datasets are imported by the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``finetune`` subcommand to the ``reram-cosim`` parser."""
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a BERT-family model on a GLUE task (optionally with DVA weight noise)",
+        description=(
+            "Fine-tune a BERT-family model on one GLUE task and save it (safetensors, tokenizer, "
+            "reram_cosim_finetune.json) in --out. An interrupted run resumes from --out/checkpoint."
+        ),
+    )
+    p.add_argument("--model", default=None, help="base model directory or hub id (default: the offline all-MiniLM-L6-v2)")
+    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    p.add_argument(
+        "--glue-dir",
+        default=None,
+        help="local GLUE directory (default: $GLUE_DIR, else ../shared/data/glue if it exists, else the hub)",
+    )
+    p.add_argument("--out", required=True, help="output directory for the fine-tuned model")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default 3)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (default: none)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--dva-sigma", type=float, default=None, help="DVA training weight-noise sigma (default 0 = off)")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-5)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per example (default 128)")
+    p.add_argument("--max-train-examples", type=int, default=None, help="stratified training subset size (default: all)")
+    p.set_defaults(func=_cmd_finetune)
+
+
+_FIELDS = {
+    "epochs": "epochs",
+    "max_steps": "max_steps",
+    "seed": "seed",
+    "dva_sigma": "dva_sigma",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "max_length": "max_length",
+    "max_train_examples": "max_train_examples",
+}
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Run :func:`nn.finetune.finetune` from parsed arguments; print a short summary."""
+    from nn.finetune import FinetuneConfig, finetune, read_finetune_info
+    from nn.glue import default_glue_dir
+
+    kwargs = {"task": args.task}
+    for arg, field in _FIELDS.items():
+        v = getattr(args, arg, None)
+        if v is not None:
+            kwargs[field] = v
+    cfg = FinetuneConfig(**kwargs)
+    glue_dir = args.glue_dir if args.glue_dir is not None else default_glue_dir()
+    if glue_dir is not None and not os.path.isdir(glue_dir):
+        raise ValueError(f"GLUE directory {glue_dir} does not exist.")
+    t0 = time.perf_counter()
+    metrics = finetune(cfg, args.model, glue_dir, args.out)
+    wall = time.perf_counter() - t0
+    info = read_finetune_info(args.out)
+    assert metrics is not None
+    parts = []
+    for split, res in metrics.items():
+        vals = ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k != "score")
+        parts.append(f"{split}: {vals}")
+    src = glue_dir if glue_dir is not None else "the Hugging Face hub"
+    print(f"fine-tuned {info['base_model']} on {cfg.task} ({info['train_examples']} training examples from {src})")
+    print(f"{info['steps']} steps, {wall:.0f} s wall in this call; " + "; ".join(parts))
+    print(f"saved to {args.out}")
+    return 0

@@ -1,0 +1,610 @@
+"""Fine-tuning BERT-family classifiers on GLUE, with optional device-variation-aware (DVA) training.
+
+A plain torch loop: AdamW, linear warm-up then linear decay, gradient clipping, data order from a
+seeded ``torch.Generator``, dynamic padding per batch. Every ``checkpoint_every`` steps the full
+training state (model, optimizer, scheduler, step, RNG states) is written to ``out_dir/checkpoint``
+(temporary directory, then rename); a rerun with the same ``out_dir`` resumes from it and, on CPU,
+ends with bit-identical weights. The final model is saved in Hugging Face format (safetensors)
+with its tokenizer and ``reram_cosim_finetune.json`` (config, dev metrics, history).
+
+DVA training (Long, She, Mukhopadhyay, "Design of reliable DNN accelerator with un-reliable ReRAM",
+DATE 2019, doi:10.23919/DATE.2019.8715178): for every training batch the weights ``W`` of the
+targeted ``nn.Linear`` modules are replaced by ``W * eps`` with fresh noise ``eps`` (``1 + sigma*z``
+for ``normal``, ``exp(sigma*z)`` for ``lognormal``, ``z ~ N(0, 1)`` per weight, drawn from a
+seeded generator); forward and backward run at that perturbed point, the clean weights are put
+back bit for bit, and the optimizer steps with the gradient taken at the perturbed point
+(dL/dW' evaluated at W' = W*eps is applied to W, as in the paper's noise-injection training).
+:func:`evaluate` can apply the same kind of noise (one draw per call: one programmed chip), so
+the robustness of DVA-trained and normally trained models can be compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
+from nn import glue as glue_mod
+from nn.metrics import glue_score
+
+__all__ = [
+    "DEFAULT_DVA_TARGET",
+    "FinetuneConfig",
+    "FINETUNE_JSON",
+    "select_linear",
+    "weight_noise",
+    "evaluate",
+    "noise_robustness",
+    "finetune",
+    "read_finetune_info",
+]
+
+# Encoder attention projections and feed-forward layers of BERT-family models (query, key, value,
+# attention output, intermediate and output dense). Not embeddings, pooler or classifier.
+DEFAULT_DVA_TARGET = r"encoder\..*(query|key|value|attention\.output\.dense|intermediate\.dense|output\.dense)$"
+
+FINETUNE_JSON = "reram_cosim_finetune.json"
+_CKPT = "checkpoint"
+_STATE = "state.pt"
+
+
+@config
+class FinetuneConfig(Config):
+    """Settings of one fine-tuning run. Defaults follow BERT's GLUE recipe (Devlin et al. 2019)."""
+
+    task: str = "sst2"  # GLUE task, a key of nn.glue.TASKS ("SST-2" etc. are normalised)
+    epochs: int = 3  # passes over the (subsetted) training split
+    max_steps: int = 0  # cap on optimizer steps; 0 = no cap (epochs decide)
+    batch_size: int = 32  # examples per optimizer step
+    lr: float = 5e-5  # peak AdamW learning rate
+    warmup_ratio: float = 0.1  # fraction of the steps with linear warm-up, then linear decay to 0
+    weight_decay: float = 0.01  # AdamW decoupled weight decay; not applied to biases and LayerNorm
+    max_grad_norm: float = 1.0  # gradient-norm clipping; 0 = off
+    max_length: int = 128  # tokens per example after truncation (64 is enough for SST-2)
+    max_train_examples: int = 0  # stratified subset of the training split; 0 = all of it
+    eval_every: int = 0  # dev evaluation every this many steps during training; 0 = only at the end
+    checkpoint_every: int = 200  # write out_dir/checkpoint every this many steps; 0 = never
+    group_by_length: bool = True  # batches of rows with similar token counts (less padding)
+    seed: int = 0  # seeds data order, subset, head init, dropout and DVA noise
+    dva_sigma: float = 0.0  # DVA training weight-noise sigma; 0 = normal training
+    dva_distribution: str = "normal"  # "normal": W*(1+sigma*z); "lognormal": W*exp(sigma*z)
+    dva_target: tuple[str, ...] = (DEFAULT_DVA_TARGET,)  # regexes (re.search) on nn.Linear module names
+
+    def __post_init__(self) -> None:
+        try:
+            task = glue_mod.get_task(self.task).name
+        except ValueError:
+            check_choice("task", self.task, glue_mod.TASKS)
+            raise
+        object.__setattr__(self, "task", task)
+        check_int_range("epochs", self.epochs, 1, 1000)
+        check_int_range("max_steps", self.max_steps, 0)
+        check_int_range("batch_size", self.batch_size, 1, 65536)
+        check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, hi_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6)
+        check_int_range("max_length", self.max_length, 8, 512)
+        check_int_range("max_train_examples", self.max_train_examples, 0)
+        check_int_range("eval_every", self.eval_every, 0)
+        check_int_range("checkpoint_every", self.checkpoint_every, 0)
+        check_int_range("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.group_by_length, bool):
+            raise ConfigError(f"group_by_length={self.group_by_length!r} is invalid: must be true or false")
+        check_range("dva_sigma", self.dva_sigma, 0.0, 1.0)
+        check_choice("dva_distribution", self.dva_distribution, ("normal", "lognormal"))
+        if isinstance(self.dva_target, str):
+            object.__setattr__(self, "dva_target", (self.dva_target,))
+        if not self.dva_target:
+            raise ConfigError("dva_target=() is invalid: must hold at least one pattern")
+        for pat in self.dva_target:
+            if not isinstance(pat, str):
+                raise ConfigError(f"dva_target entry {pat!r} is invalid: must be a regex string")
+            try:
+                re.compile(pat)
+            except re.error as exc:
+                raise ConfigError(f"dva_target entry {pat!r} is invalid: not a regex ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# weight noise
+
+
+def select_linear(model: nn.Module, patterns: Sequence[str] | str = (DEFAULT_DVA_TARGET,)) -> list[tuple[str, nn.Linear]]:
+    """The ``nn.Linear`` modules whose qualified names match any of ``patterns`` (``re.search``).
+
+    Raises ``ValueError`` when none matches: noise applied to nothing is a silent bug.
+    """
+    pats = [re.compile(p) for p in ([patterns] if isinstance(patterns, str) else patterns)]
+    found = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and any(p.search(name) for p in pats)
+    ]
+    if not found:
+        raise ValueError(f"no nn.Linear module name matches {', '.join(p.pattern for p in pats)}")
+    return found
+
+
+def _noise_factors(weight: torch.Tensor, sigma: float, distribution: str, generator: torch.Generator) -> torch.Tensor:
+    z = torch.randn(weight.shape, generator=generator, device=generator.device, dtype=torch.float32)
+    z = z.to(device=weight.device)
+    eps = torch.exp(sigma * z) if distribution == "lognormal" else 1.0 + sigma * z
+    return eps.to(weight.dtype)
+
+
+@contextlib.contextmanager
+def weight_noise(
+    modules: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    sigma: float,
+    generator: torch.Generator,
+    distribution: str = "normal",
+) -> Iterator[None]:
+    """Multiply each module's ``weight`` by fresh noise inside the block; restore it exactly after.
+
+    ``normal``: ``W * (1 + sigma*z)``; ``lognormal``: ``W * exp(sigma*z)``; ``z ~ N(0, 1)``
+    elementwise from ``generator``, drawn in module order. Biases are not perturbed (the paper
+    models conductance variation of the weight cells). The clean weights are copied back from a
+    saved clone, so they are bit-identical after the block, also when it raises.
+    """
+    if sigma < 0 or not math.isfinite(sigma):
+        raise ValueError(f"sigma={sigma} is invalid: must be finite and >= 0")
+    if distribution not in ("normal", "lognormal"):
+        raise ValueError(f"distribution={distribution!r} is invalid: must be 'normal' or 'lognormal'")
+    mods = [m[1] if isinstance(m, tuple) else m for m in modules]
+    if sigma == 0:
+        yield
+        return
+    saved: list[torch.Tensor] = []
+    try:
+        with torch.no_grad():
+            for m in mods:
+                w = m.weight
+                saved.append(w.detach().clone())
+                w.mul_(_noise_factors(w, sigma, distribution, generator))
+        yield
+    finally:
+        with torch.no_grad():
+            for m, s in zip(mods, saved):
+                m.weight.copy_(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, enc: glue_mod.Encoded, batch_size: int, device: torch.device) -> np.ndarray:
+    """Model outputs ``(n, num_labels)`` for every row; batches of similar length for speed."""
+    order = np.argsort(enc.lengths, kind="stable")
+    outs: list[np.ndarray] = []
+    for i in range(0, len(order), batch_size):
+        b = enc.batch(order[i : i + batch_size], device)
+        b.pop("labels")
+        outs.append(model(**b).logits.float().cpu().numpy())
+    logits = np.concatenate(outs, axis=0)
+    result = np.empty_like(logits)
+    result[order] = logits
+    return result
+
+
+def evaluate(
+    model: nn.Module,
+    split: glue_mod.GlueSplit | glue_mod.Encoded,
+    task: str,
+    tokenizer: Any = None,
+    *,
+    max_length: int = 128,
+    batch_size: int = 64,
+    weight_noise_sigma: float = 0.0,
+    noise_distribution: str = "normal",
+    noise_target: Sequence[str] | str = (DEFAULT_DVA_TARGET,),
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """GLUE metrics of ``model`` on ``split`` (``nn.metrics.glue_score`` keys, plus ``score``).
+
+    ``split``: a :class:`nn.glue.GlueSplit` (then ``tokenizer`` is needed) or an already
+    tokenized :class:`nn.glue.Encoded`. With ``weight_noise_sigma > 0`` the ``noise_target``
+    weights carry one draw of multiplicative noise (see :func:`weight_noise`) from ``generator``
+    for the whole evaluation, and are restored afterwards. The model's train/eval mode is kept.
+    """
+    if isinstance(split, glue_mod.GlueSplit):
+        if tokenizer is None:
+            raise ValueError("evaluate needs a tokenizer for an untokenized GlueSplit")
+        enc = glue_mod.tokenize(split, tokenizer, max_length)
+    else:
+        enc = split
+    if weight_noise_sigma > 0 and generator is None:
+        raise ValueError("weight_noise_sigma > 0 needs a seeded torch.Generator (generator=...)")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        targets = select_linear(model, noise_target) if weight_noise_sigma > 0 else []
+        with weight_noise(targets, weight_noise_sigma, generator, noise_distribution):  # type: ignore[arg-type]
+            logits = _predict(model, enc, batch_size, device)
+    finally:
+        model.train(was_training)
+    return glue_score(task, logits, enc.labels)
+
+
+def noise_robustness(
+    model: nn.Module,
+    split: glue_mod.GlueSplit | glue_mod.Encoded,
+    task: str,
+    tokenizer: Any = None,
+    *,
+    sigma: float,
+    n_draws: int = 5,
+    seed: int = 0,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Task score under ``n_draws`` independent weight-noise draws: ``{"scores", "mean", "std"}``.
+
+    ``std`` is the sample standard deviation (ddof=1) over draws. Extra keyword arguments go to
+    :func:`evaluate` (``max_length``, ``noise_distribution``, ``noise_target`` ...).
+    """
+    if isinstance(split, glue_mod.GlueSplit):
+        split = glue_mod.tokenize(split, tokenizer, kwargs.pop("max_length", 128))
+    gen = torch.Generator(device=_model_device(model)).manual_seed(seed)
+    scores = [
+        evaluate(model, split, task, weight_noise_sigma=sigma, generator=gen, **kwargs)["score"]
+        for _ in range(n_draws)
+    ]
+    return {
+        "scores": scores,
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores, ddof=1)) if n_draws > 1 else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _derive_seed(*keys: int) -> int:
+    """Independent 63-bit seeds for separate random streams of one run (numpy SeedSequence)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[np.ndarray]:
+    """The batches of one epoch, as index arrays, from the epoch's own seeded generator, so a
+    resumed run can rebuild them from (seed, epoch) alone.
+
+    A random permutation cut into batches; with ``group_by_length`` the permutation is first cut
+    into chunks of 50 batches, each chunk sorted by token count, cut into batches, and the batch
+    order shuffled again. Batches then hold rows of similar length and need little padding (SST-2
+    train: mean 13 tokens, but ~40 for the longest of 32 random rows), while each batch is still
+    a random draw from the data.
+    """
+    n = lengths.size
+    g = torch.Generator().manual_seed(_derive_seed(seed, 1, epoch))
+    order = torch.randperm(n, generator=g).numpy()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    mega = 50 * batch_size
+    batches: list[np.ndarray] = []
+    for i in range(0, n, mega):
+        chunk = order[i : i + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[k : k + batch_size] for k in range(0, chunk.size, batch_size))
+    perm = torch.randperm(len(batches), generator=g).numpy()
+    return [batches[k] for k in perm]
+
+
+def _lr_lambda(total: int, warmup: int):
+    # The schedule of transformers.get_linear_schedule_with_warmup, as a plain function so that
+    # LambdaLR's state_dict holds no callable.
+    def f(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def _optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(out_dir: Path, state: dict[str, Any]) -> None:
+    """Write ``out_dir/checkpoint/state.pt`` via a temporary directory and renames."""
+    final = out_dir / _CKPT
+    tmp = out_dir / f".{_CKPT}.tmp-{os.getpid()}"
+    old = out_dir / f".{_CKPT}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / _STATE)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_finetune_info(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``reram_cosim_finetune.json`` of a finished run (config, metrics, steps, wall time...)."""
+    path = Path(out_dir) / FINETUNE_JSON
+    if not path.is_file():
+        raise ValueError(f"{out_dir} holds no finished fine-tuning run ({FINETUNE_JSON} is missing).")
+    return json.loads(path.read_text())
+
+
+def _num_threads(requested: int | None) -> int:
+    """``requested``, else ``$RERAM_COSIM_NUM_THREADS``, else the CPUs this process may run on
+    less the 1-minute load average (at least 1).
+
+    On a machine whose cores are busy with other jobs, fewer threads than cores can be faster
+    (OpenMP threads wait for each other at every operation); the variable lets a user say so.
+    """
+    if requested is None:
+        env = os.environ.get("RERAM_COSIM_NUM_THREADS", "").strip()
+        if env:
+            try:
+                requested = int(env)
+            except ValueError:
+                raise ValueError(f"RERAM_COSIM_NUM_THREADS={env!r} is invalid: must be an integer >= 1") from None
+        else:
+            n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            # Only the cores other jobs leave idle: measured here on 2 shared cores with one
+            # other busy process, MiniLM training steps took 4x longer on 2 threads than on 1.
+            busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
+            requested = max(1, n_cpu - busy)
+    if requested < 1:
+        raise ValueError(f"num_threads={requested} is invalid: must be >= 1")
+    return requested
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _save_final(out_dir: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
+    """Save model + tokenizer + JSON into ``out_dir``: written to a temporary folder, then each
+    file renamed into place, the JSON last (its presence marks a finished run)."""
+    import inspect
+
+    tmp = out_dir / f".final.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    kwargs = {}
+    if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
+        kwargs["safe_serialization"] = True  # transformers 4.x; 5.x always writes safetensors
+    model.save_pretrained(tmp, **kwargs)
+    tokenizer.save_pretrained(tmp)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, out_dir / f.name)
+    tmp.rmdir()
+    _atomic_write_text(out_dir / FINETUNE_JSON, json.dumps(info, indent=2, sort_keys=True))
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    model_path: str | os.PathLike | None,
+    glue_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    train: glue_mod.GlueSplit | None = None,
+    dev: dict[str, glue_mod.GlueSplit] | None = None,
+    num_threads: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    stop_after_steps: int | None = None,
+) -> dict[str, dict[str, float]] | None:
+    """Fine-tune ``model_path`` on ``cfg.task``; return the final dev metrics ``{split: metrics}``.
+
+    ``model_path``: base encoder or checkpoint directory / hub id (None = the offline MiniLM,
+    :func:`nn.models.default_base_model`). ``glue_dir``: local GLUE directory, None = hub.
+    ``train`` / ``dev`` replace the loaded splits (tests, custom data). ``device``: default CUDA
+    when available. ``num_threads``: CPU threads during the run (default: the CPUs this process
+    may use); the previous setting is restored afterwards.
+
+    A finished run in ``out_dir`` with the same config is not repeated: its stored metrics are
+    returned (``overwrite=True`` retrains). An unfinished one (``out_dir/checkpoint``) is resumed.
+    ``stop_after_steps``: write a checkpoint after that many steps and return None (time-sliced
+    runs, resume tests). On CPU, same config and seed give bit-identical weights, resumed or not.
+    """
+    from nn.models import default_base_model, load_classifier
+
+    task = glue_mod.get_task(cfg.task)
+    out = Path(out_dir)
+    base = str(model_path) if model_path is not None else str(default_base_model())
+    done = out / FINETUNE_JSON
+    ckpt_file = out / _CKPT / _STATE
+    if done.is_file() and not ckpt_file.is_file() and not overwrite:
+        info = json.loads(done.read_text())
+        if info.get("config") == cfg.to_dict() and info.get("base_model") == base:
+            return info["metrics"]
+        raise ValueError(
+            f"{out} already holds a model fine-tuned with other settings; choose another output "
+            "directory or delete it."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    dev_name = torch.device(device if device is not None else _default_device())
+
+    old_threads = torch.get_num_threads()
+    if dev_name.type == "cpu":
+        torch.set_num_threads(_num_threads(num_threads))
+    cuda_devices = [dev_name] if dev_name.type == "cuda" else []
+    t0 = time.perf_counter()
+    try:
+        # Head init and dropout draw from the global torch RNG; fork_rng keeps this run's seeding
+        # from leaking into the caller's RNG state.
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(_derive_seed(cfg.seed, 0))
+            return _run(cfg, task, base, glue_dir, out, dev_name, train, dev, progress, stop_after_steps, t0, load_classifier)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_after_steps, t0, load_classifier):
+    from tqdm.auto import tqdm
+
+    if train is None:
+        train = glue_mod.load_split(task, "train", glue_dir)
+    if dev is None:
+        dev = {s: glue_mod.load_split(task, s, glue_dir) for s in task.dev_splits}
+    n_full = len(train)
+    if cfg.max_train_examples:
+        train = glue_mod.subsample(train, cfg.max_train_examples, np.random.default_rng(_derive_seed(cfg.seed, 3)))
+
+    model, tokenizer = load_classifier(base, task.num_labels, task=task.name, device=device)
+    enc_train = glue_mod.tokenize(train, tokenizer, cfg.max_length)
+    enc_dev = {s: glue_mod.tokenize(d, tokenizer, cfg.max_length) for s, d in dev.items()}
+
+    n = len(enc_train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warmup = int(round(cfg.warmup_ratio * total))
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, warmup))
+    dva_targets = select_linear(model, cfg.dva_target) if cfg.dva_sigma > 0 else []
+    dva_gen = torch.Generator(device=device).manual_seed(_derive_seed(cfg.seed, 2))
+
+    step = 0
+    history: list[dict[str, Any]] = []
+    resumed_from = 0
+    ckpt_file = out / _CKPT / _STATE
+    if ckpt_file.is_file():
+        state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        saved_cfg = json.loads(state["config"])
+        if saved_cfg != cfg.to_dict() or state["base_model"] != base:
+            raise ValueError(
+                f"{out / _CKPT} was written by a run with other settings or another base model; "
+                "use the same settings to resume, or delete the checkpoint."
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = resumed_from = int(state["step"])
+        history = json.loads(state["history"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        dva_gen.set_state(state["rng_dva"])
+
+    def checkpoint() -> None:
+        st = {
+            "config": cfg.to_json(),
+            "base_model": base,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "history": json.dumps(history),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_dva": dva_gen.get_state(),
+        }
+        if device.type == "cuda":
+            st["rng_cuda"] = torch.cuda.get_rng_state(device)
+        _save_checkpoint(out, st)
+
+    log_every = max(1, total // 20)
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"finetune {task.name}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    run_loss, run_n = 0.0, 0
+    while step < total:
+        epoch, b0 = divmod(step, steps_per_epoch)
+        batches = _epoch_batches(enc_train.lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+        for b in range(b0, steps_per_epoch):
+            if step >= total:
+                break
+            batch = enc_train.batch(batches[b], device)
+            with weight_noise(dva_targets, cfg.dva_sigma, dva_gen, cfg.dva_distribution):
+                loss = model(**batch).loss
+                loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            run_loss += float(loss.detach())
+            run_n += 1
+            bar.update(1)
+            if step % log_every == 0 or step == total:
+                history.append({"step": step, "loss": run_loss / run_n, "lr": sched.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{run_loss / run_n:.4f}")
+                run_loss, run_n = 0.0, 0
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                res = {s: evaluate(model, e, task.name) for s, e in enc_dev.items()}
+                history.append({"step": step, "dev": res})
+                bar.write(f"step {step}: " + ", ".join(f"{s} score {r['score']:.4f}" for s, r in res.items()), file=sys.stderr)
+            if stop_after_steps is not None and step >= stop_after_steps and step < total:
+                checkpoint()
+                bar.close()
+                return None
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                checkpoint()
+    bar.close()
+
+    metrics = {s: evaluate(model, e, task.name) for s, e in enc_dev.items()}
+    import transformers
+
+    info = {
+        "config": cfg.to_dict(),
+        "base_model": base,
+        "task": task.name,
+        "metrics": metrics,
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "train_examples": n,
+        "train_examples_available": n_full,
+        "train_source": train.source,
+        "dev_sources": {s: d.source for s, d in dev.items()},
+        "device": str(device),
+        "num_threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "wall_s_this_session": time.perf_counter() - t0,
+        "history": history,
+        "software": {
+            "reram_cosim": _package_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+    model.eval()
+    _save_final(out, model, tokenizer, info)
+    shutil.rmtree(out / _CKPT, ignore_errors=True)
+    return metrics
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("reram-cosim")
+    except Exception:  # not installed (running from a source tree)
+        return "unknown"

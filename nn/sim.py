@@ -1,0 +1,294 @@
+"""Everything one simulated BERT run needs, in one config: :class:`SimConfig`, and its presets.
+
+A :class:`SimConfig` composes the tile engine (:class:`crossbar.engine.CrossbarConfig`), the
+stuck-at faults (:class:`device.faults.FaultConfig`), where the cell levels come from
+(:class:`LevelsSpec`: a shipped write-verify level table or a synthetic one for sigma / on-off
+sweeps), the wire parasitics for IR drop (:class:`crossbar.solver.CircuitConfig`), the IR-drop
+table, which ``nn.Linear`` modules go on crossbars (PEFT-style ``target_modules`` /
+``exclude_modules`` regexes) and the compute dtype.
+
+Every physics parameter is reachable from the command line through
+:func:`device.config.apply_overrides`::
+
+    cfg = apply_overrides(PRESETS["default"](), ["crossbar.adc_bits=6", "faults.rate=0.01",
+                                                 "levels.source=synthetic", "levels.sigma_rel=0.05"])
+
+:data:`PRESETS` is the one registry of named starting points; each factory cites its source
+(``../shared/REFERENCES.md`` gathers the published values).
+
+When each effect is sampled (see :mod:`crossbar.engine`): programming variation and faults once
+per programming (:func:`nn.crossbar_linear.program_model`, one numpy Generator per chip); read
+noise on every read; the synthetic level table itself is drawn once from ``levels.seed`` (it is
+the *device statistics*, not a chip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from crossbar.engine import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig
+from crossbar.solver import CircuitConfig
+from device.config import (
+    Config,
+    ConfigError,
+    check_choice,
+    check_int_range,
+    check_positive,
+    check_range,
+    config,
+)
+from device.faults import FaultConfig
+
+__all__ = [
+    "LevelsSpec",
+    "SimConfig",
+    "PRESETS",
+    "DEFAULT_TARGET_MODULES",
+    "DEFAULT_EXCLUDE_MODULES",
+    "get_preset",
+    "build_sim_config",
+    "build_levels",
+    "load_irdrop",
+    "config_hash",
+    "level_table_path",
+]
+
+_DATA = Path(__file__).resolve().parents[1] / "data"
+
+#: encoder attention projections and feed-forward layers of BERT / RoBERTa (``encoder.layer.N.``
+#: ``attention.self.{query,key,value}``, ``attention.output.dense``, ``intermediate.dense``,
+#: ``output.dense``; the same pattern as ``nn.finetune.DEFAULT_DVA_TARGET``) and of DistilBERT
+#: (``transformer.layer.N.attention.{q,k,v,out}_lin``, ``ffn.lin{1,2}``)
+DEFAULT_TARGET_MODULES: tuple[str, ...] = (
+    r"encoder\..*(query|key|value|attention\.output\.dense|intermediate\.dense|output\.dense)$",
+    r"transformer\.layer\.\d+\.(attention\.(q_lin|k_lin|v_lin|out_lin)|ffn\.(lin1|lin2))$",
+)
+#: the task head and pooler stay digital (BERT ``pooler.dense``, ``classifier``; RoBERTa
+#: ``classifier.dense`` / ``classifier.out_proj``; DistilBERT ``pre_classifier``)
+DEFAULT_EXCLUDE_MODULES: tuple[str, ...] = (r"(^|\.)(classifier|pooler|pre_classifier)(\.|$)",)
+
+
+@config
+class LevelsSpec(Config):
+    """Where the conductance levels of the cells come from."""
+
+    #: "table": a write-verify level table (HDF5, device.programming.LevelTable.load);
+    #: "synthetic": LevelTable.synthetic from the fields below (sigma / on-off sweeps)
+    source: Literal["table", "synthetic"] = "table"
+    #: level table path; None = the shipped data/levels_b{bits}.h5 for crossbar.bits_per_cell
+    table_path: str | None = None
+    #: synthetic: conductance of the highest level (LRS), S (10 kOhm, REFERENCES.md crossbar figures)
+    g_on_s: float = DEFAULT_G_ON_S
+    #: synthetic: g_on / g_off, HRS level 0 at g_on_s / on_off_ratio (100: 10 kOhm..1 MOhm)
+    on_off_ratio: float = DEFAULT_G_ON_S / DEFAULT_G_OFF_S
+    #: synthetic: programming variation, relative sigma of each level (0.05 = 5 %, NeuroSim style)
+    sigma_rel: float = 0.0
+    #: synthetic: "lognormal" or "normal" level distributions (mean = target either way)
+    distribution: Literal["lognormal", "normal"] = "lognormal"
+    #: synthetic: levels equally spaced in "conductance" or in "resistance"
+    spacing: Literal["conductance", "resistance"] = "conductance"
+    #: synthetic: samples per level in the table cells are drawn from
+    n_samples: int = 4096
+    #: synthetic: seed of the table's samples (the device statistics; chips are drawn per trial)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("levels.source", self.source, ("table", "synthetic"))
+        if self.table_path is not None and not isinstance(self.table_path, str):
+            raise ConfigError(f"levels.table_path={self.table_path!r} is invalid: must be a path string or null")
+        check_positive("levels.g_on_s", self.g_on_s)
+        check_range("levels.on_off_ratio", self.on_off_ratio, 1.0, 1e9, lo_open=True)
+        check_range("levels.sigma_rel", self.sigma_rel, 0.0, 1.0)
+        check_choice("levels.distribution", self.distribution, ("lognormal", "normal"))
+        check_choice("levels.spacing", self.spacing, ("conductance", "resistance"))
+        check_int_range("levels.n_samples", self.n_samples, 2, 1 << 20)
+        check_int_range("levels.seed", self.seed, 0, 2**63 - 1)
+
+    @property
+    def g_off_s(self) -> float:
+        return self.g_on_s / self.on_off_ratio
+
+
+@config
+class SimConfig(Config):
+    """A simulated crossbar run of a BERT-family model (see the module docstring)."""
+
+    #: quantization, slicing, tiles, DAC/ADC, IR-drop mode, read noise
+    crossbar: CrossbarConfig = dataclasses.field(default_factory=CrossbarConfig)
+    #: stuck-at faults (SA0 = stuck at HRS, SA1 = stuck at LRS)
+    faults: FaultConfig = dataclasses.field(default_factory=FaultConfig)
+    #: cell conductance levels: shipped table or synthetic
+    levels: LevelsSpec = dataclasses.field(default_factory=LevelsSpec)
+    #: wire / driver / sense parasitics (IR drop; crossbar.ir_drop="table" uses r_wire_row_ohm)
+    circuit: CircuitConfig = dataclasses.field(default_factory=CircuitConfig)
+    #: IR-drop table for crossbar.ir_drop="table"; None = the shipped data/irdrop_default.h5
+    irdrop_table: str | None = None
+    #: regexes (re.search on qualified module names): nn.Linear modules put on crossbars
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    #: regexes: matching modules stay digital even if targeted (default: head and pooler)
+    exclude_modules: tuple[str, ...] = DEFAULT_EXCLUDE_MODULES
+    #: compute dtype of crossbar reads: "float32", or "float64" for exact integer checks
+    dtype: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, str):
+            object.__setattr__(self, "target_modules", (self.target_modules,))
+        if isinstance(self.exclude_modules, str):
+            object.__setattr__(self, "exclude_modules", (self.exclude_modules,))
+        if not self.target_modules:
+            raise ConfigError("target_modules=() is invalid: must hold at least one regex")
+        for name in ("target_modules", "exclude_modules"):
+            for pat in getattr(self, name):
+                if not isinstance(pat, str):
+                    raise ConfigError(f"{name} entry {pat!r} is invalid: must be a regex string")
+                try:
+                    re.compile(pat)
+                except re.error as exc:
+                    raise ConfigError(f"{name} entry {pat!r} is invalid: not a regex ({exc})") from None
+        if self.irdrop_table is not None and not isinstance(self.irdrop_table, str):
+            raise ConfigError(f"irdrop_table={self.irdrop_table!r} is invalid: must be a path string or null")
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+def config_hash(data: Any) -> str:
+    """Short stable hash (sha256, 16 hex digits) of a config or of a JSON-able dict."""
+    import json
+
+    if isinstance(data, Config):
+        data = data.to_dict()
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# levels and IR drop, built once per model (shared by all its layers)
+
+
+def level_table_path(bits_per_cell: int) -> Path:
+    """The shipped level table for ``bits_per_cell``: ``data/levels_b{bits}.h5``."""
+    return _DATA / f"levels_b{bits_per_cell}.h5"
+
+
+def build_levels(cfg: SimConfig):
+    """The ``device.programming.LevelTable`` cells are drawn from (see :class:`LevelsSpec`)."""
+    from device.programming import LevelTable
+
+    spec, bits = cfg.levels, cfg.crossbar.bits_per_cell
+    if spec.source == "synthetic":
+        return LevelTable.synthetic(
+            bits_per_cell=bits, g_on_s=spec.g_on_s, g_off_s=spec.g_off_s, sigma_rel=spec.sigma_rel,
+            distribution=spec.distribution, n_samples=spec.n_samples, rng=np.random.default_rng(spec.seed),
+            spacing=spec.spacing,
+        )
+    path = Path(spec.table_path) if spec.table_path else level_table_path(bits)
+    if not path.is_file():
+        raise ConfigError(
+            f"level table {path} does not exist (levels.source='table'); give levels.table_path=PATH or "
+            "use --set levels.source=synthetic"
+        )
+    table = LevelTable.load(path)
+    if int(table.bits_per_cell) != bits:
+        raise ConfigError(
+            f"level table {path} has {table.bits_per_cell} bit(s) per cell but crossbar.bits_per_cell={bits}"
+        )
+    return table
+
+
+def load_irdrop(cfg: SimConfig):
+    """The IR-drop table for ``crossbar.ir_drop="table"`` (None otherwise: nothing to load)."""
+    if cfg.crossbar.ir_drop != "table":
+        return None
+    from crossbar.irdrop import IRDropTable
+
+    path = Path(cfg.irdrop_table) if cfg.irdrop_table else _DATA / "irdrop_default.h5"
+    if not path.is_file():
+        raise ConfigError(f"IR-drop table {path} does not exist; give irdrop_table=PATH")
+    return IRDropTable.load(path)
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+
+
+def _default() -> SimConfig:
+    """The toolkit's reference chip: 8-bit dynamic fixed-point weights per layer (DFP, Long et al.
+    DATE 2019), 2 bits/cell on differential pairs (4 slices of 2,2,2,1 magnitude bits), 128x128
+    tiles (NeuroSim sub-array, REFERENCES.md), 8-bit multi-bit DAC inputs (DFP per layer), ideal
+    ADC, the shipped write-verify level table ``data/levels_b2.h5``, no faults, no IR drop, no
+    read noise."""
+    return SimConfig()
+
+
+def _ideal() -> SimConfig:
+    """Quantization only: 8-bit DFP weights and inputs on noiseless synthetic levels
+    (10 kOhm..1 MOhm, sigma 0), ideal ADC, no faults, no IR drop. The floor every other preset's
+    error is measured against."""
+    return SimConfig(levels=LevelsSpec(source="synthetic", sigma_rel=0.0))
+
+
+def _neurosim() -> SimConfig:
+    """NeuroSim inference defaults (REFERENCES.md "Conductance windows ... NeuroSim"): 128x128
+    sub-arrays, 5-bit ADC (here per column, full-scale range), on/off ratio 10, multiplicative
+    Gaussian device variation 0.05, bit-serial 8-bit inputs; weights 8-bit, 2 bits per cell."""
+    return SimConfig(
+        crossbar=CrossbarConfig(dac="bit_serial", adc_bits=5, adc_scope="column", adc_range="full_scale"),
+        levels=LevelsSpec(source="synthetic", on_off_ratio=10.0, sigma_rel=0.05, distribution="normal"),
+    )
+
+
+def _paper1() -> SimConfig:
+    """The fault setup of Li et al. 2024 (arXiv 2401.11664) as far as known (REFERENCES.md "Seed
+    papers"; details beyond the abstract are approximate): BERT on GLUE with random stuck-at
+    faults, SA0 (stuck at HRS) the majority (they use 0.5-0.9 SA0; 0.9 here), 1 % of cells faulty
+    (sweep ``faults.rate``), 8-bit weights, 2 bits/cell, otherwise the default chip and noiseless
+    levels so faults are the only device effect."""
+    return SimConfig(
+        faults=FaultConfig(rate=0.01, sa0_fraction=0.9, pattern="random"),
+        levels=LevelsSpec(source="synthetic", sigma_rel=0.0),
+    )
+
+
+def _paper2() -> SimConfig:
+    """Long, She, Mukhopadhyay, DATE 2019 style variation setup (REFERENCES.md "Seed papers"):
+    dynamic fixed-point weights and inputs, lognormal programming variation of the cells (sigma
+    0.1 here; the paper sweeps it), 1 bit per cell (binary ReRAM) with 8-bit weights, no faults."""
+    return SimConfig(
+        crossbar=CrossbarConfig(bits_per_cell=1, weight_format="dynamic", input_format="dynamic"),
+        levels=LevelsSpec(source="synthetic", sigma_rel=0.1, distribution="lognormal"),
+    )
+
+
+#: the one registry of named simulation setups; each factory's docstring cites its source
+PRESETS: dict[str, Callable[[], SimConfig]] = {
+    "default": _default,
+    "ideal": _ideal,
+    "neurosim": _neurosim,
+    "paper1": _paper1,
+    "paper2": _paper2,
+}
+
+
+def get_preset(name: str) -> SimConfig:
+    """``PRESETS[name]()``, with a clear error for an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def build_sim_config(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> SimConfig:
+    """A preset with ``--set``-style ``key=value`` overrides applied (type-checked)."""
+    from device.config import apply_overrides
+
+    return apply_overrides(get_preset(preset), list(overrides))

@@ -1,0 +1,114 @@
+"""Study specs, the resumable sweep and its plots, on a tiny random BERT and tiny SST-2 TSVs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from nn.evaluate import read_results  # noqa: E402
+from nn.study import StudySpec, load_spec, run_study, study_points  # noqa: E402
+from _tiny_bert import write_glue, write_tiny_classifier  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    return {"model": write_tiny_classifier(root / "model"), "glue": write_glue(root / "glue", n_dev=16)}
+
+
+def spec_dict(files, **kw):
+    d = {
+        "name": "tiny",
+        "model": str(files["model"]),
+        "glue_dir": str(files["glue"]),
+        "preset": "default",
+        "set": ["crossbar.tile_rows=32", "crossbar.tile_cols=32", "levels.source=synthetic"],
+        "axes": {"faults.rate": [0, 0.05], "crossbar.weight_format": ["dynamic", "static"]},
+        "tasks": ["sst2"],
+        "methods": {"baseline": [], "sa1_only": ["faults.sa0_fraction=0"]},
+        "trials": 2,
+        "seed": 0,
+        "max_length": 32,
+        "batch_size": 8,
+    }
+    d.update(kw)
+    return d
+
+
+def test_shipped_examples_are_valid():
+    for name in ("study_faults.json", "study_variation.json"):
+        spec = load_spec(ROOT / "examples" / name)
+        assert spec.points() and study_points(spec) > len(spec.points())
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"axes": {"faults.rat": [0, 0.1]}}, "unknown key 'rat'"),
+        ({"axes": {"faults.rate": [0, 2]}}, "rate"),
+        ({"tasks": ["sst3"]}, "unknown GLUE task"),
+        ({"preset": "nope"}, "unknown preset"),
+        ({"trails": 2}, "unknown key"),
+        ({"axes": {}}, "axes"),
+        ({"methods": {"x": "faults.rate=0"}}, "list"),
+    ],
+)
+def test_bad_specs(files, change, match):
+    with pytest.raises(ValueError, match=match):
+        StudySpec(spec_dict(files, **change))
+
+
+def test_study_runs_resumes_and_plots(files, tmp_path):
+    spec = StudySpec(spec_dict(files))
+    n = study_points(spec)
+    assert n == 2 * (1 + 4 * 2)
+    r1 = run_study(spec, tmp_path, progress=False, stop_after_rows=5, plot=False)
+    assert r1["written"] == 5 and not r1["complete"]
+    r2 = run_study(spec, tmp_path, progress=False)
+    assert r2["written"] == n - 5 and r2["complete"]
+    rows = read_results(tmp_path / "results.csv")
+    assert len(rows) == n
+    keys = {(r["config_hash"], r["trial"]) for r in rows}
+    assert len(keys) == n  # no duplicates after the resume
+    pngs = sorted(p.name for p in r2["plots"] if p.suffix == ".png")
+    # one figure per axis and value of the other axis
+    assert pngs == sorted([
+        "sst2__faults.rate__crossbar.weight_format=dynamic.png", "sst2__faults.rate__crossbar.weight_format=static.png",
+        "sst2__crossbar.weight_format__faults.rate=0.png", "sst2__crossbar.weight_format__faults.rate=0.05.png",
+    ])
+    assert all(p.stat().st_size > 1000 for p in r2["plots"])
+    assert {p.suffix for p in r2["plots"]} == {".png", ".pdf"}
+    assert json.loads((tmp_path / "study.json").read_text())["name"] == "tiny"
+    assert run_study(spec, tmp_path, progress=False, plot=False)["written"] == 0
+
+
+def test_cli_study(files, tmp_path, capsys):
+    from nn.cli import main
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps(spec_dict(files, axes={"faults.rate": [0.05]}, methods={"baseline": []}, trials=1)))
+    out = tmp_path / "out"
+    assert main(["study", "--spec", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert "plot:" in capsys.readouterr().out
+    assert len(read_results(out / "results.csv")) == 2
+    assert main(["study", "--spec", str(spec), "--out", str(out), "--plot-only"]) == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    capsys.readouterr()
+    assert main(["study", "--spec", str(bad), "--out", str(out)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
