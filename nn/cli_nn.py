@@ -38,6 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-5)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per example (default 128)")
     p.add_argument("--max-train-examples", type=int, default=None, help="stratified training subset size (default: all)")
+    p.add_argument(
+        "--prune-rows-cols",
+        type=float,
+        default=None,
+        help="learn row/column pruning masks to this target sparsity in [0, 1) (seed paper 1; default 0 = off); "
+        "the masks are saved as pruning_masks.safetensors beside the model",
+    )
+    p.add_argument("--prune-scope", choices=("per_layer", "global"), default=None, help="pruning target per layer (default) or global")
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -50,6 +58,8 @@ _FIELDS = {
     "lr": "lr",
     "max_length": "max_length",
     "max_train_examples": "max_train_examples",
+    "prune_rows_cols": "prune_rows_cols",
+    "prune_scope": "prune_scope",
 }
 
 
@@ -79,5 +89,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     src = glue_dir if glue_dir is not None else "the Hugging Face hub"
     print(f"fine-tuned {info['base_model']} on {cfg.task} ({info['train_examples']} training examples from {src})")
     print(f"{info['steps']} steps, {wall:.0f} s wall in this call; " + "; ".join(parts))
+    if "pruning" in info:
+        pr = info["pruning"]
+        mean = sum(l["sparsity"] for l in pr["layers"].values()) / len(pr["layers"])
+        print(f"pruned {len(pr['layers'])} layers to row/column sparsity {mean:.3f}; masks in {args.out}/pruning_masks.safetensors")
     print(f"saved to {args.out}")
     return 0

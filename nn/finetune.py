@@ -81,6 +81,13 @@ class FinetuneConfig(Config):
     dva_sigma: float = 0.0  # DVA training weight-noise sigma; 0 = normal training
     dva_distribution: str = "normal"  # "normal": W*(1+sigma*z); "lognormal": W*exp(sigma*z)
     dva_target: tuple[str, ...] = (DEFAULT_DVA_TARGET,)  # regexes (re.search) on nn.Linear module names
+    # Row/column pruning (seed paper 1, nn.pruning): target fraction of the rows and columns of
+    # every crossbar-mapped Linear (the dva_target layers) to remove; 0 = no pruning.
+    prune_rows_cols: float = 0.0
+    # fraction of the steps that train the hard-concrete gates; the rest is recovery with hard masks
+    prune_phase: float = 0.6
+    # "per_layer": every layer reaches the target; "global": the size-weighted mean does
+    prune_scope: str = "per_layer"
 
     def __post_init__(self) -> None:
         try:
@@ -116,6 +123,20 @@ class FinetuneConfig(Config):
                 re.compile(pat)
             except re.error as exc:
                 raise ConfigError(f"dva_target entry {pat!r} is invalid: not a regex ({exc})") from None
+        check_range("prune_rows_cols", self.prune_rows_cols, 0.0, 1.0, hi_open=True)
+        check_range("prune_phase", self.prune_phase, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_choice("prune_scope", self.prune_scope, ("per_layer", "global"))
+
+    def pruning_config(self):
+        """The :class:`nn.pruning.PruningConfig` of this run (None without pruning)."""
+        if self.prune_rows_cols == 0.0:
+            return None
+        from nn.pruning import PruningConfig
+
+        return PruningConfig(
+            target_sparsity=self.prune_rows_cols, scope=self.prune_scope,
+            target_modules="|".join(f"(?:{p})" for p in self.dva_target),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +514,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, warmup))
     dva_targets = select_linear(model, cfg.dva_target) if cfg.dva_sigma > 0 else []
     dva_gen = torch.Generator(device=device).manual_seed(_derive_seed(cfg.seed, 2))
+    prune = _PruningPhase(model, cfg, total, device) if cfg.prune_rows_cols > 0 else None
 
     step = 0
     history: list[dict[str, Any]] = []
@@ -515,6 +537,8 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
         dva_gen.set_state(state["rng_dva"])
+        if prune is not None:
+            prune.load_state_dict(state["pruning"])
 
     def checkpoint() -> None:
         st = {
@@ -528,6 +552,8 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
             "rng_cpu": torch.get_rng_state(),
             "rng_dva": dva_gen.get_state(),
         }
+        if prune is not None:
+            st["pruning"] = prune.state_dict()
         if device.type == "cuda":
             st["rng_cuda"] = torch.cuda.get_rng_state(device)
         _save_checkpoint(out, st)
@@ -545,13 +571,16 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
             batch = enc_train.batch(batches[b], device)
             with weight_noise(dva_targets, cfg.dva_sigma, dva_gen, cfg.dva_distribution):
                 loss = model(**batch).loss
-                loss.backward()
+                total_loss = loss if prune is None else loss + prune.penalty(step)
+                total_loss.backward()
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            if prune is not None:
+                prune.after_step(step)
             run_loss += float(loss.detach())
             run_n += 1
             bar.update(1)
@@ -571,6 +600,8 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
                 checkpoint()
     bar.close()
 
+    if prune is not None:
+        prune.after_step(step, final=True)
     metrics = {s: evaluate(model, e, task.name) for s, e in enc_dev.items()}
     import transformers
 
@@ -595,10 +626,103 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
             "transformers": transformers.__version__,
         },
     }
+    if prune is not None:
+        info["pruning"] = prune.report()
     model.eval()
     _save_final(out, model, tokenizer, info)
+    if prune is not None:
+        from nn.pruning import MASKS_FILE, save_masks
+
+        save_masks(out / MASKS_FILE, prune.masks)
     shutil.rmtree(out / _CKPT, ignore_errors=True)
     return metrics
+
+
+class _PruningPhase:
+    """Row/column pruning inside a fine-tuning run (seed paper 1; :mod:`nn.pruning`).
+
+    Steps ``[0, prune_phase * total)`` train hard-concrete gates on the rows and columns of the
+    crossbar-mapped layers with the Lagrangian sparsity penalty (target ramped up over the first
+    half of the phase); at the boundary the gates become hard masks with exactly the target
+    sparsity per layer; the remaining steps are the recovery fine-tune, with pruned weights held
+    at zero (re-applied after every optimizer step, since AdamW's moments would move them).
+    """
+
+    def __init__(self, model: nn.Module, cfg: FinetuneConfig, total: int, device: torch.device) -> None:
+        from nn.pruning import RowColPruner
+
+        pcfg = cfg.pruning_config()
+        self.cfg = pcfg
+        self.model = model
+        self.boundary = max(1, int(round(cfg.prune_phase * total)))
+        gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, 4))
+        self.pruner = RowColPruner(model, pcfg, generator=gen)
+        self.opt_gates = torch.optim.Adam(list(self.pruner.gate_parameters()), lr=pcfg.lr_gates)
+        self.opt_lambda = torch.optim.Adam(self.pruner.lambda_parameters(), lr=pcfg.lr_lambda, maximize=True)
+        self.masks = None
+        self.sparsity_at_boundary: float | None = None
+
+    def penalty(self, step: int) -> torch.Tensor:
+        if self.masks is not None:
+            return torch.zeros(())
+        return self.pruner.lagrangian(step / self.boundary)
+
+    def after_step(self, step: int, final: bool = False) -> None:
+        from nn.pruning import reapply_masks
+
+        if self.masks is None:
+            if not final:
+                self.opt_gates.step()
+                self.opt_lambda.step()
+            self.opt_gates.zero_grad(set_to_none=True)
+            self.opt_lambda.zero_grad(set_to_none=True)
+            if step >= self.boundary or final:
+                with torch.no_grad():
+                    exp = self.pruner.expected_sparsity()
+                    self.sparsity_at_boundary = float(torch.stack(list(exp.values())).mean())
+                self.masks = self.pruner.finalize()
+        else:
+            reapply_masks(self.model, self.masks)
+
+    def state_dict(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"sparsity_at_boundary": self.sparsity_at_boundary}
+        if self.masks is None:
+            st["gates"] = {n: (self.pruner.row_gates[n].log_alpha.detach().cpu(), self.pruner.col_gates[n].log_alpha.detach().cpu()) for n in self.pruner.layers}
+            st["lambdas"] = [t.detach().cpu() for t in self.pruner.lambda_parameters()]
+            st["opt_gates"] = self.opt_gates.state_dict()
+            st["opt_lambda"] = self.opt_lambda.state_dict()
+            st["gen"] = self.pruner.row_gates[next(iter(self.pruner.layers))].generator.get_state()
+        else:
+            st["masks"] = {n: (m.rows, m.cols) for n, m in self.masks.items()}
+        return st
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        from nn.pruning import RowColMask, apply_masks
+
+        self.sparsity_at_boundary = st.get("sparsity_at_boundary")
+        if "masks" in st:
+            self.pruner.remove_hooks()
+            self.masks = {n: RowColMask(r, c) for n, (r, c) in st["masks"].items()}
+            apply_masks(self.model, self.masks)
+            return
+        with torch.no_grad():
+            for n, (r, c) in st["gates"].items():
+                self.pruner.row_gates[n].log_alpha.copy_(r)
+                self.pruner.col_gates[n].log_alpha.copy_(c)
+            for t, v in zip(self.pruner.lambda_parameters(), st["lambdas"]):
+                t.copy_(v)
+        self.opt_gates.load_state_dict(st["opt_gates"])
+        self.opt_lambda.load_state_dict(st["opt_lambda"])
+        self.pruner.row_gates[next(iter(self.pruner.layers))].generator.set_state(st["gen"])
+
+    def report(self) -> dict[str, Any]:
+        assert self.masks is not None
+        return {
+            "config": self.cfg.to_dict(),
+            "gate_steps": self.boundary,
+            "expected_sparsity_at_boundary": self.sparsity_at_boundary,
+            "layers": {n: {"rows_kept": int(m.rows.sum()), "rows": m.rows.numel(), "cols_kept": int(m.cols.sum()), "cols": m.cols.numel(), "sparsity": m.sparsity} for n, m in self.masks.items()},
+        }
 
 
 def _package_version() -> str:

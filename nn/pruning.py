@@ -54,7 +54,12 @@ __all__ = [
     "load_masks",
     "apply_masks",
     "DEFAULT_TARGETS",
+    "MASKS_FILE",
+    "reapply_masks",
 ]
+
+#: file name of the masks beside a pruned model (read by the mapping layer)
+MASKS_FILE = "pruning_masks.safetensors"
 
 #: Linear modules of a BERT-family encoder that sit on crossbars: attention projections and the
 #: feed-forward layers (the classifier head and pooler stay digital).
@@ -115,8 +120,9 @@ class _HardConcrete(nn.Module):
         """``P(z != 0)`` per gate: the differentiable expected L0 norm's summands."""
         return torch.sigmoid(self.log_alpha - self.beta * math.log(-self.gamma / self.zeta))
 
-    def forward(self) -> torch.Tensor:
-        if self.training:
+    def forward(self, training: bool | None = None) -> torch.Tensor:
+        """Gate values; stochastic when training (``training`` overrides the module's flag)."""
+        if self.training if training is None else training:
             u = torch.rand(self.log_alpha.shape, generator=self.generator, device="cpu").to(self.log_alpha.device)
             u = u.clamp(1e-6, 1 - 1e-6)
             s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
@@ -182,7 +188,7 @@ class RowColPruner:
     @staticmethod
     def _pre_hook(gate: _HardConcrete):
         def hook(module: nn.Module, args: tuple) -> tuple:
-            z = gate()
+            z = gate(module.training)
             return (args[0] * z,) + tuple(args[1:])
 
         return hook
@@ -190,12 +196,18 @@ class RowColPruner:
     @staticmethod
     def _post_hook(lin: nn.Linear, gate: _HardConcrete):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            z = gate()
+            z = gate(module.training)
             if lin.bias is None:
                 return out * z
             return (out - lin.bias) * z + lin.bias
 
         return hook
+
+    def remove_hooks(self) -> None:
+        """Detach the gates from the model (the model computes with its plain weights again)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def train(self, mode: bool = True) -> None:
         for g in list(self.row_gates.values()) + list(self.col_gates.values()):
@@ -256,9 +268,7 @@ class RowColPruner:
             keep = torch.ones(n_total, dtype=torch.bool, device=both.device)
             keep[order] = False
             masks[name] = RowColMask(keep[: kr.numel()], keep[kr.numel():])
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self.remove_hooks()
         apply_masks(self.model, masks)
         self.masks = masks
         return masks
@@ -282,6 +292,16 @@ def apply_masks(model: nn.Module, masks: dict[str, RowColMask]) -> list:
             lin.weight.mul_(wm)
         handles.append(lin.weight.register_hook(lambda g, wm=wm: g * wm))
     return handles
+
+
+def reapply_masks(model: nn.Module, masks: dict[str, RowColMask]) -> None:
+    """Zero the pruned weights again (call after every optimizer step of a recovery fine-tune:
+    Adam's moment estimates keep moving weights whose gradient is zero)."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, m in masks.items():
+            w = modules[name].weight
+            w.mul_(m.weight_mask().to(device=w.device, dtype=w.dtype))
 
 
 def save_masks(path: str | Path, masks: dict[str, RowColMask]) -> Path:

@@ -88,3 +88,56 @@ def test_bad_config(kw, msg):
 def test_no_matching_module():
     with pytest.raises(ValueError, match="no nn.Linear module name matches"):
         RowColPruner(_Toy(), PruningConfig(target_modules="attention"))
+
+
+def _tiny_run(tmp_path, name, stop_after=None, **kw):
+    from _tiny_bert import write_glue, write_tiny_classifier
+
+    from nn.finetune import FinetuneConfig, finetune
+
+    base = tmp_path / "base"
+    if not base.exists():
+        write_tiny_classifier(base)
+        write_glue(tmp_path / "glue")
+    cfg = FinetuneConfig(task="sst2", epochs=4, batch_size=4, lr=1e-3, max_length=16, checkpoint_every=0, **kw)
+    out = tmp_path / name
+    res = finetune(cfg, base, tmp_path / "glue", out, progress=False, num_threads=1, stop_after_steps=stop_after)
+    return out, res
+
+
+def test_finetune_with_pruning_saves_exact_masks_and_resumes_identically(tmp_path):
+    from safetensors.torch import load_file
+
+    from nn.finetune import read_finetune_info
+    from nn.pruning import MASKS_FILE
+
+    out, res = _tiny_run(tmp_path, "full", prune_rows_cols=0.25)
+    assert res is not None
+    masks = load_masks(out / MASKS_FILE)
+    assert len(masks) == 2 * 6  # 2 layers x (query, key, value, attention.output, intermediate, output)
+    for name, m in masks.items():
+        n = m.rows.numel() + m.cols.numel()
+        assert (~m.rows).sum() + (~m.cols).sum() == round(0.25 * n), name
+    weights = load_file(str(out / "model.safetensors"))
+    for name, m in masks.items():
+        w = weights[f"{name}.weight"]
+        assert torch.all(w[~m.weight_mask()] == 0), name
+        assert torch.count_nonzero(w[m.weight_mask()]) > 0.9 * m.weight_mask().sum()
+    info = read_finetune_info(out)
+    assert info["pruning"]["gate_steps"] == round(0.6 * info["steps"])
+    # interrupted inside the gate phase and again in recovery: bit-identical final weights
+    out2, r = _tiny_run(tmp_path, "resumed", stop_after=3, prune_rows_cols=0.25)
+    assert r is None
+    _, r = _tiny_run(tmp_path, "resumed", stop_after=info["steps"] - 2, prune_rows_cols=0.25)
+    assert r is None
+    _tiny_run(tmp_path, "resumed", prune_rows_cols=0.25)
+    w2 = load_file(str(out2 / "model.safetensors"))
+    for k in weights:
+        assert torch.equal(weights[k], w2[k]), k
+
+
+def test_finetune_rejects_bad_sparsity():
+    from nn.finetune import FinetuneConfig
+
+    with pytest.raises(ValueError, match=r"prune_rows_cols=1.0 is invalid"):
+        FinetuneConfig(prune_rows_cols=1.0)
