@@ -249,6 +249,9 @@ class RowColPruner:
     def finalize(self) -> dict[str, RowColMask]:
         """Hard masks hitting the target exactly; remove the gates; keep pruned weights at zero.
 
+        The deterministic gate values of the kept rows and columns are folded into the weights,
+        so the model computes what its eval-mode gated version computed, less the removed lines.
+
         Per layer (also with ``scope="global"``, whose learned per-layer allocation is kept) the
         rows and columns with the lowest keep probability are removed, ``round(s * n)`` of each
         kind where ``s`` is the layer's learned expected sparsity (per_layer: the target).
@@ -268,6 +271,13 @@ class RowColPruner:
             keep = torch.ones(n_total, dtype=torch.bool, device=both.device)
             keep[order] = False
             masks[name] = RowColMask(keep[: kr.numel()], keep[kr.numel():])
+            # The network was trained with kept lines scaled by their (deterministic) gate value
+            # z in (0, 1]; fold z into the weights so that removing the gates keeps the function
+            # (W <- z_col[:, None] * W * z_row[None, :]), instead of jumping every z to 1.
+            with torch.no_grad():
+                zr = self.row_gates[name](training=False).detach()
+                zc = self.col_gates[name](training=False).detach()
+                lin.weight.mul_(zc[:, None].to(lin.weight.dtype) * zr[None, :].to(lin.weight.dtype))
         self.remove_hooks()
         apply_masks(self.model, masks)
         self.masks = masks

@@ -141,3 +141,26 @@ def test_finetune_rejects_bad_sparsity():
 
     with pytest.raises(ValueError, match=r"prune_rows_cols=1.0 is invalid"):
         FinetuneConfig(prune_rows_cols=1.0)
+
+
+def test_finalize_preserves_the_eval_mode_function_of_kept_lines():
+    torch.manual_seed(0)
+    model = _Toy()
+    name = "encoder.dense"
+    pruner = RowColPruner(model, PruningConfig(target_sparsity=0.25, target_modules=r"encoder\.dense$"))
+    with torch.no_grad():  # spread the gates so that some lines go and kept ones have z < 1
+        pruner.row_gates[name].log_alpha.copy_(torch.linspace(-3, 3, 16))
+        pruner.col_gates[name].log_alpha.copy_(torch.linspace(-3, 3, 12))
+        zr = pruner.row_gates[name](training=False)
+        zc = pruner.col_gates[name](training=False)
+    lin = model.encoder.dense
+    w0, b = lin.weight.detach().clone(), lin.bias.detach().clone()
+    model.eval()
+    m = pruner.finalize()[name]
+    x = torch.randn(8, 16)
+    with torch.no_grad():
+        out = lin(x)
+    # eval-mode gated layer with the removed inputs dropped: zc * ((x * zr * rows) W0^T) + b
+    ref = zc * ((x * zr * m.rows) @ w0.T) + b
+    assert torch.allclose(out[:, m.cols], ref[:, m.cols], atol=1e-5)
+    assert torch.equal(out[:, ~m.cols], b[~m.cols].expand(8, -1))
