@@ -126,6 +126,16 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(f"results: {res['csv']} ({res['written']} new rows)")
     for p in plots:
         print(f"plot: {p}")
+    if "faults.rate" in spec.axes:
+        from pathlib import Path
+
+        from device.tables import atomic_path
+        from nn.study import fault_tolerance, format_tolerance
+
+        table = format_tolerance(fault_tolerance(Path(args.out) / "results.csv"))
+        with atomic_path(Path(args.out) / "tolerance.md") as tmp:
+            tmp.write_text(table)
+        print(table, end="")
     return 0
 
 

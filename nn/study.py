@@ -347,3 +347,90 @@ def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.
                     written.append(p)
                 plt.close(fig)
     return written
+
+
+def fault_tolerance(
+    csv_paths: list[str | os.PathLike] | str | os.PathLike,
+    *,
+    axis: str = "faults.rate",
+    drop: float = 0.01,
+    reference: str = "unprotected",
+    metric: str = "score",
+) -> list[dict[str, Any]]:
+    """The fault rate each method tolerates: where its mean score falls ``drop`` below its own
+    fault-free score (seed paper 1 reports protection tolerating ~2.5x higher fault rates).
+
+    Reads one or more study CSVs (several studies may hold the methods, e.g. a dense and a pruned
+    model), averages the simulated trials per (task, method, axis value), takes the score at
+    ``axis = 0`` as the method's fault-free score, and finds the first swept rate whose mean is
+    below ``fault_free - drop``; the crossing is interpolated linearly in ``log(rate)`` between
+    that point and the last point above. ``tolerated_rate`` is ``None`` when the method never
+    falls below within the sweep (then ``censored`` gives the largest rate swept), and 0 when it
+    is already below at the smallest non-zero rate (the crossing lies below the sweep). ``ratio``
+    divides by the reference method's tolerated rate on the same task.
+
+    Returns rows ``{task, method, fault_free, tolerated_rate, censored, ratio, points}``.
+    """
+    from nn.evaluate import read_results
+
+    paths = [csv_paths] if isinstance(csv_paths, (str, os.PathLike)) else list(csv_paths)
+    groups: dict[tuple[str, str], dict[float, list[float]]] = {}
+    for p in paths:
+        for r in read_results(p):
+            if r["mode"] != "simulated":
+                continue
+            v = _num(_get(json.loads(r["sim_config"]), axis))
+            s = _num(r.get(metric))
+            if v is None or s is None:
+                continue
+            groups.setdefault((r["task"], r["method"]), {}).setdefault(v, []).append(s)
+    out: list[dict[str, Any]] = []
+    for (task, method), by_rate in sorted(groups.items()):
+        rates = sorted(by_rate)
+        means = {x: float(np.mean(by_rate[x])) for x in rates}
+        if 0.0 not in means:
+            raise ValueError(f"{task}/{method}: no {axis}=0 point in the study, so no fault-free score")
+        base = means[0.0]
+        thr = base - drop
+        tol: float | None = None
+        prev = None
+        for x in rates:
+            if x == 0.0:
+                continue
+            if means[x] < thr:
+                if prev is None:
+                    tol = 0.0
+                else:
+                    lx0, lx1 = math.log(prev), math.log(x)
+                    y0, y1 = means[prev], means[x]
+                    tol = math.exp(lx0 + (y0 - thr) / (y0 - y1) * (lx1 - lx0))
+                break
+            prev = x
+        out.append({
+            "task": task, "method": method, "fault_free": base, "tolerated_rate": tol,
+            "censored": None if tol is not None else rates[-1],
+            "points": {x: (means[x], len(by_rate[x])) for x in rates},
+        })
+    ref = {row["task"]: row["tolerated_rate"] for row in out if row["method"] == reference}
+    for row in out:
+        r0, t = ref.get(row["task"]), row["tolerated_rate"]
+        row["ratio"] = (t / r0) if (r0 and t is not None) else None
+    return out
+
+
+def format_tolerance(rows: list[dict[str, Any]], *, drop: float = 0.01, reference: str = "unprotected") -> str:
+    """Markdown table of :func:`fault_tolerance` rows."""
+    lines = [
+        f"| task | method | fault-free score | fault rate at -{drop * 100:g} point | x {reference} |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["tolerated_rate"] is None:
+            rate = f"> {r['censored']:.2g} (not reached)"
+        elif r["tolerated_rate"] == 0.0:
+            rate = f"< {min(x for x in r['points'] if x > 0):.2g}"
+        else:
+            rate = f"{r['tolerated_rate']:.2g}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['task']} | {r['method']} | {r['fault_free']:.4f} | {rate} | {ratio} |")
+    return "\n".join(lines) + "\n"

@@ -112,3 +112,33 @@ def test_cli_study(files, tmp_path, capsys):
     capsys.readouterr()
     assert main(["study", "--spec", str(bad), "--out", str(out)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_fault_tolerance_interpolates_the_one_point_crossing(tmp_path):
+    import csv
+    import json
+
+    from nn.evaluate import CSV_COLUMNS
+    from nn.study import fault_tolerance, format_tolerance
+
+    p = tmp_path / "r.csv"
+    # method a: 0.90 fault-free, 0.895 at 1e-4, 0.86 at 1e-3 -> crosses 0.89 at 10**(-4 + 0.5/3.5)
+    # method b (reference): below already at the first rate; method c never falls
+    data = {"a": {0.0: 0.90, 1e-4: 0.895, 1e-3: 0.86}, "unprotected": {0.0: 0.9, 1e-4: 0.80, 1e-3: 0.5},
+            "c": {0.0: 0.9, 1e-4: 0.9, 1e-3: 0.899}}
+    with p.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for m, pts in data.items():
+            for rate, s in pts.items():
+                for trial, d in enumerate((-0.001, 0.001)):
+                    w.writerow({"task": "sst2", "method": m, "mode": "simulated", "trial": trial, "seed": 0,
+                                "n_examples": 10, "max_length": 64, "score": s + d,
+                                "sim_config": json.dumps({"faults": {"rate": rate}})})
+    rows = {r["method"]: r for r in fault_tolerance(p)}
+    assert rows["a"]["fault_free"] == pytest.approx(0.90)
+    assert rows["a"]["tolerated_rate"] == pytest.approx(10 ** (-4 + 0.5 / 3.5), rel=1e-9)
+    assert rows["unprotected"]["tolerated_rate"] == 0.0 and rows["a"]["ratio"] is None
+    assert rows["c"]["tolerated_rate"] is None and rows["c"]["censored"] == 1e-3
+    table = format_tolerance(list(rows.values()))
+    assert "< 0.0001" in table and "> 0.001 (not reached)" in table
