@@ -39,10 +39,9 @@ def plot_voltage_drop_map(v_word_v: np.ndarray, v_bit_v: np.ndarray, v_in_v: np.
         fig.colorbar(im, ax=ax)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from device.plots import save_figure
+
+    return save_figure(fig, path, dpi=110)[0]
 
 
 def plot_error_vs_position(m_error_s: dict[str, np.ndarray], v_in_v: np.ndarray, i_fullscale_a: float, path) -> Path:
@@ -67,7 +66,6 @@ def plot_error_vs_position(m_error_s: dict[str, np.ndarray], v_in_v: np.ndarray,
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from device.plots import save_figure
+
+    return save_figure(fig, path, dpi=110)[0]

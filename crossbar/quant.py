@@ -41,6 +41,9 @@ __all__ = [
     "quantize",
     "quantize_blocks",
     "code_dtype",
+    "block_max_abs",
+    "relative_error",
+    "static_frac_bits_for",
 ]
 
 #: frac_bits are clamped to this range; 2**+-60 stays far inside float32/float64 exponents for any

@@ -353,17 +353,28 @@ def _row_schur(g: np.ndarray, c: CircuitConfig):
     return s, h
 
 
-def _spd_inverse(a: np.ndarray) -> np.ndarray:
-    c, info = lapack.dpotrf(a, lower=1)
+def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
+    """Inverse of an SPD matrix from its lower triangle (``dpotrf`` + ``dpotri``); only the lower
+    triangle of the result is valid (callers read it with ``dsymm`` / ``dpotrf(lower)``)."""
+    c, info = lapack.dpotrf(a, lower=1, overwrite_a=1, clean=1)  # upper zeroed: stays 0 in Pi
     if info:
         raise np.linalg.LinAlgError("bit-line block is not positive definite")
-    inv, info = lapack.dpotri(c, lower=1)
-    inv = np.tril(inv)
-    return inv + np.tril(inv, -1).T
+    inv, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+    if info:
+        raise np.linalg.LinAlgError("bit-line block is singular")
+    return inv
 
 
 def _block_effective(g: np.ndarray, c: CircuitConfig) -> np.ndarray:
-    """Effective matrix (R, C) of one linear tile by block elimination (see module docstring)."""
+    """Effective matrix (R, C) of one linear tile by block elimination (see module docstring).
+
+    Forward sweep along the bit lines: ``Sigma_i = S_i + D_i - gc^2 Pi_{i-1}``,
+    ``Pi_i = Sigma_i^{-1}`` (``dpotrf`` + ``dpotri``, ``O(cols^3)`` per row, lower triangle only:
+    no symmetrization pass, products by ``dsymm``); the columns already collected are carried
+    along, ``Y <- gc Pi_{i-1} Y``, ``O(rows^2 cols^2)`` in all.
+    """
+    from scipy.linalg import blas
+
     r, cc = g.shape
     s, h = _row_schur(g, c)
     eye = np.eye(cc)
@@ -377,18 +388,18 @@ def _block_effective(g: np.ndarray, c: CircuitConfig) -> np.ndarray:
         return out.T
     gc = 1.0 / c.r_wire_col_ohm
     gout = 1.0 / (c.r_wire_col_ohm + c.r_sense_ohm)
-    y = np.zeros((cc, r))
+    y = np.zeros((cc, r), order="F")
+    dg = np.arange(cc)
     pi = None
     for i in range(r):
-        sig = s[i].copy()
-        diag = (gc if i > 0 else 0.0) + (gc if i < r - 1 else gout)
-        sig[np.arange(cc), np.arange(cc)] += diag
+        sig = np.array(s[i], order="F")  # S_i is symmetric: its lower triangle is what dpotrf reads
+        sig[dg, dg] += (gc if i > 0 else 0.0) + (gc if i < r - 1 else gout)
         if pi is not None:
-            sig -= gc * gc * pi
-            y[:, :i] = gc * (pi @ y[:, :i])
+            sig -= (gc * gc) * pi
+            y[:, :i] = blas.dsymm(gc, pi, y[:, :i], lower=1)
         y[:, i] = h[i]
-        pi = _spd_inverse(sig)
-    return (gout * (pi @ y)).T
+        pi = _spd_inverse_lower(sig)
+    return (gout * blas.dsymm(1.0, pi, y, lower=1)).T
 
 
 # ----------------------------------------------------------------------------- Newton (sinh cells)

@@ -23,16 +23,31 @@ def _pyplot():
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 120, formats: tuple[str, ...] | None = None) -> list[Path]:
+    """Write ``fig`` atomically (temporary file, then rename) and close it.
+
+    ``formats``: e.g. ``("png", "pdf")`` writes ``path`` with each suffix; default: the format
+    of ``path``'s own suffix. Every plot of the toolkit goes through here.
+    """
     from device.tables import atomic_path
 
     plt = _pyplot()
+    path = Path(path)
+    exts = formats or (path.suffix.lstrip(".") or "png",)
+    out = []
     try:
-        with atomic_path(path, ".png") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+        for ext in exts:
+            target = path.with_suffix("." + ext)
+            with atomic_path(target, "." + ext) as tmp:
+                fig.savefig(tmp, dpi=dpi, format=ext)
+            out.append(target)
     finally:
         plt.close(fig)
-    return Path(path)
+    return out
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    return save_figure(fig, path)[0]
 
 
 def plot_iv(result: Any, path: str | Path, *, title: str = "Stanford-PKU cell: DC sweep") -> Path:

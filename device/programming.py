@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from device.compact import DeviceParams, Waveform, integrate
+from device.compact import Waveform, integrate
 from device.config import (
     Config,
     ConfigError,

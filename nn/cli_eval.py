@@ -126,7 +126,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(f"results: {res['csv']} ({res['written']} new rows)")
     for p in plots:
         print(f"plot: {p}")
-    if "faults.rate" in spec.axes:
+    if list(spec.axes) == ["faults.rate"] and 0 in spec.axes["faults.rate"]:
+        # a pure fault-rate sweep with a fault-free point: the tolerance table of seed paper 1
         from pathlib import Path
 
         from device.tables import atomic_path

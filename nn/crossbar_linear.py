@@ -216,7 +216,7 @@ class CrossbarLinear(nn.Linear):
         if pm is None:
             raise ValueError(f"{self.name}: simulated=True but the layer is not programmed; call program_model first")
         if self._key() != self._weight_key:
-            w, (ptr, ver, dev, shape) = self.weight, self._weight_key
+            w, (ver, dev, shape) = self.weight, self._weight_key[1:]
             if w.device != dev and w._version == ver and tuple(w.shape) == shape:
                 self._move(w.device)  # the model moved after programming (e.g. .cuda()): same chip
             else:

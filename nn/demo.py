@@ -237,12 +237,6 @@ def _plot(summaries, dig, out: Path, n_examples: int) -> list[Path]:
     axes[0].legend(fontsize=8)
     fig.suptitle("MiniLM on ReRAM crossbars: 8-bit DFP, 2 bits/cell, 128x128 tiles", fontsize=10)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        p = out / f"accuracy_vs_faults.{ext}"
-        tmp = out / f".accuracy_vs_faults.tmp-{os.getpid()}.{ext}"
-        fig.savefig(tmp, dpi=150)
-        os.replace(tmp, p)
-        paths.append(p)
-    plt.close(fig)
-    return paths
+    from device.plots import save_figure
+
+    return save_figure(fig, out / "accuracy_vs_faults.png", dpi=150, formats=("png", "pdf"))

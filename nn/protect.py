@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 from device.config import apply_overrides
+from nn.pruning import MASKS_FILE  # noqa: F401  (re-exported: the masks' file name)
 from mapping.protection import ProtectedRead, ProtectionConfig, ProtectionError, ProtectionPlan, build_protection
 
 __all__ = [
@@ -43,8 +44,6 @@ __all__ = [
     "gradient_sensitivity",
 ]
 
-#: file name of the learned row/column masks beside a fine-tuned model
-MASKS_FILE = "pruning_masks.safetensors"
 
 #: named bundles of protection settings a study method can be called by
 PROTECTION_METHODS: dict[str, Callable[[], ProtectionConfig]] = {

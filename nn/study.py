@@ -339,13 +339,9 @@ def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.
                 fig.tight_layout()
                 stem = f"{task}__{axis}" + "".join(f"__{k}={v}" for k, v in fx.items())
                 stem = "".join(c if c.isalnum() or c in "._=-" else "_" for c in stem)
-                for ext in ("png", "pdf"):
-                    p = plot_dir / f"{stem}.{ext}"
-                    tmp = plot_dir / f".{stem}.tmp-{os.getpid()}.{ext}"
-                    fig.savefig(tmp, dpi=150)
-                    os.replace(tmp, p)
-                    written.append(p)
-                plt.close(fig)
+                from device.plots import save_figure
+
+                written += save_figure(fig, plot_dir / f"{stem}.png", dpi=150, formats=("png", "pdf"))
     return written
 
 

@@ -20,8 +20,7 @@ from crossbar.engine import (
 from crossbar.quant import q_max
 from device.config import ConfigError
 from device.faults import Fault, FaultConfig
-
-from _engine_standins import ideal_levels, install_programming_module, level_table_cls
+from device.programming import LevelTable
 
 K = 5.0
 
@@ -31,6 +30,12 @@ def _integer_reference(pm, x):
     xq, sx = pm._dac(x)
     w = pm.qweight.q.to(torch.float64) * pm.qweight.scale_full(torch.float64)
     return (xq.to(torch.float64) * sx.to(torch.float64)) @ w.T, xq
+
+
+def ideal_levels(bits_per_cell: int) -> LevelTable:
+    """Evenly spaced levels, no programming variation (the 'ideal devices' of the exact checks)."""
+    return LevelTable.synthetic(bits_per_cell=bits_per_cell, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.0,
+                                rng=np.random.default_rng(0))
 
 
 def _rand(shape, seed, dtype=torch.float64):
@@ -121,7 +126,7 @@ def test_fault_rates_and_stuck_conductances_match_the_config():
 
 def test_programming_variation_matches_the_level_distributions():
     b = 2
-    lv = level_table_cls().synthetic(bits_per_cell=b, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.1,
+    lv = LevelTable.synthetic(bits_per_cell=b, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.1,
                                      rng=np.random.default_rng(3))
     cfg = CrossbarConfig(tile_rows=64, tile_cols=64, weight_bits=8, bits_per_cell=b)
     w = _rand((128, 256), 8)
@@ -175,7 +180,7 @@ def test_read_noise_has_the_predicted_variance():
 
 def test_reprogram_keeps_the_quantization_and_is_seeded():
     cfg = CrossbarConfig(tile_rows=32, tile_cols=32)
-    lv = level_table_cls().synthetic(bits_per_cell=2, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.1,
+    lv = LevelTable.synthetic(bits_per_cell=2, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.1,
                                      rng=np.random.default_rng(0))
     w = _rand((40, 50), 11, torch.float32)
     x = _rand((5, 50), 12, torch.float32)
@@ -247,7 +252,7 @@ def test_table_ir_drop_is_within_its_measured_lut_error(tmp_path):
     circuit = CircuitConfig(r_wire_row_ohm=2.0, r_wire_col_ohm=2.0)
     cfg = CrossbarConfig(tile_rows=size, tile_cols=size, weight_bits=6, bits_per_cell=2, ir_drop="table")
     w = _rand((10, 30), 15)
-    lv = level_table_cls().synthetic(bits_per_cell=2, g_on_s=1e-4, g_off_s=1e-6, sigma_rel=0.05,
+    lv = LevelTable.synthetic(bits_per_cell=2, g_on_s=1e-4, g_off_s=1e-6, sigma_rel=0.05,
                                      rng=np.random.default_rng(0))
     kw = dict(circuit=circuit, dtype=torch.float64, keep_conductances=True)
     pt = program_matrix(w, cfg, lv, None, np.random.default_rng(4), irdrop=table, **kw)
@@ -360,8 +365,7 @@ def _run_cli(argv):
         return 2
 
 
-def test_cli_mvm_prints_each_effect(monkeypatch, capsys):
-    install_programming_module(monkeypatch)
+def test_cli_mvm_prints_each_effect(capsys):
     rc = _run_cli(["crossbar", "mvm", "--rows", "40", "--cols", "24", "--bits-per-cell", "2", "--weight-bits", "6",
                    "--adc-bits", "8", "--ir-drop", "exact", "--fault-rate", "0.02", "--seed", "3", "--tile", "32", "32"])
     out = capsys.readouterr().out

@@ -5,10 +5,16 @@ import pytest
 import torch
 
 from crossbar.engine import POS, CrossbarConfig, program_matrix
+from device.programming import LevelTable
 from device.tables import TableError
 from mapping.plan import LayerPlan, MappingError, MappingPlan
 
-from _engine_standins import ideal_levels
+
+def ideal_levels(bits_per_cell: int) -> LevelTable:
+    """Evenly spaced levels, no programming variation (the 'ideal devices' of the exact checks)."""
+    return LevelTable.synthetic(bits_per_cell=bits_per_cell, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.0,
+                                rng=np.random.default_rng(0))
+
 
 BERT_LAYER = {
     "attention.self.query": (768, 768),

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from device.config import ConfigError
 from nn.pruning import PruningConfig, RowColPruner, _HardConcrete, load_masks, save_masks
 
 
