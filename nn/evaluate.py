@@ -153,17 +153,9 @@ def summarize(rows: list[dict[str, Any]], metric: str = "score") -> dict[str, An
 
 
 def _threads(num_threads: int | None) -> int | None:
-    if num_threads is None:
-        env = os.environ.get("RERAM_COSIM_NUM_THREADS", "").strip()
-        if not env:
-            return None
-        try:
-            num_threads = int(env)
-        except ValueError:
-            raise ValueError(f"RERAM_COSIM_NUM_THREADS={env!r} is invalid: must be an integer >= 1") from None
-    if num_threads < 1:
-        raise ValueError(f"num_threads={num_threads} is invalid: must be >= 1")
-    return num_threads
+    from nn.models import num_threads as resolve
+
+    return resolve(num_threads)
 
 
 @dataclasses.dataclass

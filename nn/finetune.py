@@ -382,28 +382,9 @@ def read_finetune_info(out_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _num_threads(requested: int | None) -> int:
-    """``requested``, else ``$RERAM_COSIM_NUM_THREADS``, else the CPUs this process may run on
-    less the 1-minute load average (at least 1).
+    from nn.models import num_threads
 
-    On a machine whose cores are busy with other jobs, fewer threads than cores can be faster
-    (OpenMP threads wait for each other at every operation); the variable lets a user say so.
-    """
-    if requested is None:
-        env = os.environ.get("RERAM_COSIM_NUM_THREADS", "").strip()
-        if env:
-            try:
-                requested = int(env)
-            except ValueError:
-                raise ValueError(f"RERAM_COSIM_NUM_THREADS={env!r} is invalid: must be an integer >= 1") from None
-        else:
-            n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            # Only the cores other jobs leave idle: measured here on 2 shared cores with one
-            # other busy process, MiniLM training steps took 4x longer on 2 threads than on 1.
-            busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
-            requested = max(1, n_cpu - busy)
-    if requested < 1:
-        raise ValueError(f"num_threads={requested} is invalid: must be >= 1")
-    return requested
+    return num_threads(requested, leave_busy_cores=True)
 
 
 def _default_device() -> str:

@@ -212,3 +212,31 @@ def load_classifier(
     net.to(device)
     net.eval()
     return net, tok
+
+
+def num_threads(requested: int | None = None, *, leave_busy_cores: bool = False) -> int | None:
+    """CPU threads for torch: ``requested``, else ``$RERAM_COSIM_NUM_THREADS``, else None (torch's
+    default) or, with ``leave_busy_cores``, the CPUs this process may use less the 1-minute load
+    average (at least 1).
+
+    On a machine whose cores are busy with other jobs, fewer threads than cores can be faster
+    (OpenMP threads wait for each other at every operation): measured here on 2 shared cores with
+    one other busy process, MiniLM training steps took 4x longer on 2 threads than on 1. Results
+    on CPU are bit-identical for a given thread count; set the variable to pin it.
+    """
+    if requested is None:
+        env = os.environ.get("RERAM_COSIM_NUM_THREADS", "").strip()
+        if env:
+            try:
+                requested = int(env)
+            except ValueError:
+                raise ValueError(f"RERAM_COSIM_NUM_THREADS={env!r} is invalid: must be an integer >= 1") from None
+        elif leave_busy_cores:
+            n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
+            requested = max(1, n_cpu - busy)
+        else:
+            return None
+    if requested < 1:
+        raise ValueError(f"num_threads={requested} is invalid: must be >= 1")
+    return requested
