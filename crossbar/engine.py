@@ -90,7 +90,6 @@ from the stored seed when a user inspects a layer.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -669,7 +668,10 @@ class ProgrammedMatrix:
         The DAC cycles are stacked into the token dimension: per chunk of ``m`` tokens one
         ``(R, K * m, rows) @ (R, rows, L)`` bmm gives every cycle's column currents, which are then
         rounded in place, clamped only when the ADC range can actually be exceeded (see
-        :meth:`_adc_can_clip`), and shift-added by two small matmuls (cycles, then slices). In the
+        :meth:`_adc_can_clip`), and shift-added: cycles and row blocks by one ``(1, R * K)`` GEMV
+        per chunk when the output factor is the same for all outputs of a row block (layer-wide
+        weight step), slices once for the whole batch; few large ops, since on a shared machine
+        every parallel op can cost a scheduler time slice. In the
         compute dtype: with float32 the rounded ADC codes and their shift-and-add sums are integers
         below ``2**24`` (``|code| <= 2**(adc_bits-1)``, times ``2**input_bits`` and ``2**code_bits``),
         hence exact whenever ``adc_bits + input_bits + code_bits + log2(K * S) <= 24``; otherwise
@@ -684,16 +686,21 @@ class ProgrammedMatrix:
         # word-line codes per row block, (R, n, rows); free and copy rows read 0
         xw = torch.cat([xq, xq.new_zeros(n, 1)], dim=1).index_select(1, self._row_gather())
         xw = xw.view(n, R, tr).transpose(0, 1).contiguous()
+        nc = max(1, min(n, _CHUNK_ELEMS // max(1, R * K * L)))  # tokens per chunk
+        n_chunks = -(-n // nc)
         if K > 1:
-            # two's complement bits, all cycles at once as 0/1 bytes (R, K, n, rows); each chunk
-            # converts its slice to the compute dtype in one pass
+            # two's complement bits of all cycles as 0/1 bytes, laid out chunk by chunk,
+            # (R, chunks, K, nc, rows), so that a chunk's bmm operand (R, K * nc, rows) is a view;
+            # converted to the compute dtype a group of chunks at a time (few, large ops)
             it = torch.uint8 if cfg.input_bits <= 8 else torch.int16
             u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)
             if it == torch.int16:
                 u = u - ((u >> 15) << 16)  # reinterpret the top bit as sign so the int16 cast is exact
-            shifts = torch.arange(K, dtype=it, device=dev).view(1, K, 1, 1)
-            bits = (u.to(it).unsqueeze(1) >> shifts) & 1
+            u = torch.nn.functional.pad(u.to(it), (0, 0, 0, n_chunks * nc - n)).view(R, n_chunks, 1, nc, tr)
+            shifts = torch.arange(K, dtype=it, device=dev).view(1, 1, K, 1, 1)
+            bits = (u >> shifts) & 1
             del u
+            group = max(1, (1 << 24) // (R * K * nc * tr))
             a = torch.exp2(torch.arange(K, device=dev, dtype=torch.float64))
             a[-1] = -a[-1]  # the MSB cycle weighs -2**(B-1)
             a = a.to(dt).view(1, 1, K)
@@ -713,14 +720,17 @@ class ProgrammedMatrix:
             # contract in one (1, R*K) GEMV over the whole chunk, w_s = 2**(s*bits_per_cell)
             ak = (fac[:, 0, :1] * (a.view(1, K) if K > 1 else torch.ones(1, 1, dtype=dt, device=dev))).reshape(1, R * K)
             w_s = beta.view(1, S, 1)
-        nc = max(1, min(n, _CHUNK_ELEMS // max(1, R * K * L)))
+            zs = torch.empty(n * L, dtype=dt, device=dev)  # (n, S, out) cycle- and block-summed codes
         y = torch.empty(n, out, dtype=dt, device=dev)
         peak = torch.zeros(R, dtype=dt, device=dev)
         for i0 in range(0, n, nc):  # chunks of the batch (memory), never tiles or bits
             i1 = min(n, i0 + nc)
             m = i1 - i0
             if K > 1:  # bit planes (R, K, m, rows) -> rows of the bmm ordered (cycle, token)
-                X = bits[:, :, i0:i1].to(dt).view(R, K * m, tr)
+                c, j = divmod(i0 // nc, group)
+                if j == 0:
+                    planes = bits[:, c * group : (c + 1) * group].to(dt)
+                X = planes[:, j].view(R, K * nc, tr) if m == nc else planes[:, j, :, :m].reshape(R, K * m, tr)
             else:
                 X = xw[:, i0:i1]
             cur = torch.bmm(X, self.readout)  # (R, K*m, L) in ADC steps
@@ -735,9 +745,8 @@ class ProgrammedMatrix:
                 if clip:
                     cur.clamp_(lo, hi)
             if ak is not None:
-                # cur is (R * K, m * L) row-major: cycles and row blocks in one GEMV, then slices
-                z = torch.mm(ak, cur.view(R * K, m * L)).view(m, S, out)
-                torch.sum(z * w_s, dim=1, out=y[i0:i1])
+                # cur is (R * K, m * L) row-major: cycles and row blocks in one GEMV
+                torch.mm(ak, cur.view(R * K, m * L), out=zs[i0 * L : i1 * L].view(1, m * L))
                 continue
             # shift-and-add over DAC cycles (two's complement), then slices and row blocks in one
             # weighted sum, w_rs = 2**(s*bits_per_cell) * fac[r]
@@ -746,7 +755,11 @@ class ProgrammedMatrix:
                 torch.sum(z.view(R, m, S, out) * w_rs, dim=(0, 2), out=y[i0:i1])
             else:
                 torch.sum(z.view(R, m, out) * w_rs, dim=0, out=y[i0:i1])
-        return peak if measure else y
+        if measure:
+            return peak
+        if ak is not None:  # slices, once for the whole batch (few large ops: see _CHUNK_ELEMS)
+            torch.sum(zs.view(n, S, out) * w_s, dim=1, out=y)
+        return y
 
     def _adc_can_clip(self, lo: int, hi: int) -> bool:
         """Whether any column current can round outside the ADC codes ``[lo, hi]``: the sum of

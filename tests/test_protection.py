@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import device.faults as faults_mod
-from crossbar.engine import NEG, POS, CrossbarConfig, program_matrix
+from crossbar.engine import NEG, POS, CrossbarConfig, default_levels, program_matrix
 from device.faults import Fault, FaultConfig
 from mapping.protection import (
     ProtectionConfig,
@@ -18,7 +18,6 @@ from mapping.protection import (
 )
 from nn.pruning import RowColMask
 
-from _engine_standins import ideal_levels
 
 #: one BERT-base encoder block (out, in) and a MiniLM one
 BERT_BASE = {
@@ -108,7 +107,7 @@ def test_regrid_trades_freed_row_blocks_for_column_blocks():
 
 
 def _program(w, cfg, lay, faults=None, seed=0):
-    return program_matrix(w, cfg, ideal_levels(cfg.bits_per_cell), faults, np.random.default_rng(seed), layout=lay,
+    return program_matrix(w, cfg, default_levels(cfg.bits_per_cell), faults, np.random.default_rng(seed), layout=lay,
                           dtype=torch.float64)
 
 
