@@ -333,7 +333,9 @@ def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.
                 title = f"{spec.name}: {task}"
                 if fx:
                     title += " (" + ", ".join(f"{k}={v}" for k, v in fx.items()) + ")"
-                ax.set_title(title, fontsize=9)
+                import textwrap
+
+                ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=9)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=7)
                 fig.tight_layout()
