@@ -328,6 +328,11 @@ def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.
                     continue
                 if not numeric:
                     ax.set_xticks(range(len(xs_all)), [str(x) for x in xs_all])
+                else:
+                    pos = [float(x) for x in xs_all if float(x) > 0]
+                    if pos and min(float(x) for x in xs_all) >= 0 and max(pos) / min(pos) >= 100:
+                        # values spanning decades (fault rates): log scale, linear through 0
+                        ax.set_xscale("symlog", linthresh=min(pos))
                 ax.set_xlabel(axis)
                 ax.set_ylabel(f"{task} dev {metric}")
                 title = f"{spec.name}: {task}"
