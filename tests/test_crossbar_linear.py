@@ -19,12 +19,7 @@ from _tiny_bert import VOCAB, bert_config  # noqa: E402
 SMALL = ["crossbar.tile_rows=32", "crossbar.tile_cols=32", "levels.source=synthetic"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_model(seed: int = 0, cls=None):

@@ -20,12 +20,7 @@ from _tiny_bert import write_glue, write_tiny_classifier  # noqa: E402
 SMALL = ["crossbar.tile_rows=32", "crossbar.tile_cols=32", "levels.source=synthetic"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -30,32 +30,16 @@ from nn.finetune import (  # noqa: E402
     weight_noise,
 )
 
-GOOD = ["good", "great", "fine", "nice", "superb"]
-BAD = ["bad", "awful", "poor", "dull", "boring"]
-FILLER = ["the", "movie", "film", "was", "plot", "actors", "very", "quite", "a", "story"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + GOOD + BAD + FILLER
+from _tiny_bert import VOCAB, sentences  # noqa: E402
 
 
 def toy_split(n: int, seed: int, split: str = "train") -> glue.GlueSplit:
     """SST-2-like toy data: the label is whether the one sentiment word is from GOOD or BAD."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for _ in range(n):
-        y = int(rng.integers(0, 2))
-        words = list(rng.choice(FILLER, size=int(rng.integers(2, 7))))
-        words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(GOOD if y else BAD)))
-        texts.append(" ".join(words))
-        labels.append(y)
+    texts, labels = sentences(n, seed)
     return glue.GlueSplit(task="sst2", split=split, text_a=texts, text_b=None, labels=np.array(labels, dtype=np.int64))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and this machine's cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
