@@ -61,16 +61,21 @@ __all__ = [
 
 _DATA = Path(__file__).resolve().parents[1] / "data"
 
-#: encoder attention projections and feed-forward layers of BERT / RoBERTa (``encoder.layer.N.``
-#: ``attention.self.{query,key,value}``, ``attention.output.dense``, ``intermediate.dense``,
-#: ``output.dense``; the same pattern as ``nn.finetune.DEFAULT_DVA_TARGET``) and of DistilBERT
-#: (``transformer.layer.N.attention.{q,k,v,out}_lin``, ``ffn.lin{1,2}``)
+#: encoder attention projections and feed-forward layers of BERT / RoBERTa / ELECTRA
+#: (``encoder.layer.N.attention.self.{query,key,value}``, ``attention.output.dense``,
+#: ``intermediate.dense``, ``output.dense``; the same pattern as ``nn.finetune.DEFAULT_DVA_TARGET``),
+#: of DistilBERT (``transformer.layer.N.attention.{q,k,v,out}_lin``, ``ffn.lin{1,2}``) and of ALBERT
+#: (``encoder.albert_layer_groups.G.albert_layers.N.attention.{query,key,value,dense}``, ``ffn``,
+#: ``ffn_output``; one module per layer group, shared by the layers that use it). Not the
+#: embeddings' projections (ELECTRA ``embeddings_project``, ALBERT ``embedding_hidden_mapping_in``).
 DEFAULT_TARGET_MODULES: tuple[str, ...] = (
     r"encoder\..*(query|key|value|attention\.output\.dense|intermediate\.dense|output\.dense)$",
     r"transformer\.layer\.\d+\.(attention\.(q_lin|k_lin|v_lin|out_lin)|ffn\.(lin1|lin2))$",
+    r"albert_layer_groups\.\d+\.albert_layers\.\d+\.(attention\.(query|key|value|dense)|ffn|ffn_output)$",
 )
-#: the task head and pooler stay digital (BERT ``pooler.dense``, ``classifier``; RoBERTa
-#: ``classifier.dense`` / ``classifier.out_proj``; DistilBERT ``pre_classifier``)
+#: the task head and pooler stay digital (BERT ``pooler.dense``, ``classifier``; RoBERTa / ELECTRA
+#: ``classifier.dense`` / ``classifier.out_proj``; DistilBERT ``pre_classifier``, ``classifier``;
+#: ALBERT ``albert.pooler``, ``classifier``), even when a broad ``target_modules`` reaches them
 DEFAULT_EXCLUDE_MODULES: tuple[str, ...] = (r"(^|\.)(classifier|pooler|pre_classifier)(\.|$)",)
 
 
