@@ -9,6 +9,8 @@ import argparse
 import os
 import time
 
+from nn.cli_eval import PRESET_NAMES
+
 __all__ = ["register"]
 
 
@@ -46,6 +48,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the masks are saved as pruning_masks.safetensors beside the model",
     )
     p.add_argument("--prune-scope", choices=("per_layer", "global"), default=None, help="pruning target per layer (default) or global")
+    h = p.add_argument_group(
+        "hardware-aware training",
+        "Match the training-time weights to a simulated chip, given by --preset/--set exactly as for "
+        "`reram-cosim eval` (see nn/hwtrain.py). The weights of the crossbar-mapped layers are replaced "
+        "per batch; gradients pass straight through to the clean weights.",
+    )
+    h.add_argument(
+        "--dva-mode", choices=("weight", "crossbar"), default=None,
+        help="weight: W*(1+sigma*z) with --dva-sigma (default); crossbar: per-weight noise of the simulated chip "
+        "(its quantization, bit slices, differential pairs and level-table variation of every cell, HRS cells included)",
+    )
+    h.add_argument(
+        "--dva-quantize", action=argparse.BooleanOptionalAction, default=None,
+        help="forward through the chip's quantized weights (default: on for --dva-mode crossbar, off otherwise)",
+    )
+    h.add_argument(
+        "--dva-noise-scale", type=float, default=None,
+        help="crossbar mode: multiply the chip's per-weight noise std by this (default 1 = the chip; 0 = quantization only)",
+    )
+    h.add_argument(
+        "--qat-msb-copies", type=int, choices=(0, 1, 2), default=None,
+        help="fake-quantize to the weights MSB embedding with this many copies keeps (seed paper 1; 1: 6-bit code, "
+        "2: 4-bit code on 8-bit/2-bit cells), for re-training before protection (default 0 = off)",
+    )
+    h.add_argument(
+        "--preset", default=None, choices=PRESET_NAMES,
+        help="simulation preset of the chip to match (default: default, when a hardware-aware mode is on)",
+    )
+    h.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a sim config field, e.g. levels.sigma_rel=0.1, crossbar.bits_per_cell=2 (repeatable)",
+    )
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -60,6 +94,10 @@ _FIELDS = {
     "max_train_examples": "max_train_examples",
     "prune_rows_cols": "prune_rows_cols",
     "prune_scope": "prune_scope",
+    "dva_mode": "dva_mode",
+    "dva_quantize": "dva_quantize",
+    "dva_noise_scale": "dva_noise_scale",
+    "qat_msb_copies": "qat_msb_copies",
 }
 
 
@@ -73,6 +111,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         v = getattr(args, arg, None)
         if v is not None:
             kwargs[field] = v
+    hw = (args.dva_mode == "crossbar" or bool(args.dva_quantize) or bool(args.qat_msb_copies)
+          or args.preset is not None or args.overrides)
+    if hw:
+        from nn.sim import build_sim_config
+
+        kwargs["sim"] = build_sim_config(args.preset or "default", args.overrides)
     cfg = FinetuneConfig(**kwargs)
     glue_dir = args.glue_dir if args.glue_dir is not None else default_glue_dir()
     if glue_dir is not None and not os.path.isdir(glue_dir):
@@ -93,5 +137,21 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         pr = info["pruning"]
         mean = sum(l["sparsity"] for l in pr["layers"].values()) / len(pr["layers"])
         print(f"pruned {len(pr['layers'])} layers to row/column sparsity {mean:.3f}; masks in {args.out}/pruning_masks.safetensors")
+    if "hardware_view" in info:
+        hv = info["hardware_view"]
+        what = []
+        if hv["msb_copies"]:
+            n = hv["msb_copies"]
+            what.append(f"MSB-embedding fake quantization ({n} cop{'y' if n == 1 else 'ies'})")
+        elif hv["quantize"]:
+            what.append(f"chip fake quantization ({hv['weight_format']})")
+        if hv["noise_scale"] > 0:
+            what.append(
+                f"crossbar noise x{hv['noise_scale']:g} (std {hv['noise_std_lsb_code0']:.2f} LSB at code 0, "
+                f"{hv['noise_std_lsb_max_code']:.2f} at the largest code)"
+            )
+        print("hardware-aware training: " + ", ".join(what))
+        hm = "; ".join(f"{split}: score {res['score']:.4f}" for split, res in hv["metrics_noiseless"].items())
+        print(f"dev through the chip's quantized weights (no noise): {hm}")
     print(f"saved to {args.out}")
     return 0

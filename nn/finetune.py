@@ -16,6 +16,15 @@ back bit for bit, and the optimizer steps with the gradient taken at the perturb
 (dL/dW' evaluated at W' = W*eps is applied to W, as in the paper's noise-injection training).
 :func:`evaluate` can apply the same kind of noise (one draw per call: one programmed chip), so
 the robustness of DVA-trained and normally trained models can be compared.
+
+Hardware-aware training (:mod:`nn.hwtrain`), from the :class:`nn.sim.SimConfig` ``sim`` the model
+will be evaluated with: ``dva_mode="crossbar"`` replaces the multiplicative noise by the
+per-weight noise of that chip (its quantization, bit slicing, differential pairs and level
+table: small weights get the additive noise of their HRS cells), on the chip's fake-quantized
+weight (``dva_quantize``, default on); ``qat_msb_copies`` fake-quantizes to the values that the
+MSB-embedding protection (:func:`mapping.protection.embed_msb`) keeps. Both swap the weights of
+the ``dva_target`` layers per batch and restore them exactly (straight-through gradient), and
+draw from the same seeded generator as DVA noise, so checkpoints resume bit-identically.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from torch import nn
 from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
 from nn import glue as glue_mod
 from nn.metrics import glue_score
+from nn.hwtrain import hardware_weights
+from nn.sim import SimConfig
 
 __all__ = [
     "DEFAULT_DVA_TARGET",
@@ -88,6 +99,18 @@ class FinetuneConfig(Config):
     prune_phase: float = 0.6
     # "per_layer": every layer reaches the target; "global": the size-weighted mean does
     prune_scope: str = "per_layer"
+    # Hardware-aware training (nn.hwtrain), matched to the simulated chip `sim`:
+    # "weight": W*(1+sigma*z) with dva_sigma (Long et al.); "crossbar": per-weight noise of `sim`'s
+    # chip (quantization, slicing, differential pairs, level-table sigma of every cell, HRS included)
+    dva_mode: str = "weight"
+    # forward uses the chip's quantized weight (straight-through); None = on for "crossbar", else off
+    dva_quantize: bool | None = None
+    # "crossbar" mode: multiplies the chip's per-weight noise std (1 = the chip, 0 = quantization only)
+    dva_noise_scale: float = 1.0
+    # MSB-embedding-aware fake quantization (mapping.protection.embed_msb): 1 or 2 copies; 0 = off
+    qat_msb_copies: int = 0
+    # the simulated chip the hardware-aware modes match (CLI: --preset / --set, as for `eval`)
+    sim: SimConfig | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -126,6 +149,59 @@ class FinetuneConfig(Config):
         check_range("prune_rows_cols", self.prune_rows_cols, 0.0, 1.0, hi_open=True)
         check_range("prune_phase", self.prune_phase, 0.0, 1.0, lo_open=True, hi_open=True)
         check_choice("prune_scope", self.prune_scope, ("per_layer", "global"))
+        check_choice("dva_mode", self.dva_mode, ("weight", "crossbar"))
+        if self.dva_quantize is None:
+            object.__setattr__(self, "dva_quantize", self.dva_mode == "crossbar")
+        if not isinstance(self.dva_quantize, bool):
+            raise ConfigError(f"dva_quantize={self.dva_quantize!r} is invalid: must be true, false or null (auto)")
+        check_range("dva_noise_scale", self.dva_noise_scale, 0.0, 100.0)
+        check_int_range("qat_msb_copies", self.qat_msb_copies, 0, 2)
+        if isinstance(self.sim, dict):
+            object.__setattr__(self, "sim", SimConfig.from_dict(self.sim, _path="sim."))
+        if self.sim is not None and not isinstance(self.sim, SimConfig):
+            raise ConfigError(f"sim={self.sim!r} is invalid: must be a SimConfig (or its dict) or null")
+        if self.dva_mode == "crossbar" and self.dva_sigma > 0:
+            raise ConfigError(
+                f"dva_sigma={self.dva_sigma} is invalid with dva_mode='crossbar': dva_sigma is the multiplicative noise "
+                "of dva_mode='weight'; crossbar mode takes the variation from sim.levels (scale it with dva_noise_scale)"
+            )
+        if self.qat_msb_copies and self.dva_mode == "crossbar":
+            raise ConfigError(
+                f"qat_msb_copies={self.qat_msb_copies} is invalid with dva_mode='crossbar': noise on MSB-embedded "
+                "weights is not modelled (the MSB read is a vote over noisy copies); use dva_mode='weight'"
+            )
+        if self.dva_mode == "crossbar" and self.dva_noise_scale == 0 and not self.dva_quantize:
+            raise ConfigError("dva_mode='crossbar' with dva_noise_scale=0 and dva_quantize=false does nothing")
+        if self.uses_sim and self.sim is None:
+            raise ConfigError(
+                "dva_mode='crossbar', dva_quantize and qat_msb_copies need sim, the simulated chip to match "
+                "(CLI: --preset NAME and --set KEY=VALUE, the same as for `reram-cosim eval`)"
+            )
+        if not self.uses_sim and self.sim is not None:
+            raise ConfigError(
+                "sim (--preset / --set) is only used by dva_mode='crossbar', dva_quantize or qat_msb_copies; "
+                "switch one on or leave sim out"
+            )
+        if self.qat_msb_copies:
+            from mapping.protection import ProtectionConfig
+
+            ProtectionConfig(msb_embed=True, msb_copies=self.qat_msb_copies).check_against(self.sim.crossbar)
+
+    @property
+    def uses_sim(self) -> bool:
+        """True when a hardware-aware view (nn.hwtrain) is applied to the dva_target weights."""
+        return self.dva_mode == "crossbar" or bool(self.dva_quantize) or self.qat_msb_copies > 0
+
+    def hardware_view(self, levels=None):
+        """The :class:`nn.hwtrain.HardwareView` of this run (None without one)."""
+        if not self.uses_sim:
+            return None
+        from nn.hwtrain import HardwareView
+
+        return HardwareView(
+            self.sim, noise_scale=self.dva_noise_scale if self.dva_mode == "crossbar" else 0.0,
+            quantize=bool(self.dva_quantize), msb_copies=self.qat_msb_copies, levels=levels,
+        )
 
     def pruning_config(self):
         """The :class:`nn.pruning.PruningConfig` of this run (None without pruning)."""
@@ -353,6 +429,17 @@ def _optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def _same_config(saved: Any, cfg: FinetuneConfig) -> bool:
+    """Whether a stored config dict is ``cfg``; keys added to FinetuneConfig since it was written
+    take their defaults (so finished runs of older versions are still recognised)."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return FinetuneConfig.from_dict(saved) == cfg
+    except (ConfigError, TypeError):
+        return False
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
@@ -446,7 +533,7 @@ def finetune(
     ckpt_file = out / _CKPT / _STATE
     if done.is_file() and not ckpt_file.is_file() and not overwrite:
         info = json.loads(done.read_text())
-        if info.get("config") == cfg.to_dict() and info.get("base_model") == base:
+        if _same_config(info.get("config"), cfg) and info.get("base_model") == base:
             return info["metrics"]
         raise ValueError(
             f"{out} already holds a model fine-tuned with other settings; choose another output "
@@ -494,6 +581,8 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     opt = _optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, warmup))
     dva_targets = select_linear(model, cfg.dva_target) if cfg.dva_sigma > 0 else []
+    hw_view = cfg.hardware_view()
+    hw_targets = select_linear(model, cfg.dva_target) if hw_view is not None else []
     dva_gen = torch.Generator(device=device).manual_seed(_derive_seed(cfg.seed, 2))
     prune = _PruningPhase(model, cfg, total, device) if cfg.prune_rows_cols > 0 else None
 
@@ -504,7 +593,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     if ckpt_file.is_file():
         state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         saved_cfg = json.loads(state["config"])
-        if saved_cfg != cfg.to_dict() or state["base_model"] != base:
+        if not _same_config(saved_cfg, cfg) or state["base_model"] != base:
             raise ValueError(
                 f"{out / _CKPT} was written by a run with other settings or another base model; "
                 "use the same settings to resume, or delete the checkpoint."
@@ -550,7 +639,9 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
             if step >= total:
                 break
             batch = enc_train.batch(batches[b], device)
-            with weight_noise(dva_targets, cfg.dva_sigma, dva_gen, cfg.dva_distribution):
+            # hardware view first (fake quantization / chip noise), then DVA's multiplicative noise
+            # on top; both restore the clean weights exactly, the gradient is taken at the view
+            with hardware_weights(hw_targets, hw_view, dva_gen), weight_noise(dva_targets, cfg.dva_sigma, dva_gen, cfg.dva_distribution):
                 loss = model(**batch).loss
                 total_loss = loss if prune is None else loss + prune.penalty(step)
                 total_loss.backward()
@@ -609,6 +700,16 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     }
     if prune is not None:
         info["pruning"] = prune.report()
+    if hw_view is not None:
+        # the dev score through the view's deterministic part (chip fake quantization, no noise):
+        # for MSB-embedding training, the protected chip's fault-free accuracy
+        with hardware_weights(hw_targets, hw_view.noiseless(), None):
+            hw_metrics = {s: evaluate(model, e, task.name) for s, e in enc_dev.items()}
+        info["hardware_view"] = {
+            **hw_view.describe(),
+            "metrics_noiseless": hw_metrics,
+            "layers_final": {n: hw_view.layer_report(m.weight) for n, m in hw_targets},
+        }
     model.eval()
     _save_final(out, model, tokenizer, info)
     if prune is not None:
