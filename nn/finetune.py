@@ -211,7 +211,7 @@ class FinetuneConfig(Config):
 
         return PruningConfig(
             target_sparsity=self.prune_rows_cols, scope=self.prune_scope,
-            target_modules="|".join(f"(?:{p})" for p in self.dva_target),
+            target_modules="|".join(f"(?:{p})" for p in resolve_targets(self.dva_target)),
         )
 
 
@@ -219,12 +219,27 @@ class FinetuneConfig(Config):
 # weight noise
 
 
+def resolve_targets(patterns: Sequence[str] | str) -> tuple[str, ...]:
+    """``patterns`` as a tuple; the default ``(DEFAULT_DVA_TARGET,)`` stands for the simulated
+    chip's default layers of every supported family (:data:`nn.sim.DEFAULT_TARGET_MODULES`: BERT /
+    RoBERTa / ELECTRA, DistilBERT, ALBERT), which for BERT-style names are exactly the layers
+    ``DEFAULT_DVA_TARGET`` matches. The stored config keeps the one pattern, so runs saved before
+    this resolution are still recognised."""
+    pats = (patterns,) if isinstance(patterns, str) else tuple(patterns)
+    if pats == (DEFAULT_DVA_TARGET,):
+        from nn.sim import DEFAULT_TARGET_MODULES
+
+        return tuple(DEFAULT_TARGET_MODULES)
+    return pats
+
+
 def select_linear(model: nn.Module, patterns: Sequence[str] | str = (DEFAULT_DVA_TARGET,)) -> list[tuple[str, nn.Linear]]:
-    """The ``nn.Linear`` modules whose qualified names match any of ``patterns`` (``re.search``).
+    """The ``nn.Linear`` modules whose qualified names match any of ``patterns`` (``re.search``;
+    the default: see :func:`resolve_targets`).
 
     Raises ``ValueError`` when none matches: noise applied to nothing is a silent bug.
     """
-    pats = [re.compile(p) for p in ([patterns] if isinstance(patterns, str) else patterns)]
+    pats = [re.compile(p) for p in resolve_targets(patterns)]
     found = [
         (name, m)
         for name, m in model.named_modules()

@@ -7,6 +7,8 @@ ideal chip stays within the quantization bound, and one seed is one chip."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -256,3 +258,19 @@ def test_glue_evaluation_path(checkpoints, family, tmp_path):
         assert [(r["mode"], r["trial"]) for r in s["rows"]] == [("digital", -1), ("simulated", 0), ("simulated", 1)]
         assert all(r["n_examples"] == 8 for r in s["rows"])
     assert [r["accuracy"] for r in runs[0]["rows"]] == [r["accuracy"] for r in runs[1]["rows"]]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_targets_default_to_the_chip_layers(checkpoints, family):
+    """DVA noise, hardware views and row/column pruning (nn.finetune's default ``dva_target``)
+    reach exactly the layers the chip simulates, in every family."""
+    from nn.finetune import DEFAULT_DVA_TARGET, FinetuneConfig, select_linear
+
+    model, _ = load(checkpoints, family)
+    chip = [name for name, _ in cl.select_modules(model, SimConfig())]
+    assert chip == expected(family)
+    trained = [name for name, _ in select_linear(model, (DEFAULT_DVA_TARGET,))]
+    assert trained == chip
+    prune_re = re.compile(FinetuneConfig(prune_rows_cols=0.3).pruning_config().target_modules)
+    pruned = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and prune_re.search(n)]
+    assert pruned == chip
