@@ -10,7 +10,10 @@ For each BERT-base Linear shape (in x out: 768x768, 768x3072, 3072x768) at batch
   multi-bit DAC (not bit-serial), ideal ADC: the folded one-matmul read (target <= 2x plain);
 * ``table+tileADC``: the same with an 8-bit ADC on every tile partial sum;
 * ``bit-serial``: 8 input bits one per cycle, 8-bit ADC on every slice column every cycle
-  (target <= 1.2 x slices x input bits x plain).
+  (target <= 1.2 x slices x input bits x plain); on the CPU each cycle's column currents are summed
+  from tables of 8-row partial currents (``crossbar.engine._lut_bit_serial``);
+* ``bit-serial bmm``: the same read (same ProgrammedMatrix) on the batched-matmul path it replaces
+  (``crossbar.engine._BIT_SERIAL_LUT = False``), side by side.
 
 Then it programs all 72 Linear weights of BERT-base's encoder once (``table`` mode with variation
 and faults) and states the time, with the shipped IR-drop table ``data/irdrop_default.h5`` (a small
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import crossbar.engine as engine
 from crossbar.engine import CrossbarConfig, program_matrix
 from device.faults import FaultConfig
 from device.programming import LevelTable
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
           f"tokens {args.tokens}, tile {tile}x{tile}, 8-bit weights, 2 bits/cell -> {base.n_slices} slices, "
           f"8 input bits (slices x input bits = {sb})")
     print(f"{'in x out':<12} {'plain s':>9} " + " ".join(f"{m + ' s':>15} {'ratio':>7}" for m in modes)
-          + f" {'bit-serial/(SxB)':>17} {'plain x SxB s':>12} {'bs/(plain x SxB)':>15}")
+          + f" {'bit-serial/(SxB)':>17} {'plain x SxB s':>12} {'bs/(plain x SxB)':>15}"
+          + f" {'bs-bmm s':>9} {'bmm/(SxB)':>10} {'bmm/(plain x SxB)':>17}")
     g = torch.Generator().manual_seed(0)
     for fin, fout in SHAPES:
         w = torch.randn(fout, fin, generator=g) / fin**0.5
@@ -102,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
 
         fns = {"plain": plain, "plainxSB": plain_sb}
         fns.update({m: (lambda pm=pm: pm.matvec(x)) for m, pm in pms.items()})
+
+        def bit_serial_bmm(pm=pms["bit-serial"]):
+            engine._BIT_SERIAL_LUT = False
+            try:
+                pm.matvec(x)
+            finally:
+                engine._BIT_SERIAL_LUT = True
+
+        fns["bit-serial bmm"] = bit_serial_bmm
         times = {k: [] for k in fns}
         for f in fns.values():
             f()  # warm-up
@@ -118,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in pms:
             ratios[m] = med[m] / t_plain
             row += f"{med[m]:>15.4f} {ratios[m]:>7.2f} "
-        print(row + f"{ratios['bit-serial'] / sb:>17.3f} {med['plainxSB']:>12.3f} {med['bit-serial'] / med['plainxSB']:>15.3f}",
-              flush=True)
+        t_bmm = med["bit-serial bmm"]
+        print(row + f"{ratios['bit-serial'] / sb:>17.3f} {med['plainxSB']:>12.3f} {med['bit-serial'] / med['plainxSB']:>15.3f}"
+              + f" {t_bmm:>9.3f} {t_bmm / t_plain / sb:>10.3f} {t_bmm / med['plainxSB']:>17.3f}", flush=True)
         del pms
 
     if not args.skip_bert:

@@ -74,7 +74,9 @@ engine folds slices, polarity/reference and IR drop into per-row-block readout m
 of one level step (``D``: ``(R, tile_rows, S * out)`` for column-scope ADCs, ``(R, tile_rows,
 out)`` for tile scope) or, with an ideal ADC, into one ``(out, in)`` effective weight matrix: a
 read is then one matmul plus the DAC quantization. Bit-serial reads with per-cycle ADC run all
-cycles and slices of all tiles as one ``bmm`` over a stacked dimension, in chunks of the batch.
+cycles and slices of all tiles as one ``bmm`` over a stacked dimension, in chunks of the batch; on
+the CPU (no read noise) each cycle's 0/1 inputs instead select rows of tables of 8-row partial
+currents, 16 adds per 128-row column current instead of 128 multiply-adds (``_lut_bit_serial``).
 
 Memory
 ------
@@ -127,6 +129,16 @@ _DATA = Path(__file__).resolve().parents[1] / "data"
 
 #: target number of float elements of one chunk of a bit-serial / column-ADC read
 _CHUNK_ELEMS = 1 << 23
+
+#: bit-serial reads on the CPU sum each cycle's column currents from tables of partial currents
+#: of 8 rows (:func:`_lut_bit_serial`); False forces the batched-matmul path (benchmarks, tests)
+_BIT_SERIAL_LUT = True
+#: readout columns and tokens per block of a table read: a block's currents (cycles x tokens x
+#: columns, 8 x 256 x 128 float32 = 1 MiB) are rounded and shift-added while still in cache; its
+#: tables (256 x rows / 8 x columns, 2 MiB) are reused by all tokens (sweep at 4096 tokens, 1 thread:
+#: 128 x 256 was 8-12 % faster than 128 x 128, 64 x 256, 256 x 64 on 768x3072 and 3072x768)
+_LUT_COLS = 128
+_LUT_TOKENS = 256
 
 #: cells per chunk of tiles when applying the IR-drop table at programming (~1 MiB of float64)
 _TILE_CHUNK_CELLS = 1 << 17
@@ -676,6 +688,10 @@ class ProgrammedMatrix:
         below ``2**24`` (``|code| <= 2**(adc_bits-1)``, times ``2**input_bits`` and ``2**code_bits``),
         hence exact whenever ``adc_bits + input_bits + code_bits + log2(K * S) <= 24``; otherwise
         the sums are rounded like any float32 matmul (pass ``dtype=torch.float64`` for exact checks).
+
+        On the CPU without read noise, bit-serial reads (``K > 1``) take :func:`_lut_bit_serial`
+        instead (same ADC per cycle and column, currents summed from 8-row tables; about 4x faster at
+        BERT-base shapes, ``bench/bench_engine.py``); ``measure``, read noise, multi-bit DACs and GPUs keep the ``bmm``.
         """
         cfg, lay = self.cfg, self.layout
         R, tr = lay.n_row_blocks, lay.tile_rows
@@ -686,6 +702,37 @@ class ProgrammedMatrix:
         # word-line codes per row block, (R, n, rows); free and copy rows read 0
         xw = torch.cat([xq, xq.new_zeros(n, 1)], dim=1).index_select(1, self._row_gather())
         xw = xw.view(n, R, tr).transpose(0, 1).contiguous()
+        lo, hi = -(2 ** (cfg.adc_bits - 1)), 2 ** (cfg.adc_bits - 1) - 1
+        clip = quantize_adc and not measure and self._adc_can_clip(lo, hi)
+        if K > 1:
+            a = torch.exp2(torch.arange(K, device=dev, dtype=torch.float64))
+            a[-1] = -a[-1]  # the MSB cycle weighs -2**(B-1)
+            a = a.to(dt).view(1, 1, K)
+        beta = torch.exp2(torch.arange(S, device=dev, dtype=torch.float64) * cfg.bits_per_cell).to(dt).view(1, 1, S)
+        # per-row-block input step: scalar for a layer-wide input format
+        if sx.ndim:
+            sx_r = sx.new_zeros(R).scatter_(0, self._in_block(), sx)
+        else:
+            sx_r = sx.expand(R)
+        fac = self.out_scale * sx_r.view(R, 1, 1)  # (R, 1, out)
+        w_rs = (beta.view(1, 1, S, 1) * fac.view(R, 1, 1, out)) if S > 1 else fac  # (R, 1, S, out) / (R, 1, out)
+        ak = None
+        if bool((fac == fac[:, :, :1]).all()):
+            # the usual case (layer-wide weight step): fac[r, o] = c_r, so cycles and row blocks
+            # contract in one (1, R*K) GEMV over the whole chunk, w_s = 2**(s*bits_per_cell)
+            ak = (fac[:, 0, :1] * (a.view(1, K) if K > 1 else torch.ones(1, 1, dtype=dt, device=dev))).reshape(1, R * K)
+            w_s = beta.view(1, S, 1)
+        if (_BIT_SERIAL_LUT and K > 1 and not measure and self.noise_var is None and dev.type == "cpu"
+                and dt in (torch.float32, torch.float64)):
+            u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)  # two's complement codes
+            if ak is not None:
+                ak_r, col_fac = ak.view(R, 1, K), None
+            else:  # per-output factors (per-tile weight formats): (R, L), channel s * out + o
+                ak_r, col_fac = a.view(1, 1, K).expand(R, 1, K), fac.view(R, 1, out).expand(R, S, out).reshape(R, L)
+            return _lut_bit_serial(u, cfg.input_bits, self.readout, ak_r, out, 2.0**cfg.bits_per_cell,
+                                   quantize_adc, (lo, hi) if clip else None, col_fac)
+        if ak is not None:
+            zs = torch.empty(n * L, dtype=dt, device=dev)  # (n, S, out) cycle- and block-summed codes
         nc = max(1, min(n, _CHUNK_ELEMS // max(1, R * K * L)))  # tokens per chunk
         n_chunks = -(-n // nc)
         if K > 1:
@@ -701,26 +748,6 @@ class ProgrammedMatrix:
             bits = (u >> shifts) & 1
             del u
             group = max(1, (1 << 24) // (R * K * nc * tr))
-            a = torch.exp2(torch.arange(K, device=dev, dtype=torch.float64))
-            a[-1] = -a[-1]  # the MSB cycle weighs -2**(B-1)
-            a = a.to(dt).view(1, 1, K)
-        lo, hi = -(2 ** (cfg.adc_bits - 1)), 2 ** (cfg.adc_bits - 1) - 1
-        clip = quantize_adc and not measure and self._adc_can_clip(lo, hi)
-        beta = torch.exp2(torch.arange(S, device=dev, dtype=torch.float64) * cfg.bits_per_cell).to(dt).view(1, 1, S)
-        # per-row-block input step: scalar for a layer-wide input format
-        if sx.ndim:
-            sx_r = sx.new_zeros(R).scatter_(0, self._in_block(), sx)
-        else:
-            sx_r = sx.expand(R)
-        fac = self.out_scale * sx_r.view(R, 1, 1)  # (R, 1, out)
-        w_rs = (beta.view(1, 1, S, 1) * fac.view(R, 1, 1, out)) if S > 1 else fac  # (R, 1, S, out) / (R, 1, out)
-        ak = None
-        if bool((fac == fac[:, :, :1]).all()):
-            # the usual case (layer-wide weight step): fac[r, o] = c_r, so cycles and row blocks
-            # contract in one (1, R*K) GEMV over the whole chunk, w_s = 2**(s*bits_per_cell)
-            ak = (fac[:, 0, :1] * (a.view(1, K) if K > 1 else torch.ones(1, 1, dtype=dt, device=dev))).reshape(1, R * K)
-            w_s = beta.view(1, S, 1)
-            zs = torch.empty(n * L, dtype=dt, device=dev)  # (n, S, out) cycle- and block-summed codes
         y = torch.empty(n, out, dtype=dt, device=dev)
         peak = torch.zeros(R, dtype=dt, device=dev)
         for i0 in range(0, n, nc):  # chunks of the batch (memory), never tiles or bits
@@ -1136,3 +1163,103 @@ def _row_index(layout: TileLayout, in_f: int) -> torch.Tensor:
     idx = layout.row_in.astype(np.int64).copy()
     idx[(idx < 0) | layout.row_copy] = in_f
     return torch.from_numpy(idx.reshape(-1))
+
+
+def _plane_bytes(u: torch.Tensor, bits: int, tokens: int) -> torch.Tensor:
+    """Bit planes of the codes, 8 rows to a byte, laid out block by block of ``tokens`` tokens.
+
+    ``u``: ``(R, n, rows)`` integer codes in ``[0, 2**bits)``, ``rows % 8 == 0``. Returns int32
+    ``(R, blocks, bits, tokens, rows // 8)``: entry ``[r, b, k, t, g]`` has bit ``j`` set when bit
+    ``k`` of the code of row ``8 g + j`` of token ``b * tokens + t`` is set (tokens past ``n``
+    read 0).
+    Eight rows' bytes are one int64; an 8x8 bit-matrix transpose (three masked swaps; Warren,
+    Hacker's Delight, 2nd ed., sec. 7-3) turns byte ``j`` bit ``k`` into byte ``k`` bit ``j``.
+    """
+    R, n, rows = u.shape
+    G, nb = rows // 8, -(-n // tokens)
+    out = torch.empty(R, nb, bits, tokens, G, dtype=torch.int32, device=u.device)
+    for b0 in range(0, bits, 8):
+        kk = min(8, bits - b0)
+        x = torch.nn.functional.pad(((u >> b0) & 255).to(torch.uint8), (0, 0, 0, nb * tokens - n))
+        x = x.contiguous().view(torch.int64)  # (R, nb * tokens, G)
+        # masks keep the top bits clear, so the arithmetic right shifts and the left shifts are exact
+        t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AA
+        x = x ^ t ^ (t << 7)
+        t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCC
+        x = x ^ t ^ (t << 14)
+        t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0
+        x = x ^ t ^ (t << 28)
+        pb = x.view(torch.uint8).view(R, nb, tokens, G, 8)[..., :kk]  # [..., k]: plane b0 + k
+        out[:, :, b0 : b0 + kk] = pb.permute(0, 1, 4, 2, 3)
+    return out
+
+
+def _lut_bit_serial(u, bits, readout, ak, out, beta, quantize, clip, col_fac=None) -> torch.Tensor:
+    """Bit-serial read with an ADC on every column in every cycle, from tables of partial currents.
+
+    ``u``: ``(R, n, rows)`` two's-complement input codes in ``[0, 2**bits)``; ``readout``
+    ``(R, rows, L)`` in ADC steps, ``L = S * out`` (channel ``s * out + o``); ``ak`` ``(R, 1, K)``
+    cycle weights times the row block's output factor; ``beta`` the slice base
+    ``2**bits_per_cell``; ``clip`` ``(lo, hi)`` ADC codes or None; ``col_fac`` ``(R, L)`` an
+    optional per-channel output factor (per-tile weight formats; ``ak`` then holds the cycle
+    weights only). Returns ``(n, out)``: ``sum_s beta**s sum_r col_fac[r, l] sum_k ak[r, k] *
+    adc(I[r, k, :, l])``, ``l = s * out + o``, the same sum as the ``bmm`` path of
+    :meth:`ProgrammedMatrix._read_adc`.
+
+    A cycle's inputs are 0/1, so its column current over 8 rows takes one of 256 values: for each
+    row block and block of ``_LUT_COLS`` columns the table ``T[c, g] = sum_j bit_j(c) D[8 g + j]``
+    is built once (by doubling: ``T[c + 2**j] = T[c] + D[8 g + j]`` for ``c < 2**j``, eight
+    adds), and every cycle's current is the sum of ``rows / 8`` table rows (``embedding_bag``):
+    16 table rows per current for 128-row tiles instead of 128 multiply-adds. Each cycle's current is still formed and converted on its own (rounded,
+    clamped when it can clip) before the shift-and-add; only the order of the float additions
+    differs from the matmul (integer-valued currents are exact in both). ``_LUT_TOKENS`` tokens'
+    currents are converted and summed over cycles (one ``(1, K)`` GEMV) while in cache.
+    """
+    R, n, rows = u.shape
+    K, L = ak.shape[-1], readout.shape[-1]
+    dt, dev = readout.dtype, readout.device
+    rp = -(-rows // 8) * 8
+    if rp != rows:  # pad the tile to whole bytes of rows: zero codes, zero conductance
+        u = torch.nn.functional.pad(u, (0, rp - rows))
+        readout = torch.nn.functional.pad(readout, (0, 0, 0, rp - rows))
+    G = rp // 8
+    m = max(1, min(n, _LUT_TOKENS))
+    idx = _plane_bytes(u, bits, m)  # (R, nb, K, m, G)
+    nb = idx.shape[1]
+    idx *= G
+    idx += torch.arange(G, dtype=torch.int32, device=dev)  # table row c * G + g
+    idx = idx.view(R, nb, K * m, G)
+    lut = torch.zeros(256, G, min(L, _LUT_COLS), dtype=dt, device=dev)
+    y = torch.zeros(n, out, dtype=dt, device=dev)
+    zbuf = torch.empty(nb * m * min(L, _LUT_COLS), dtype=dt, device=dev)
+    for l0 in range(0, L, _LUT_COLS):
+        l1 = min(L, l0 + _LUT_COLS)
+        lw = l1 - l0
+        z = zbuf[: nb * m * lw]
+        t = lut if lw == lut.shape[-1] else torch.zeros(256, G, lw, dtype=dt, device=dev)
+        for r in range(R):
+            for j in range(8):  # T[2**j + c] = T[c] + D[8 g + j], c < 2**j (T[0] = 0)
+                torch.add(t[: 1 << j], readout[r, j::8, l0:l1], out=t[1 << j : 2 << j])
+            tab = t.view(256 * G, lw)
+            for b in range(nb):
+                cur = torch.nn.functional.embedding_bag(idx[r, b], tab, mode="sum")  # (K * m, lw)
+                if quantize:
+                    cur.round_()
+                    if clip is not None:
+                        cur.clamp_(*clip)
+                zb = z[b * m * lw : (b + 1) * m * lw].view(1, m * lw)
+                if col_fac is not None:
+                    zk = torch.mm(ak[r], cur.view(K, m * lw)).view(m, lw)
+                    if r == 0:
+                        torch.mul(zk, col_fac[r, l0:l1], out=zb.view(m, lw))
+                    else:
+                        zb.view(m, lw).addcmul_(zk, col_fac[r, l0:l1])
+                elif r == 0:
+                    torch.mm(ak[r], cur.view(K, m * lw), out=zb)
+                else:
+                    zb.addmm_(ak[r], cur.view(K, m * lw))
+        z = z.view(nb * m, lw)[:n]
+        for s in range(l0 // out, (l1 - 1) // out + 1):  # slices: shift-add into the outputs
+            a0, a1 = max(l0, s * out), min(l1, (s + 1) * out)
+            y[:, a0 - s * out : a1 - s * out].add_(z[:, a0 - l0 : a1 - l0], alpha=beta**s)
+    return y
