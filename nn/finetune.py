@@ -275,22 +275,13 @@ def weight_noise(
         raise ValueError(f"sigma={sigma} is invalid: must be finite and >= 0")
     if distribution not in ("normal", "lognormal"):
         raise ValueError(f"distribution={distribution!r} is invalid: must be 'normal' or 'lognormal'")
-    mods = [m[1] if isinstance(m, tuple) else m for m in modules]
     if sigma == 0:
         yield
         return
-    saved: list[torch.Tensor] = []
-    try:
-        with torch.no_grad():
-            for m in mods:
-                w = m.weight
-                saved.append(w.detach().clone())
-                w.mul_(_noise_factors(w, sigma, distribution, generator))
+    from nn.hwtrain import hardware_weights
+
+    with hardware_weights(modules, lambda w, g: w * _noise_factors(w, sigma, distribution, g), generator):
         yield
-    finally:
-        with torch.no_grad():
-            for m, s in zip(mods, saved):
-                m.weight.copy_(s)
 
 
 # ---------------------------------------------------------------------------------------------
