@@ -364,21 +364,24 @@ def fault_tolerance(
     fault-free score (seed paper 1 reports protection tolerating ~2.5x higher fault rates).
 
     Reads one or more study CSVs (several studies may hold the methods, e.g. a dense and a pruned
-    model), averages the simulated trials per (task, method, axis value), takes the score at
+    model; an item ``(path, label)`` renames its methods ``"<method> (<label>)"``, to tell apart
+    the same method run on another model), averages the simulated trials per (task, method, axis value), takes the score at
     ``axis = 0`` as the method's fault-free score, and finds the first swept rate whose mean is
     below ``fault_free - drop``; the crossing is interpolated linearly in ``log(rate)`` between
     that point and the last point above. ``tolerated_rate`` is ``None`` when the method never
     falls below within the sweep (then ``censored`` gives the largest rate swept), and 0 when it
     is already below at the smallest non-zero rate (the crossing lies below the sweep). ``ratio``
-    divides by the reference method's tolerated rate on the same task.
+    divides by the reference method's tolerated rate on the same task; when the reference crosses
+    below the sweep, ``ratio_lower_bound`` is the rate divided by the smallest swept rate.
 
     Returns rows ``{task, method, fault_free, tolerated_rate, censored, ratio, points}``.
     """
     from nn.evaluate import read_results
 
-    paths = [csv_paths] if isinstance(csv_paths, (str, os.PathLike)) else list(csv_paths)
+    paths = [csv_paths] if isinstance(csv_paths, (str, os.PathLike, tuple)) else list(csv_paths)
     groups: dict[tuple[str, str], dict[float, list[float]]] = {}
-    for p in paths:
+    for item in paths:
+        p, label = item if isinstance(item, tuple) else (item, None)
         for r in read_results(p):
             if r["mode"] != "simulated":
                 continue
@@ -386,7 +389,8 @@ def fault_tolerance(
             s = _num(r.get(metric))
             if v is None or s is None:
                 continue
-            groups.setdefault((r["task"], r["method"]), {}).setdefault(v, []).append(s)
+            method = r["method"] if label is None else f"{r['method']} ({label})"
+            groups.setdefault((r["task"], method), {}).setdefault(v, []).append(s)
     out: list[dict[str, Any]] = []
     for (task, method), by_rate in sorted(groups.items()):
         rates = sorted(by_rate)
@@ -414,10 +418,15 @@ def fault_tolerance(
             "censored": None if tol is not None else rates[-1],
             "points": {x: (means[x], len(by_rate[x])) for x in rates},
         })
-    ref = {row["task"]: row["tolerated_rate"] for row in out if row["method"] == reference}
+    ref = {row["task"]: row for row in out if row["method"] == reference}
     for row in out:
-        r0, t = ref.get(row["task"]), row["tolerated_rate"]
+        r0 = ref[row["task"]]["tolerated_rate"] if row["task"] in ref else None
+        t = row["tolerated_rate"]
         row["ratio"] = (t / r0) if (r0 and t is not None) else None
+        # reference below the sweep (crossing under its smallest rate): the ratio is a lower bound
+        row["ratio_lower_bound"] = None
+        if r0 == 0.0 and t:
+            row["ratio_lower_bound"] = t / min(x for x in ref[row["task"]]["points"] if x > 0)
     return out
 
 
@@ -435,5 +444,7 @@ def format_tolerance(rows: list[dict[str, Any]], *, drop: float = 0.01, referenc
         else:
             rate = f"{r['tolerated_rate']:.2g}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        if r.get("ratio_lower_bound") is not None:
+            ratio = f"> {r['ratio_lower_bound']:.3g}"
         lines.append(f"| {r['task']} | {r['method']} | {r['fault_free']:.4f} | {rate} | {ratio} |")
     return "\n".join(lines) + "\n"

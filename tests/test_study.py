@@ -137,3 +137,9 @@ def test_fault_tolerance_interpolates_the_one_point_crossing(tmp_path):
     assert rows["c"]["tolerated_rate"] is None and rows["c"]["censored"] == 1e-3
     table = format_tolerance(list(rows.values()))
     assert "< 0.0001" in table and "> 0.001 (not reached)" in table
+    # the reference crosses below the sweep: a's ratio is a lower bound, rate / smallest rate
+    assert rows["a"]["ratio_lower_bound"] == pytest.approx(10 ** (0.5 / 3.5), rel=1e-9)
+    assert f"> {10 ** (0.5 / 3.5):.3g}" in table
+    # a labelled CSV keeps the same method apart
+    labelled = {r["method"] for r in fault_tolerance([p, (p, "retrained")])}
+    assert {"a", "a (retrained)", "unprotected", "unprotected (retrained)"} <= labelled
