@@ -1,6 +1,6 @@
 """Seed paper 1's headline from the fault studies: the stuck-at fault rate each protection
 tolerates before the score drops 1 (and 5) points below its own fault-free score, and the ratio to
-the unprotected dense model, over every task studied.
+the unprotected dense model, over every task studied; then each task's mean score per fault rate.
 
     python examples/paper1_table.py
 
@@ -41,6 +41,17 @@ def main() -> None:
         print(f"\n**Drop of {drop * 100:g} point(s)** below each method's own fault-free score "
               "(reference: dense `unprotected`):\n")
         print(format_tolerance(fault_tolerance(items, drop=drop), drop=drop))
+    rows = fault_tolerance(items)
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task]
+        rates = sorted({x for r in mine for x in r["points"]})
+        n = sorted({k for r in mine for _, k in r["points"].values()})
+        print(f"\n**{task}: mean score per fault rate** ({'/'.join(map(str, n))} chips per point):\n")
+        print("| method | " + " | ".join(f"{x:g}" for x in rates) + " |")
+        print("|---|" + "---:|" * len(rates))
+        for r in mine:
+            cells = [f"{r['points'][x][0]:.3f}" if x in r["points"] else "-" for x in rates]
+            print(f"| {r['method']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
