@@ -7,7 +7,9 @@
 Prints a markdown table: per axis value, each model's mean score over its simulated trials,
 +- the standard deviation across trials, and in parentheses the change against the model's own
 digital score (the accuracy it *loses* on the chip). ``--method`` picks one method of each CSV
-(default: the only one, else an error naming them); ``--task`` likewise.
+(default: the only one, else an error naming them); ``--task`` likewise. ``--plot out.png``
+also draws the mean score against the axis (log x for a rate axis) with a +-1 std band per model
+and each model's digital score as a dashed line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--axis", required=True, help="sim config key path swept in the studies")
     ap.add_argument("--method", default=None, help="method to take from every CSV")
     ap.add_argument("--task", default=None, help="task to take from every CSV")
+    ap.add_argument("--plot", default=None, help="also draw the comparison to this PNG")
     ap.add_argument("models", nargs="+", help="LABEL=path/to/results.csv")
     args = ap.parse_args(argv)
 
@@ -79,6 +82,39 @@ def main(argv: list[str] | None = None) -> None:
             sd = float(np.std(s, ddof=1)) if len(s) > 1 else 0.0
             cells.append(f"{m:.4f} +- {sd:.4f} ({m - digital.get(lb, float('nan')):+.4f})")
         print(f"| {v:g} | " + " | ".join(cells) + " |")
+    if args.plot:
+        _plot(args.plot, args.axis, labels, table, digital, task)
+
+
+def _plot(path: str, axis: str, labels: list[str], table, digital: dict[str, float], task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from device.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    xs_all = sorted(table)
+    for i, lb in enumerate(labels):
+        xs = [x for x in xs_all if table[x].get(lb)]
+        m = np.array([np.mean(table[x][lb]) for x in xs])
+        sd = np.array([np.std(table[x][lb], ddof=1) if len(table[x][lb]) > 1 else 0.0 for x in xs])
+        (line,) = ax.plot(xs, m, "o-", label=lb, color=f"C{i}")
+        ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
+        if lb in digital:
+            ax.axhline(digital[lb], ls="--", lw=0.8, color=line.get_color())
+    if "rate" in axis and any(x > 0 for x in xs_all):
+        lin = min(x for x in xs_all if x > 0)
+        ax.set_xscale("symlog", linthresh=lin)
+        ax.set_xlim(left=-0.3 * lin)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"{task} score")
+    ax.set_title(f"{task}: mean of the chips +- 1 std; dashed: digital", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    for p in save_figure(fig, path):
+        print(f"plot: {p}")
 
 
 if __name__ == "__main__":
