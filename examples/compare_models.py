@@ -7,7 +7,8 @@
 Prints a markdown table: per axis value, each model's mean score over its simulated trials,
 +- the standard deviation across trials, and in parentheses the change against the model's own
 digital score (the accuracy it *loses* on the chip). ``--method`` picks one method of each CSV
-(default: the only one, else an error naming them); ``--task`` likewise. ``--plot out.png``
+(default: the only one, else an error naming them), ``path#method`` one per entry; ``--task``
+likewise. ``--plot out.png``
 also draws the mean score against the axis (log x for a rate axis) with a +-1 std band per model
 and each model's digital score as a dashed line.
 """
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--method", default=None, help="method to take from every CSV")
     ap.add_argument("--task", default=None, help="task to take from every CSV")
     ap.add_argument("--plot", default=None, help="also draw the comparison to this PNG")
-    ap.add_argument("models", nargs="+", help="LABEL=path/to/results.csv")
+    ap.add_argument("models", nargs="+", help="LABEL=path/to/results.csv[#method] (#method overrides --method)")
     args = ap.parse_args(argv)
 
     table: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -55,10 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.models:
         label, sep, path = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: {item!r} is not LABEL=path")
+            raise SystemExit(f"error: {item!r} is not LABEL=path[#method]")
+        path, _, own_method = path.partition("#")
         rows = read_results(path)
         task = _only({r["task"] for r in rows}, "task", path, args.task)
-        method = _only({r["method"] for r in rows if r["task"] == task}, "method", path, args.method)
+        method = _only({r["method"] for r in rows if r["task"] == task}, "method", path, own_method or args.method)
         labels.append(label)
         for r in rows:
             if r["task"] != task or r["method"] != method:
