@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True, help="fine-tuned classifier directory or hub id")
     e.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
     e.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
-    _sim_args(e)
+    sim_args(e)
     e.add_argument("--trials", type=int, default=1, help="simulated chips (default 1)")
     e.add_argument("--seed", type=int, default=0, help="seed of the chips (default 0)")
     e.add_argument("--out", required=True, help="results CSV (appended; resumable)")
@@ -72,8 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_cmd_demo)
 
 
-def _sim_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", choices=PRESET_NAMES, help="simulation preset (default: default)")
+def sim_args(p, *, preset_default: str | None = "default", preset_help: str = "simulation preset (default: default)") -> None:
+    """``--preset`` and repeatable ``--set KEY=VALUE`` (into ``args.overrides``): the chip of
+    :func:`nn.sim.build_sim_config`, the same flags for every command that takes one."""
+    p.add_argument("--preset", default=preset_default, choices=PRESET_NAMES, help=preset_help)
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a sim config field, e.g. crossbar.adc_bits=6, faults.rate=0.01 (repeatable)",

@@ -9,7 +9,7 @@ import argparse
 import os
 import time
 
-from nn.cli_eval import PRESET_NAMES
+from nn.cli_eval import sim_args
 
 __all__ = ["register"]
 
@@ -72,33 +72,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fake-quantize to the weights MSB embedding with this many copies keeps (seed paper 1; 1: 6-bit code, "
         "2: 4-bit code on 8-bit/2-bit cells), for re-training before protection (default 0 = off)",
     )
-    h.add_argument(
-        "--preset", default=None, choices=PRESET_NAMES,
-        help="simulation preset of the chip to match (default: default, when a hardware-aware mode is on)",
-    )
-    h.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a sim config field, e.g. levels.sigma_rel=0.1, crossbar.bits_per_cell=2 (repeatable)",
-    )
+    sim_args(h, preset_default=None,
+             preset_help="simulation preset of the chip to match (default: default, when a hardware-aware mode is on)")
     p.set_defaults(func=_cmd_finetune)
 
 
-_FIELDS = {
-    "epochs": "epochs",
-    "max_steps": "max_steps",
-    "seed": "seed",
-    "dva_sigma": "dva_sigma",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "max_length": "max_length",
-    "max_train_examples": "max_train_examples",
-    "prune_rows_cols": "prune_rows_cols",
-    "prune_scope": "prune_scope",
-    "dva_mode": "dva_mode",
-    "dva_quantize": "dva_quantize",
-    "dva_noise_scale": "dva_noise_scale",
-    "qat_msb_copies": "qat_msb_copies",
-}
+#: FinetuneConfig fields set from the arguments of the same name (when given)
+_FIELDS = (
+    "epochs", "max_steps", "seed", "dva_sigma", "batch_size", "lr", "max_length", "max_train_examples",
+    "prune_rows_cols", "prune_scope", "dva_mode", "dva_quantize", "dva_noise_scale", "qat_msb_copies",
+)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -107,8 +90,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from nn.glue import default_glue_dir
 
     kwargs = {"task": args.task}
-    for arg, field in _FIELDS.items():
-        v = getattr(args, arg, None)
+    for field in _FIELDS:
+        v = getattr(args, field, None)
         if v is not None:
             kwargs[field] = v
     hw = (args.dva_mode == "crossbar" or bool(args.dva_quantize) or bool(args.qat_msb_copies)
