@@ -13,6 +13,8 @@ Unknown keys are errors, never silently ignored.
 
 from __future__ import annotations
 
+from device.errors import UserError
+
 import dataclasses
 import json
 import math
@@ -33,7 +35,7 @@ __all__ = [
 C = TypeVar("C", bound="Config")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value or key is invalid. The message names the field and what is allowed."""
 
 

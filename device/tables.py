@@ -25,6 +25,8 @@ interrupted write never leaves a truncated table under the final name.
 
 from __future__ import annotations
 
+from device.errors import UserError
+
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -69,7 +71,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
 _ROOT_ATTRS = ("schema_version", "software", "software_version", "created", "kind", "config_json")
 
 
-class TableError(ValueError):
+class TableError(UserError):
     """A file is not a valid reram-cosim table: foreign, truncated, wrong schema or incomplete."""
 
 

@@ -28,6 +28,8 @@ Plans save to a self-describing HDF5 file (:meth:`MappingPlan.save`, through
 
 from __future__ import annotations
 
+from device.errors import UserError
+
 import dataclasses
 import json
 import os
@@ -42,7 +44,7 @@ __all__ = ["MappingError", "Copy", "LayerPlan", "MappingPlan", "PLAN_VERSION"]
 PLAN_VERSION = 1
 
 
-class MappingError(ValueError):
+class MappingError(UserError):
     """A mapping request cannot be met (no free row/column left, unknown layer, bad index)."""
 
 

@@ -17,6 +17,8 @@ counted (:attr:`GlueSplit.skipped`). Any other malformed file raises :class:`Glu
 
 from __future__ import annotations
 
+from device.errors import UserError
+
 import csv
 import dataclasses
 import os
@@ -48,7 +50,7 @@ __all__ = [
 HUB_DATASET = "nyu-mll/glue"
 
 
-class GlueDataError(ValueError):
+class GlueDataError(UserError):
     """A GLUE file or data set is missing or malformed. The message names the file and the problem."""
 
 

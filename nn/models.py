@@ -16,6 +16,8 @@ missing model fail at once instead of waiting on the network.
 
 from __future__ import annotations
 
+from device.errors import UserError
+
 import json
 import os
 from pathlib import Path
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model or tokenizer cannot be loaded, or does not fit the task."""
 
 
