@@ -26,13 +26,13 @@ interrupted write never leaves a truncated table under the final name.
 from __future__ import annotations
 
 from device.errors import UserError
+from device.io import atomic_path, software_version  # noqa: F401  (re-exported: the one writer and version)
 
 import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -109,51 +109,6 @@ class Table:
         """Arrays under group ``prefix`` with the prefix stripped."""
         p = prefix.rstrip("/") + "/"
         return {k[len(p):]: v for k, v in self.arrays.items() if k.startswith(p)}
-
-
-def software_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("reram-cosim")
-    except Exception:  # not installed (running from a source tree)
-        return "0+unknown"
-
-
-class atomic_path:
-    """Context manager yielding a temporary path next to ``path``; renamed onto it on success.
-
-    ``with atomic_path(out) as tmp: write(tmp)``. On an exception the temporary file is removed
-    and ``path`` is untouched. Raises :class:`ValueError` if the directory cannot be written.
-    """
-
-    def __init__(self, path: str | os.PathLike, suffix: str = "") -> None:
-        self.path = Path(path)
-        self.suffix = suffix or self.path.suffix
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise ValueError(f"cannot write {self.path}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise ValueError(f"cannot write {self.path}: directory {parent} is not writable")
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix + ".tmp", dir=parent)
-        os.close(fd)
-        # mkstemp creates 0600; give the final file the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(name, 0o666 & ~umask)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        assert self.tmp is not None
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
 
 
 def _config_json(config: Any) -> str:
