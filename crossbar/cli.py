@@ -1,15 +1,17 @@
 """``reram-cosim circuit ...``: crossbar netlists, exact / SPICE solves and IR-drop tables.
 
 All values on the command line are SI (ohm, siemens, volts). ``register(subparsers)`` adds the
-``circuit`` command group; ``nn/cli.py`` maps ``ValueError`` to ``error: ...`` and exit status 2.
+``circuit`` command group; ``nn/cli.py`` maps a :class:`device.errors.UserError` to ``error: ...``
+and exit status 2. Every file is written through :mod:`device.io` (temporary file, rename).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
+
+from device.errors import UserError
 
 __all__ = ["register"]
 
@@ -18,14 +20,14 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+        raise UserError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+        raise UserError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _tile_args(p: argparse.ArgumentParser) -> None:
@@ -45,9 +47,9 @@ def _tile(args):
     from crossbar.solver import CircuitConfig
 
     if args.rows < 1 or args.cols < 1:
-        raise ValueError(f"--rows/--cols must be >= 1, got {args.rows}x{args.cols}")
+        raise UserError(f"--rows/--cols must be >= 1, got {args.rows}x{args.cols}")
     if not 0 < args.g_min_s < args.g_max_s:
-        raise ValueError("need 0 < --g-min-s < --g-max-s")
+        raise UserError("need 0 < --g-min-s < --g-max-s")
     circ = CircuitConfig(r_wire_row_ohm=args.r_wire_ohm, r_wire_col_ohm=args.r_wire_ohm, r_source_ohm=args.r_source_ohm,
                          r_sense_ohm=args.r_sense_ohm, drive=args.drive)
     rng = np.random.default_rng(args.seed)
@@ -57,14 +59,13 @@ def _tile(args):
 
 
 def _cmd_netlist(args) -> int:
+    from device.io import atomic_write_text, check_writable
     from device.spice.crossbar import crossbar_netlist
 
+    out = check_writable(args.out)
     g, v, circ = _tile(args)
     deck = crossbar_netlist(g, v, **circ.to_dict(), title=f"reram-cosim circuit netlist seed={args.seed}")
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(deck)
-    tmp.replace(out)
+    atomic_write_text(out, deck)
     print(f"wrote {out}: {args.rows}x{args.cols} crossbar, {args.r_wire_ohm:g} ohm/segment, "
           f"{len(deck.splitlines())} lines; bit-line currents are i(vsense<j>); run with `ngspice -b {out}`")
     return 0
@@ -75,7 +76,9 @@ def _cmd_solve(args) -> int:
 
     from crossbar.solver import ideal_currents, solve
     from device import tables
+    from device.io import check_writable
 
+    check_writable(args.out)
     g, v, circ = _tile(args)
     t0 = time.perf_counter()
     netlist = ngv = None
@@ -106,7 +109,9 @@ def _cmd_solve(args) -> int:
 
 def _cmd_tabulate(args) -> int:
     from crossbar.irdrop import TabulateConfig, format_errors, tabulate
+    from device.io import check_writable
 
+    check_writable(args.out)
     cfg = TabulateConfig(sizes=_ints(args.sizes), r_wire_ohm=_floats(args.r_wire_ohm), samples=args.samples,
                          holdout=args.holdout, engine=args.engine, seed=args.seed, g_min_s=args.g_min_s,
                          g_max_s=args.g_max_s, levels=args.levels, levels_table=args.levels_table or "",

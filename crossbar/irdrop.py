@@ -430,9 +430,10 @@ def _part_path(parts: Path, size: int, ri: int, c: int) -> Path:
 
 
 def _save_part(path: Path, stats: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **stats)
-    os.replace(tmp, path)
+    from device.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, **stats)
 
 
 def tabulate(cfg: TabulateConfig, out: str | os.PathLike, *, workers: int | None = None,

@@ -2,8 +2,9 @@
 
 Each command prints a short human summary and writes a self-describing HDF5 table (atomically:
 a failed run leaves no file). Bad input (an unknown preset or ``--set`` key, a value out of
-range, a read voltage that would switch the cell, an unwritable output path) raises a
-``ValueError`` that the ``reram-cosim`` entry point prints as ``error: ...`` with exit status 2.
+range, a read voltage that would switch the cell, an unwritable output path, a fault map larger
+than the free memory) raises a :class:`device.errors.UserError` that the ``reram-cosim`` entry
+point prints as ``error: ...`` with exit status 2.
 Physical quantities are SI (V, s, ohm, S, m) unless an option's help says otherwise.
 
 Light at import (numpy only): matplotlib, scipy and PySpice are imported inside the handlers.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
+
+from device.errors import UserError
 
 __all__ = ["register"]
 
@@ -117,17 +119,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- helpers -----------------------------------------------------------------------------------
 def check_output_path(path: str | None, what: str = "output") -> None:
-    """Refuse an output path that cannot be written, before any work is done."""
+    """Refuse an output path that cannot be written, before any work is done
+    (:func:`device.io.check_writable`)."""
     if path is None:
         return
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"cannot write {what} {p}: it is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {what} {p}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise ValueError(f"cannot write {what} {p}: permission denied")
+    from device.io import check_writable
+
+    check_writable(path)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel can give this process now (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _params(args: argparse.Namespace):
@@ -141,13 +154,13 @@ def _rng(seed: int):
     import numpy as np
 
     if seed < 0:
-        raise ValueError(f"--seed {seed} is invalid: must be >= 0")
+        raise UserError(f"--seed {seed} is invalid: must be >= 0")
     return np.random.default_rng(seed)
 
 
 def _check_n(name: str, n: int, lo: int = 1) -> None:
     if n < lo:
-        raise ValueError(f"{name} {n} is invalid: must be >= {lo}")
+        raise UserError(f"{name} {n} is invalid: must be >= {lo}")
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -188,7 +201,7 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
     _check_n("--set-pulses", args.set_pulses, 0)
     _check_n("--reset-pulses", args.reset_pulses, 0)
     if args.set_pulses + args.reset_pulses == 0:
-        raise ValueError("--set-pulses and --reset-pulses are both 0: nothing to apply")
+        raise UserError("--set-pulses and --reset-pulses are both 0: nothing to apply")
     params = _params(args)
     rng = _rng(args.seed)
     amps = [abs(args.v_set)] * args.set_pulses + [-abs(args.v_reset)] * args.reset_pulses
@@ -226,7 +239,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
             base[key] = val
     defaults = ProgrammingConfig().to_dict()
     defaults.update(base)
-    cfg = apply_overrides(ProgrammingConfig.from_dict(defaults), args.program_overrides)
+    cfg = apply_overrides(ProgrammingConfig.from_dict(defaults), args.program_overrides, flag="--program-set")
     rng = _rng(args.seed)
     res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress)
     res.save(args.out, seed=args.seed)
@@ -240,12 +253,20 @@ def _cmd_program(args: argparse.Namespace) -> int:
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from device.faults import FaultConfig, fault_statistics, sample_fault_map, save_fault_map
+    from device.faults import FaultConfig, fault_statistics, sample_bytes, sample_fault_map, save_fault_map
 
     check_output_path(args.out)
     _check_n("--rows", args.rows)
     _check_n("--cols", args.cols)
     cfg = FaultConfig(rate=args.rate, sa0_fraction=args.sa0_fraction, pattern=args.pattern, cluster_size=args.cluster_size)
+    cells = args.rows * args.cols
+    need = sample_bytes((args.rows, args.cols), cfg) + 2 * cells  # + the statistics' masks
+    free = available_memory_bytes()
+    if free is not None and need > free:
+        raise UserError(
+            f"a {args.rows}x{args.cols} fault map ({cells:.3g} cells) needs about {need / 2**30:.1f} GiB of memory "
+            f"but {free / 2**30:.1f} GiB are available; use fewer --rows/--cols"
+        )
     fm = sample_fault_map((args.rows, args.cols), cfg, _rng(args.seed))
     save_fault_map(args.out, fm, cfg, seed=args.seed)
     s = fault_statistics(fm)

@@ -103,7 +103,7 @@ class StanfordPKUParams(Config):
     """Parameters of the Stanford-PKU filament-gap model, SI units.
 
     Defaults are the published values (Guan, Yu, Wong, IEEE EDL 33, 1405, 2012; MemTorch
-    ``Stanford_PKU`` defaults; see ``shared/REFERENCES.md``). The ``d2d_*`` spreads are not part
+    ``Stanford_PKU`` defaults; see ``docs/REFERENCES.md``). The ``d2d_*`` spreads are not part
     of the publication: they default to 0 here and are set by the presets.
     """
 

@@ -201,17 +201,18 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def apply_overrides(cfg: C, overrides: typing.Iterable[str]) -> C:
+def apply_overrides(cfg: C, overrides: typing.Iterable[str], *, flag: str = "--set") -> C:
     """Return ``cfg`` with dotted ``key=value`` overrides applied and re-validated.
 
     ``apply_overrides(cfg, ["programming.sigma_rel=0.05"])``; values are parsed as JSON
     (numbers, lists, booleans) or taken as strings, then converted to the field's annotated
-    type. An unknown key or a value the field rejects raises :class:`ConfigError` naming it.
+    type. An unknown key or a value the field rejects raises :class:`ConfigError` naming it;
+    ``flag`` is the command-line option the messages name (``--program-set`` ...).
     """
     data = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"{flag} {item!r}: expected key=value")
         key, _, raw = item.partition("=")
         key = key.strip()
         parts = key.split(".")
@@ -220,7 +221,7 @@ def apply_overrides(cfg: C, overrides: typing.Iterable[str]) -> C:
             if not isinstance(node, dict) or p not in node:
                 where = ".".join(parts[:i]) or type(cfg).__name__
                 known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
-                raise ConfigError(f"--set {key}: unknown key {p!r} in {where}; known: {known}")
+                raise ConfigError(f"{flag} {key}: unknown key {p!r} in {where}; known: {known}")
             if i == len(parts) - 1:
                 node[p] = _parse_scalar(raw)
             else:

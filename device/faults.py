@@ -29,14 +29,18 @@ In every pattern a fault is SA0 with probability ``sa0_fraction`` (per cell, per
 from __future__ import annotations
 
 import enum
+import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from device.config import Config, check_choice, check_range, config
+from device.config import Config, ConfigError, check_choice, check_range, config
+from device.errors import InputError
 
-__all__ = ["Fault", "FaultConfig", "sample_fault_map", "fault_statistics", "save_fault_map", "load_fault_map"]
+__all__ = [
+    "Fault", "FaultConfig", "sample_fault_map", "sample_bytes", "fault_statistics", "save_fault_map", "load_fault_map",
+]
 
 FAULT_ENCODING = "0=no fault, 1=SA0 (stuck at HRS: low conductance), 2=SA1 (stuck at LRS: high conductance)"
 
@@ -70,6 +74,8 @@ class FaultConfig(Config):
         check_range("sa0_fraction", self.sa0_fraction, 0.0, 1.0)
         check_choice("pattern", self.pattern, ("random", "clustered", "rows", "cols"))
         check_range("cluster_size", self.cluster_size, 1.0, None)
+        if not math.isfinite(self.cluster_size):
+            raise ConfigError(f"cluster_size={self.cluster_size!r} is invalid: must be finite and >= 1")
 
 
 def sample_fault_map(shape: tuple[int, ...], cfg: FaultConfig, rng: np.random.Generator) -> np.ndarray:
@@ -90,7 +96,7 @@ def sample_fault_map(shape: tuple[int, ...], cfg: FaultConfig, rng: np.random.Ge
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
-        raise ValueError(f"fault map shape {shape} must be (..., rows, cols) with positive sizes")
+        raise InputError(f"fault map shape {shape} must be (..., rows, cols) with positive sizes")
     if not isinstance(rng, np.random.Generator):
         raise TypeError("rng must be a numpy.random.Generator")
     out = np.zeros(shape, dtype=np.int8)
@@ -111,16 +117,36 @@ def _kinds(n: int, cfg: FaultConfig, rng: np.random.Generator) -> np.ndarray:
     return np.where(rng.random(n) < cfg.sa0_fraction, Fault.SA0, Fault.SA1).astype(np.int8)
 
 
+def sample_bytes(shape: tuple[int, ...], cfg: FaultConfig) -> int:
+    """Peak memory, bytes, that :func:`sample_fault_map` needs for ``shape`` (the int8 map plus
+    its int64 position / float64 work arrays), so callers can refuse a map that cannot fit."""
+    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if cfg.rate == 0.0:
+        return n
+    if cfg.pattern == "random":
+        k = cfg.rate * n
+        # a choice of min(k, n - k) distinct positions (int64 each, plus numpy's set / permutation
+        # work space, up to 8 bytes per cell for dense draws) and one int8 kind per fault
+        return int(n + 8 * n * min(1.0, 2 * min(k, n - k) / max(n, 1)) + 16 * min(k, n - k) + k)
+    if cfg.pattern in ("rows", "cols"):
+        return int(3 * n)
+    return int(2 * n)
+
+
 def _random_cells(flat: np.ndarray, cfg: FaultConfig, rng: np.random.Generator) -> None:
-    # Binomial count, then distinct positions: exact iid Bernoulli(rate) marginals and cheap for
-    # the hundreds of millions of cells of a BERT-sized model at small rates.
+    # A Binomial(n, rate) count k, then k distinct positions uniformly at random: every cell is
+    # faulty independently with probability rate (iid Bernoulli marginals), and cheap for the
+    # hundreds of millions of cells of a BERT-sized model at small rates. Above half the cells
+    # the n - k healthy positions are drawn instead (the same law, fewer draws); the count k is
+    # never redrawn, which would bias the realised rate low (0.4929 at rate 0.5 before).
     n = flat.size
     k = int(rng.binomial(n, cfg.rate))
     if k == 0:
         return
     if k > n // 2:
-        idx = np.flatnonzero(rng.random(n) < cfg.rate)  # dense: a mask is cheaper than a choice
-        k = idx.size
+        healthy = np.zeros(n, dtype=bool)
+        healthy[rng.choice(n, size=n - k, replace=False)] = True
+        idx = np.flatnonzero(~healthy)
     else:
         idx = rng.choice(n, size=k, replace=False)
     flat[idx] = _kinds(k, cfg, rng)

@@ -4,7 +4,7 @@ Each factory cites its source. The CLI takes ``--preset NAME --set key=value`` (
 :func:`device.config.apply_overrides`). A second compact model adds its own entries here.
 
 Not included: the "Stanford NEEDS" set (I0 = 61.4 uA, g0 = 0.275 nm, V0 = 0.43 V, v0 = 150 m/s,
-...) that circulates in course material: its provenance is uncertain (shared/REFERENCES.md).
+...) that circulates in course material: its provenance is uncertain (docs/REFERENCES.md).
 """
 
 from __future__ import annotations

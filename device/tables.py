@@ -45,6 +45,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SOFTWARE",
     "SCHEMAS",
+    "ARRAY_SPECS",
     "write_table",
     "read_table",
     "validate",
@@ -65,7 +66,22 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "faults": ("fault_map",),
     "circuit_solve": ("g_s", "v_in_v", "i_out_a"),
     "irdrop": ("r_wire_ohm", "size", "rms_error_fullscale"),
+    "relaxation": ("g0_bin_s", "time_s", "quantile_p", "dg_quantile_s"),
     "bundle": (),
+}
+
+#: kind -> {required array: (units, must be finite)}: what :func:`validate` checks of the arrays
+#: :data:`SCHEMAS` requires. Units are the SI symbols the writers store (``"1"`` dimensionless,
+#: ``"index"`` integer labels); "finite" means no NaN or infinity anywhere in the dataset.
+ARRAY_SPECS: dict[str, dict[str, tuple[str, bool]]] = {
+    "iv": {"t_s": ("s", True), "v_v": ("V", True), "i_a": ("A", True), "gap_m": ("m", True)},
+    "pulse": {"t_s": ("s", True), "v_v": ("V", True), "i_a": ("A", True), "gap_m": ("m", True),
+              "r_read_ohm": ("ohm", True)},
+    "levels": {"level": ("index", True), "g_target_s": ("S", True), "g_s": ("S", True), "r_ohm": ("ohm", True),
+               "pulses": ("1", True)},
+    "faults": {"fault_map": ("index", True)},
+    "circuit_solve": {"g_s": ("S", True), "v_in_v": ("V", True), "i_out_a": ("A", True)},
+    "irdrop": {"r_wire_ohm": ("ohm", True), "size": ("1", True), "rms_error_fullscale": ("1", True)},
 }
 
 _ROOT_ATTRS = ("schema_version", "software", "software_version", "created", "kind", "config_json")
@@ -282,10 +298,14 @@ def validate(path: str | os.PathLike, kind: str | None = None) -> None:
     Raises :class:`TableError` with one sentence for: a missing, unreadable, truncated or foreign
     file; a missing root attribute; a schema version with another major number; an unknown kind
     or a kind other than the one asked for; a required array missing; a dataset without ``units``;
-    a dimension of a data array without an attached axis dataset.
+    a dimension of a data array without an attached axis dataset; a required array whose
+    ``units`` differ from :data:`ARRAY_SPECS` or that holds NaN or infinite values where the
+    schema says it is finite. An unknown ``kind`` is refused before the file is opened.
     """
     import h5py
 
+    if kind is not None and kind not in SCHEMAS:
+        raise TableError(f"unknown table kind {kind!r}; known: {', '.join(sorted(SCHEMAS))}")
     p = Path(path)
     if not p.exists():
         raise TableError(f"{p}: no such file")
@@ -372,6 +392,18 @@ def _check_group(p: Path, g: Any, kind: str, prefix: str) -> None:
     missing = [r for r in SCHEMAS[kind] if r not in g]
     if missing:
         raise TableError(f"{p}: {kind!r} table {prefix or '/'} lacks array(s) {', '.join(missing)}")
+    for name, (units, finite) in ARRAY_SPECS.get(kind, {}).items():
+        if name not in g:
+            continue
+        ds = g[name]
+        got = _s(ds.attrs.get("units", ""))
+        if got != units:
+            raise TableError(f"{p}: dataset {prefix}{name} has units {got!r}, the {kind!r} schema declares {units!r}")
+        if finite and ds.dtype.kind in "fc" and ds.size:
+            data = ds[()]
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            if bad:
+                raise TableError(f"{p}: dataset {prefix}{name} holds {bad} NaN or infinite value(s); it must be finite")
 
 
 def _s(v: Any) -> str:

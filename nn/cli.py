@@ -5,8 +5,10 @@ function; this module only assembles them and turns user errors into one line on
 non-zero exit status. Subcommand modules import their heavy dependencies (torch, transformers,
 PySpice) inside the handlers, so ``reram-cosim --help`` stays fast.
 
-Exit status: 0 success, 2 bad input (any ``ValueError``: a config value, a missing or invalid
-file, an unknown preset or key), 1 any other failure, 130 interrupted.
+Exit status: 0 success; 2 bad input, printed as one ``error: ...`` line (a
+:class:`device.errors.UserError`: a config value, a missing or invalid file, an unknown preset or
+key, an unwritable output path); 130 interrupted. Any other exception is a bug and shows its
+traceback (exit 1). ``--debug`` shows the traceback of user errors too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from device.tables import software_version
+    from device.io import software_version
 
     parser = argparse.ArgumentParser(
         prog="reram-cosim",
@@ -39,13 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"reram-cosim {software_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too (bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The one ``error: ...`` line of a user error (a multi-line message is joined)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"error: {text or type(exc).__name__}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from device.errors import UserError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -56,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stderr.close()
         return 0
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(error_line(exc), file=sys.stderr)
         return 2
 
 

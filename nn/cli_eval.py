@@ -6,13 +6,38 @@ Importing this module is cheap: torch and transformers are imported by the handl
 from __future__ import annotations
 
 import argparse
+import os
 
 __all__ = ["register"]
 
-# kept in sync with nn.sim.PRESETS by a test; listed here so `--help` does not import torch
-PRESET_NAMES = ("default", "ideal", "neurosim", "paper1", "paper2")
 
-_GLUE_HELP = "local GLUE directory (default: $GLUE_DIR, else ../shared/data/glue if it exists, else the hub)"
+class PresetNames:
+    """The names of a preset registry (``module.attr``, a dict), read when argparse first needs them
+    (``--help``, or a ``--preset`` given on the command line), so that the names shown and accepted
+    are the registry's own while building the parser imports neither torch nor the registry."""
+
+    def __init__(self, module: str, attr: str = "PRESETS") -> None:
+        self.module, self.attr = module, attr
+
+    def names(self) -> tuple[str, ...]:
+        import importlib
+
+        return tuple(getattr(importlib.import_module(self.module), self.attr))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+#: the simulated chips of :data:`nn.sim.PRESETS`
+SIM_PRESETS = PresetNames("nn.sim")
+
+_GLUE_HELP = "local GLUE directory (default: $GLUE_DIR, else the Hugging Face hub nyu-mll/glue)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,20 +99,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def sim_args(p, *, preset_default: str | None = "default", preset_help: str = "simulation preset (default: default)") -> None:
     """``--preset`` and repeatable ``--set KEY=VALUE`` (into ``args.overrides``): the chip of
-    :func:`nn.sim.build_sim_config`, the same flags for every command that takes one."""
-    p.add_argument("--preset", default=preset_default, choices=PRESET_NAMES, help=preset_help)
+    :func:`nn.sim.build_sim_config`, the same flags for every command that takes one. The preset
+    names are those of :data:`nn.sim.PRESETS` (:data:`SIM_PRESETS`)."""
+    p.add_argument("--preset", default=preset_default, choices=SIM_PRESETS, metavar="NAME",
+                   help=preset_help + "; one of %(choices)s")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a sim config field, e.g. crossbar.adc_bits=6, faults.rate=0.01 (repeatable)",
     )
 
 
-def _glue_dir(arg: str | None):
-    if arg is not None:
-        return arg
-    from nn.glue import default_glue_dir
+def glue_dir_arg(arg: str | None):
+    """``--glue-dir``, else ``$GLUE_DIR``, else None (the hub); a given directory must exist."""
+    from nn.glue import GlueDataError, default_glue_dir
 
-    return default_glue_dir()
+    d = arg if arg is not None else default_glue_dir()
+    if d is not None and not os.path.isdir(d):
+        where = "--glue-dir" if arg is not None else "$GLUE_DIR"
+        raise GlueDataError(f"{where} {d} is not a directory")
+    return d
+
+
+def show_config(cfg) -> int:
+    """``--show-config``: the resolved config as JSON on stdout."""
+    import json
+
+    print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -96,14 +134,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = build_sim_config(args.preset, args.overrides)
     if args.show_config:
-        import json
+        return show_config(cfg)
+    from device.errors import UserError
 
-        print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-        return 0
-    if args.trials < 0:
-        raise ValueError(f"--trials {args.trials} is invalid: must be >= 0")
+    for flag, v, lo in (("--trials", args.trials, 0), ("--seed", args.seed, 0), ("--batch-size", args.batch_size, 1),
+                        ("--max-length", args.max_length, 8)):
+        if v < lo:
+            raise UserError(f"{flag} {v} is invalid: must be >= {lo}")
     summary = evaluate_glue(
-        args.model, args.task, _glue_dir(args.glue_dir), cfg, args.trials, args.seed, args.out,
+        args.model, args.task, glue_dir_arg(args.glue_dir), cfg, args.trials, args.seed, args.out,
         batch_size=args.batch_size, max_examples=args.max_examples, max_length=args.max_length, split=args.split,
         progress=not args.no_progress, num_threads=args.threads, device=args.device,
     )
@@ -132,12 +171,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
         # a pure fault-rate sweep with a fault-free point: the tolerance table of seed paper 1
         from pathlib import Path
 
-        from device.tables import atomic_path
+        from device.io import atomic_write_text
         from nn.study import fault_tolerance, format_tolerance
 
         table = format_tolerance(fault_tolerance(Path(args.out) / "results.csv"))
-        with atomic_path(Path(args.out) / "tolerance.md") as tmp:
-            tmp.write_text(table)
+        atomic_write_text(Path(args.out) / "tolerance.md", table)
         print(table, end="")
     return 0
 
@@ -145,5 +183,5 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from nn.demo import run_demo
 
-    run_demo(args.out, _glue_dir(args.glue_dir), trials=args.trials, max_examples=args.max_examples)
+    run_demo(args.out, glue_dir_arg(args.glue_dir), trials=args.trials, max_examples=args.max_examples)
     return 0

@@ -23,7 +23,7 @@ from a per-layer ``torch.Generator`` seeded from the same generator at programmi
 If a layer's weight changes after programming (training step, ``load_state_dict``), its forward
 raises instead of silently reading the old chip: program again.
 
-Hooks for fault protection (the next issue; not implemented here):
+Hooks for fault protection (used by :mod:`nn.protect` and :mod:`mapping.protection`):
 
 * a per-layer :class:`crossbar.engine.TileLayout` (``CrossbarLinear.layout``), set for a whole
   model from a :class:`mapping.plan.MappingPlan` by :func:`apply_plan`; used at the next

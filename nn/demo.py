@@ -94,6 +94,7 @@ def run_demo(
     budget_s: float = BUDGET_S,
 ) -> dict[str, Any]:
     """Run the demo (see the module docstring); return ``{"results": csv, "summary": md, "plots": [...]}``."""
+    from device.io import atomic_write_text
     from nn.evaluate import EvalSession, format_summary, read_results
     from nn.sim import build_sim_config
 
@@ -172,10 +173,7 @@ def run_demo(
     dig = summaries[0][4]["digital"]["accuracy"]
     rows = read_results(csv_path)
     md = _table(summaries, dig, sess, notes, t_eval, time.perf_counter() - t_start, model_dir)
-    md_path = out / "summary.md"
-    tmp = out / f".summary.md.tmp-{os.getpid()}"
-    tmp.write_text(md)
-    os.replace(tmp, md_path)
+    md_path = atomic_write_text(out / "summary.md", md)
     plots = _plot(summaries, dig, out, sess.n_examples)
     _say(md)
     _say(f"results table: {csv_path} ({len(rows)} rows)\nsummary: {md_path}\nplots: " + ", ".join(str(p) for p in plots))

@@ -45,7 +45,10 @@ import torch
 from torch import nn
 
 from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
+from device.errors import UserError
+from device.io import atomic_path, atomic_write_text, software_version
 from nn import glue as glue_mod
+from nn.evaluate import predict
 from nn.metrics import glue_score
 from nn.hwtrain import hardware_weights
 from nn.sim import SimConfig
@@ -75,41 +78,58 @@ _STATE = "state.pt"
 class FinetuneConfig(Config):
     """Settings of one fine-tuning run. Defaults follow BERT's GLUE recipe (Devlin et al. 2019)."""
 
-    task: str = "sst2"  # GLUE task, a key of nn.glue.TASKS ("SST-2" etc. are normalised)
-    epochs: int = 3  # passes over the (subsetted) training split
-    max_steps: int = 0  # cap on optimizer steps; 0 = no cap (epochs decide)
-    batch_size: int = 32  # examples per optimizer step
-    lr: float = 5e-5  # peak AdamW learning rate
-    warmup_ratio: float = 0.1  # fraction of the steps with linear warm-up, then linear decay to 0
-    weight_decay: float = 0.01  # AdamW decoupled weight decay; not applied to biases and LayerNorm
-    max_grad_norm: float = 1.0  # gradient-norm clipping; 0 = off
-    max_length: int = 128  # tokens per example after truncation (64 is enough for SST-2)
-    max_train_examples: int = 0  # stratified subset of the training split; 0 = all of it
-    eval_every: int = 0  # dev evaluation every this many steps during training; 0 = only at the end
-    checkpoint_every: int = 200  # write out_dir/checkpoint every this many steps; 0 = never
-    group_by_length: bool = True  # batches of rows with similar token counts (less padding)
-    seed: int = 0  # seeds data order, subset, head init, dropout and DVA noise
-    dva_sigma: float = 0.0  # DVA training weight-noise sigma; 0 = normal training
-    dva_distribution: str = "normal"  # "normal": W*(1+sigma*z); "lognormal": W*exp(sigma*z)
-    dva_target: tuple[str, ...] = (DEFAULT_DVA_TARGET,)  # regexes (re.search) on nn.Linear module names
-    # Row/column pruning (seed paper 1, nn.pruning): target fraction of the rows and columns of
-    # every crossbar-mapped Linear (the dva_target layers) to remove; 0 = no pruning.
+    #: GLUE task, a key of nn.glue.TASKS ("SST-2" etc. are normalised)
+    task: str = "sst2"
+    #: passes over the (subsetted) training split
+    epochs: int = 3
+    #: cap on optimizer steps; 0 = no cap (epochs decide)
+    max_steps: int = 0
+    #: examples per optimizer step
+    batch_size: int = 32
+    #: peak AdamW learning rate
+    lr: float = 5e-5
+    #: fraction of the steps with linear warm-up, then linear decay to 0
+    warmup_ratio: float = 0.1
+    #: AdamW decoupled weight decay; not applied to biases and LayerNorm
+    weight_decay: float = 0.01
+    #: gradient-norm clipping; 0 = off
+    max_grad_norm: float = 1.0
+    #: tokens per example after truncation (64 is enough for SST-2)
+    max_length: int = 128
+    #: stratified subset of the training split; 0 = all of it
+    max_train_examples: int = 0
+    #: dev evaluation every this many steps during training; 0 = only at the end
+    eval_every: int = 0
+    #: write out_dir/checkpoint every this many steps; 0 = never
+    checkpoint_every: int = 200
+    #: batches of rows with similar token counts (less padding)
+    group_by_length: bool = True
+    #: seeds data order, subset, head init, dropout and DVA noise
+    seed: int = 0
+    #: DVA training weight-noise sigma; 0 = normal training
+    dva_sigma: float = 0.0
+    #: "normal": W*(1+sigma*z); "lognormal": W*exp(sigma*z)
+    dva_distribution: str = "normal"
+    #: regexes (re.search) on nn.Linear module names
+    dva_target: tuple[str, ...] = (DEFAULT_DVA_TARGET,)
+    #: Row/column pruning (seed paper 1, nn.pruning): target fraction of the rows and columns of
+    #: every crossbar-mapped Linear (the dva_target layers) to remove; 0 = no pruning.
     prune_rows_cols: float = 0.0
-    # fraction of the steps that train the hard-concrete gates; the rest is recovery with hard masks
+    #: fraction of the steps that train the hard-concrete gates; the rest is recovery with hard masks
     prune_phase: float = 0.6
-    # "per_layer": every layer reaches the target; "global": the size-weighted mean does
+    #: "per_layer": every layer reaches the target; "global": the size-weighted mean does
     prune_scope: str = "per_layer"
-    # Hardware-aware training (nn.hwtrain), matched to the simulated chip `sim`:
-    # "weight": W*(1+sigma*z) with dva_sigma (Long et al.); "crossbar": per-weight noise of `sim`'s
-    # chip (quantization, slicing, differential pairs, level-table sigma of every cell, HRS included)
+    #: Hardware-aware training (nn.hwtrain), matched to the simulated chip `sim`:
+    #: "weight": W*(1+sigma*z) with dva_sigma (Long et al.); "crossbar": per-weight noise of `sim`'s
+    #: chip (quantization, slicing, differential pairs, level-table sigma of every cell, HRS included)
     dva_mode: str = "weight"
-    # forward uses the chip's quantized weight (straight-through); None = on for "crossbar", else off
+    #: forward uses the chip's quantized weight (straight-through); None = on for "crossbar", else off
     dva_quantize: bool | None = None
-    # "crossbar" mode: multiplies the chip's per-weight noise std (1 = the chip, 0 = quantization only)
+    #: "crossbar" mode: multiplies the chip's per-weight noise std (1 = the chip, 0 = quantization only)
     dva_noise_scale: float = 1.0
-    # MSB-embedding-aware fake quantization (mapping.protection.embed_msb): 1 or 2 copies; 0 = off
+    #: MSB-embedding-aware fake quantization (mapping.protection.embed_msb): 1 or 2 copies; 0 = off
     qat_msb_copies: int = 0
-    # the simulated chip the hardware-aware modes match (CLI: --preset / --set, as for `eval`)
+    #: the simulated chip the hardware-aware modes match (CLI: --preset / --set, as for `eval`)
     sim: SimConfig | None = None
 
     def __post_init__(self) -> None:
@@ -237,7 +257,7 @@ def select_linear(model: nn.Module, patterns: Sequence[str] | str = (DEFAULT_DVA
     """The ``nn.Linear`` modules whose qualified names match any of ``patterns`` (``re.search``;
     the default: see :func:`resolve_targets`).
 
-    Raises ``ValueError`` when none matches: noise applied to nothing is a silent bug.
+    Raises :class:`device.config.ConfigError` when none matches: noise applied to nothing is a silent bug.
     """
     pats = [re.compile(p) for p in resolve_targets(patterns)]
     found = [
@@ -246,7 +266,7 @@ def select_linear(model: nn.Module, patterns: Sequence[str] | str = (DEFAULT_DVA
         if isinstance(m, nn.Linear) and any(p.search(name) for p in pats)
     ]
     if not found:
-        raise ValueError(f"no nn.Linear module name matches {', '.join(p.pattern for p in pats)}")
+        raise ConfigError(f"no nn.Linear module name matches {', '.join(p.pattern for p in pats)}")
     return found
 
 
@@ -292,21 +312,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, enc: glue_mod.Encoded, batch_size: int, device: torch.device) -> np.ndarray:
-    """Model outputs ``(n, num_labels)`` for every row; batches of similar length for speed."""
-    order = np.argsort(enc.lengths, kind="stable")
-    outs: list[np.ndarray] = []
-    for i in range(0, len(order), batch_size):
-        b = enc.batch(order[i : i + batch_size], device)
-        b.pop("labels")
-        outs.append(model(**b).logits.float().cpu().numpy())
-    logits = np.concatenate(outs, axis=0)
-    result = np.empty_like(logits)
-    result[order] = logits
-    return result
-
-
 def evaluate(
     model: nn.Module,
     split: glue_mod.GlueSplit | glue_mod.Encoded,
@@ -335,13 +340,12 @@ def evaluate(
         enc = split
     if weight_noise_sigma > 0 and generator is None:
         raise ValueError("weight_noise_sigma > 0 needs a seeded torch.Generator (generator=...)")
-    device = _model_device(model)
     was_training = model.training
     model.eval()
     try:
         targets = select_linear(model, noise_target) if weight_noise_sigma > 0 else []
         with weight_noise(targets, weight_noise_sigma, generator, noise_distribution):  # type: ignore[arg-type]
-            logits = _predict(model, enc, batch_size, device)
+            logits = predict(model, enc, batch_size)
     finally:
         model.train(was_training)
     return glue_score(task, logits, enc.labels)
@@ -446,31 +450,19 @@ def _same_config(saved: Any, cfg: FinetuneConfig) -> bool:
         return False
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _save_checkpoint(out_dir: Path, state: dict[str, Any]) -> None:
-    """Write ``out_dir/checkpoint/state.pt`` via a temporary directory and renames."""
-    final = out_dir / _CKPT
-    tmp = out_dir / f".{_CKPT}.tmp-{os.getpid()}"
-    old = out_dir / f".{_CKPT}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / _STATE)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write ``out_dir/checkpoint/state.pt`` atomically (:func:`device.io.atomic_path`): a kill
+    during the write leaves the previous checkpoint."""
+    (out_dir / _CKPT).mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / _CKPT / _STATE) as tmp:
+        torch.save(state, tmp)
 
 
 def read_finetune_info(out_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``reram_cosim_finetune.json`` of a finished run (config, metrics, steps, wall time...)."""
     path = Path(out_dir) / FINETUNE_JSON
     if not path.is_file():
-        raise ValueError(f"{out_dir} holds no finished fine-tuning run ({FINETUNE_JSON} is missing).")
+        raise UserError(f"{out_dir} holds no finished fine-tuning run ({FINETUNE_JSON} is missing).")
     return json.loads(path.read_text())
 
 
@@ -486,21 +478,25 @@ def _default_device() -> str:
 
 def _save_final(out_dir: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
     """Save model + tokenizer + JSON into ``out_dir``: written to a temporary folder, then each
-    file renamed into place, the JSON last (its presence marks a finished run)."""
+    file put in place atomically (:func:`device.io.atomic_path`), the JSON last (its presence
+    marks a finished run)."""
     import inspect
 
     tmp = out_dir / f".final.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    kwargs = {}
-    if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
-        kwargs["safe_serialization"] = True  # transformers 4.x; 5.x always writes safetensors
-    model.save_pretrained(tmp, **kwargs)
-    tokenizer.save_pretrained(tmp)
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, out_dir / f.name)
-    tmp.rmdir()
-    _atomic_write_text(out_dir / FINETUNE_JSON, json.dumps(info, indent=2, sort_keys=True))
+    try:
+        kwargs = {}
+        if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
+            kwargs["safe_serialization"] = True  # transformers 4.x; 5.x always writes safetensors
+        model.save_pretrained(tmp, **kwargs)
+        tokenizer.save_pretrained(tmp)
+        for f in sorted(tmp.iterdir()):
+            with atomic_path(out_dir / f.name) as dst:
+                shutil.copyfile(f, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(out_dir / FINETUNE_JSON, json.dumps(info, indent=2, sort_keys=True))
 
 
 def finetune(
@@ -541,12 +537,15 @@ def finetune(
         info = json.loads(done.read_text())
         if _same_config(info.get("config"), cfg) and info.get("base_model") == base:
             return info["metrics"]
-        raise ValueError(
+        raise UserError(
             f"{out} already holds a model fine-tuned with other settings; choose another output "
             "directory or delete it."
         )
-    out.mkdir(parents=True, exist_ok=True)
-    dev_name = torch.device(device if device is not None else _default_device())
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the fine-tuned model")
+    from nn.models import resolve_device
+
+    dev_name = resolve_device(device if device is not None else _default_device())
 
     old_threads = torch.get_num_threads()
     if dev_name.type == "cpu":
@@ -568,13 +567,16 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
 
     if train is None:
         train = glue_mod.load_split(task, "train", glue_dir)
+        if train.skipped:
+            print(f"skipped {train.skipped} malformed row(s) of {train.source}", file=sys.stderr)
     if dev is None:
         dev = {s: glue_mod.load_split(task, s, glue_dir) for s in task.dev_splits}
     n_full = len(train)
     if cfg.max_train_examples:
         train = glue_mod.subsample(train, cfg.max_train_examples, np.random.default_rng(_derive_seed(cfg.seed, 3)))
 
-    model, tokenizer = load_classifier(base, task.num_labels, task=task.name, device=device)
+    model, tokenizer = load_classifier(base, task.num_labels, task=task.name, device=device, max_length=cfg.max_length)
+    out.mkdir(parents=True, exist_ok=True)
     enc_train = glue_mod.tokenize(train, tokenizer, cfg.max_length)
     enc_dev = {s: glue_mod.tokenize(d, tokenizer, cfg.max_length) for s, d in dev.items()}
 
@@ -600,7 +602,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
         state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         saved_cfg = json.loads(state["config"])
         if not _same_config(saved_cfg, cfg) or state["base_model"] != base:
-            raise ValueError(
+            raise UserError(
                 f"{out / _CKPT} was written by a run with other settings or another base model; "
                 "use the same settings to resume, or delete the checkpoint."
             )
@@ -699,7 +701,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
         "wall_s_this_session": time.perf_counter() - t0,
         "history": history,
         "software": {
-            "reram_cosim": _package_version(),
+            "reram_cosim": software_version(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },
@@ -804,7 +806,8 @@ class _PruningPhase:
         self.pruner.row_gates[next(iter(self.pruner.layers))].generator.set_state(st["gen"])
 
     def report(self) -> dict[str, Any]:
-        assert self.masks is not None
+        if self.masks is None:
+            raise RuntimeError("report() before the pruning masks were finalised")
         return {
             "config": self.cfg.to_dict(),
             "gate_steps": self.boundary,
@@ -812,11 +815,3 @@ class _PruningPhase:
             "layers": {n: {"rows_kept": int(m.rows.sum()), "rows": m.rows.numel(), "cols_kept": int(m.cols.sum()), "cols": m.cols.numel(), "sparsity": m.sparsity} for n, m in self.masks.items()},
         }
 
-
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("reram-cosim")
-    except Exception:  # not installed (running from a source tree)
-        return "unknown"

@@ -8,11 +8,13 @@ Label ids are the hub's ids for every task (e.g. MNLI entailment=0, neutral=1, c
 QNLI/RTE entailment=0, not_entailment=1), so a model fine-tuned on either source means the same
 thing by its outputs. STS-B is regression: one output, the gold score in [0, 5].
 
-Reading quirks of the GLUE TSVs (see ``shared/data/glue/SOURCES.md``): no field is quoted but
-sentences contain ``"``, so rows are split with ``csv.QUOTE_NONE``; MRPC starts with a UTF-8 BOM;
-CoLA train/dev have no header (source, label, original mark, sentence); STS-B's score is the last
-of its 10 columns; QQP train holds a few rows with a wrong number of fields, which are skipped and
-counted (:attr:`GlueSplit.skipped`). Any other malformed file raises :class:`GlueDataError`.
+Reading quirks of the GLUE TSVs (GLUE's ``download_glue_data.py`` layout): no field is quoted but
+sentences contain ``"``, so rows are split with ``csv.QUOTE_NONE``; MRPC starts with a UTF-8 BOM (a
+BOM is accepted in every task's files); CoLA train/dev have no header (source, label, original mark,
+sentence); STS-B's score is the last of its 10 columns; QQP train holds a few rows with a wrong
+number of fields, which are skipped and counted (:attr:`GlueSplit.skipped`). Dev and test files
+must be complete: a malformed row or an unknown label there raises :class:`GlueDataError` naming
+the line numbers, for every task (a score on a silently shortened dev set is not the task's score).
 """
 
 from __future__ import annotations
@@ -62,21 +64,37 @@ class GlueTask:
     counts from the end) for files without a header or where GLUE's own readers use a position.
     """
 
-    name: str  # registry key, the hub config name: "cola", "sst2", ...
-    dir_name: str  # directory in the GLUE distribution: "CoLA", "SST-2", ...
-    text_a: str | int  # first sentence column
-    text_b: str | int | None  # second sentence column, None for single-sentence tasks
-    label: str | int  # label column
-    labels: tuple[str, ...] | None  # TSV label strings in hub id order; None = regression
+    #: registry key, the hub config name: "cola", "sst2", ...
+    name: str
+    #: directory in the GLUE distribution: "CoLA", "SST-2", ...
+    dir_name: str
+    #: first sentence column
+    text_a: str | int
+    #: second sentence column, None for single-sentence tasks
+    text_b: str | int | None
+    #: label column
+    label: str | int
+    #: TSV label strings in hub id order; None = regression
+    labels: tuple[str, ...] | None
+    #: training file name in the task directory
     train_file: str
-    dev_files: tuple[tuple[str, str], ...]  # (split name, file name) for each dev split
-    metrics: tuple[str, ...]  # metric names reported by nn.metrics.glue_score
-    header: bool = True  # train/dev files start with a header row
-    n_fields: int | None = None  # field count for header-less files
-    dirty: bool = False  # skip-and-count rows with a wrong field count instead of raising
-    encoding: str = "utf-8"
-    hub_text_a: str = "sentence"  # column names in nyu-mll/glue
+    #: (split name, file name) for each dev split
+    dev_files: tuple[tuple[str, str], ...]
+    #: metric names reported by nn.metrics.glue_score
+    metrics: tuple[str, ...]
+    #: train/dev files start with a header row
+    header: bool = True
+    #: field count for header-less files
+    n_fields: int | None = None
+    #: train split only: skip-and-count malformed rows instead of raising
+    dirty: bool = False
+    #: UTF-8, with or without a byte-order mark
+    encoding: str = "utf-8-sig"
+    #: first sentence column in nyu-mll/glue
+    hub_text_a: str = "sentence"
+    #: second sentence column in nyu-mll/glue (None for single-sentence tasks)
     hub_text_b: str | None = None
+    #: (split name here, split name on the hub)
     hub_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("dev", "validation"))
 
     @property
@@ -125,7 +143,7 @@ TASKS: dict[str, GlueTask] = {
     "mrpc": GlueTask(
         name="mrpc", dir_name="MRPC", text_a="#1 String", text_b="#2 String", label="Quality",
         labels=("0", "1"), train_file="train.tsv", dev_files=_DEV, metrics=("f1", "accuracy"),
-        encoding="utf-8-sig", hub_text_a="sentence1", hub_text_b="sentence2",
+        hub_text_a="sentence1", hub_text_b="sentence2",
     ),
     "stsb": GlueTask(
         name="stsb", dir_name="STS-B", text_a="sentence1", text_b="sentence2", label=-1,
@@ -173,7 +191,7 @@ def get_task(name: str | GlueTask) -> GlueTask:
     key = str(name).lower().replace("-", "").replace("_", "")
     if key in TASKS:
         return TASKS[key]
-    raise ValueError(f"unknown GLUE task {name!r}; known: {', '.join(TASKS)}")
+    raise GlueDataError(f"unknown GLUE task {name!r}; known: {', '.join(TASKS)}")
 
 
 @dataclass(frozen=True)
@@ -184,13 +202,20 @@ class GlueSplit:
     STS-B, float32 scores in [0, 5]. ``text_b`` is None for single-sentence tasks.
     """
 
+    #: task registry key
     task: str
+    #: split name (``train``, ``dev``, ``dev_matched`` ...)
     split: str
+    #: first sentences, ``(n,)``
     text_a: list[str]
+    #: second sentences, ``(n,)``; None for single-sentence tasks
     text_b: list[str] | None
+    #: class ids (int64) or STS-B scores (float32), ``(n,)``
     labels: np.ndarray
-    skipped: int = 0  # malformed rows skipped while reading (QQP train only)
-    source: str = ""  # file path or hub id the rows came from
+    #: malformed rows skipped while reading (training files of ``dirty`` tasks: QQP)
+    skipped: int = 0
+    #: file path or hub id the rows came from
+    source: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.text_a)
@@ -217,19 +242,18 @@ class GlueSplit:
 # local TSV files
 
 
-def default_glue_dir(cwd: str | os.PathLike | None = None) -> Path | None:
-    """``$GLUE_DIR``, else ``../shared/data/glue`` relative to ``cwd`` if it exists, else None (hub)."""
+def default_glue_dir() -> Path | None:
+    """``$GLUE_DIR`` when set, else None (the Hugging Face hub). The library knows no other
+    location: where a checkout keeps its GLUE copy is the Makefile's and the caller's business."""
     env = os.environ.get("GLUE_DIR")
-    if env:
-        return Path(env)
-    cand = Path(cwd if cwd is not None else os.getcwd()) / ".." / "shared" / "data" / "glue"
-    return cand.resolve() if cand.is_dir() else None
+    return Path(env) if env else None
 
 
 def _column_index(spec: str | int, header: list[str] | None, path: Path, what: str) -> int:
     if isinstance(spec, int):
         return spec
-    assert header is not None
+    if header is None:
+        raise GlueDataError(f"{path}: column {spec!r} is named but the file has no header row")
     try:
         return header.index(spec)
     except ValueError:
@@ -241,16 +265,22 @@ def _column_index(spec: str | int, header: list[str] | None, path: Path, what: s
 def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) -> GlueSplit:
     """Read ``<glue_dir>/<TASK>/<file>.tsv`` for ``split`` (``train``, ``dev``, MNLI ``dev_matched``...).
 
-    Raises :class:`GlueDataError` for a missing or empty file, a header without the needed
-    columns, an unknown label or (except QQP, whose bad rows are skipped) a row with the wrong
-    number of fields.
+    Raises :class:`GlueDataError` for a missing, unreadable or empty file, a header without the
+    needed columns, and (naming every bad line) rows with the wrong number of fields, an unknown
+    label or a score that is not a number. Only the training file of a ``dirty`` task (QQP) skips
+    such rows instead, counting them in :attr:`GlueSplit.skipped`.
     """
     t = get_task(task)
     path = Path(glue_dir) / t.dir_name / t.file_name(split)
     if not path.is_file():
         raise GlueDataError(f"GLUE file {path} does not exist (task {t.name}, split {split}).")
-    with open(path, encoding=t.encoding, newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding=t.encoding, newline="") as fh:
+            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except OSError as exc:
+        raise GlueDataError(f"cannot read GLUE file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GlueDataError(f"GLUE file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if not rows or all(not r for r in rows):
         raise GlueDataError(f"GLUE file {path} is empty.")
     header: list[str] | None = None
@@ -260,7 +290,8 @@ def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) ->
         first_line = 2
         n_fields = len(header)
     else:
-        assert t.n_fields is not None
+        if t.n_fields is None:
+            raise GlueDataError(f"task {t.name} has header=False but no n_fields")
         n_fields = t.n_fields
     i_a = _column_index(t.text_a, header, path, "text")
     i_b = None if t.text_b is None else _column_index(t.text_b, header, path, "text")
@@ -273,7 +304,8 @@ def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) ->
     text_a: list[str] = []
     text_b: list[str] = []
     labels: list[Any] = []
-    skipped = 0
+    bad: list[tuple[int, str]] = []
+    skip_bad = t.dirty and split == "train"
     for lineno, row in enumerate(rows, start=first_line):
         if not row:  # a trailing blank line
             continue
@@ -292,14 +324,21 @@ def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) ->
             else:
                 problem = f"has label {raw!r}, expected one of {', '.join(t.labels or ())}"
         if problem is not None:
-            if t.dirty:
-                skipped += 1
-                continue
-            raise GlueDataError(f"{path} line {lineno} {problem}.")
+            bad.append((lineno, problem))
+            continue
         text_a.append(row[i_a])
         if i_b is not None:
             text_b.append(row[i_b])
         labels.append(y)
+    if bad and not skip_bad:
+        shown = "; ".join(f"line {n} {why}" for n, why in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        lines = ", ".join(str(n) for n, _ in bad[:20]) + (", ..." if len(bad) > 20 else "")
+        raise GlueDataError(
+            f"{path} has {len(bad)} malformed row(s) at line(s) {lines}: {shown}{more}. "
+            f"{'Dev and test files must be complete; ' if split != 'train' else ''}fix or replace the file."
+        )
+    skipped = len(bad)
     if not labels:
         raise GlueDataError(f"GLUE file {path} has no usable rows.")
     dtype = np.float32 if t.is_regression else np.int64
@@ -406,7 +445,7 @@ def subsample(split: GlueSplit, max_examples: int | None, rng: np.random.Generat
     if max_examples is None or max_examples >= n:
         return split
     if max_examples < 1:
-        raise ValueError(f"max_examples={max_examples} is invalid: must be >= 1")
+        raise UserError(f"max_examples={max_examples} is invalid: must be >= 1")
     if get_task(split.task).is_regression:
         idx = rng.choice(n, size=max_examples, replace=False)
     else:
@@ -482,7 +521,7 @@ class Encoded:
 def tokenize(split: GlueSplit, tokenizer: Any, max_length: int = 128) -> Encoded:
     """Tokenize a split (pairs as ``[CLS] a [SEP] b [SEP]``), truncated to ``max_length`` tokens."""
     if max_length < 8:
-        raise ValueError(f"max_length={max_length} is invalid: must be >= 8")
+        raise UserError(f"max_length={max_length} is invalid: must be >= 8")
     enc = tokenizer(
         split.text_a,
         split.text_b,
@@ -496,7 +535,7 @@ def tokenize(split: GlueSplit, tokenizer: Any, max_length: int = 128) -> Encoded
     tt = enc.get("token_type_ids")
     pad = tokenizer.pad_token_id
     if pad is None:
-        raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token first")
+        raise UserError("the tokenizer has no padding token; set tokenizer.pad_token first")
     return Encoded(
         input_ids=ids,
         token_type_ids=[list(x) for x in tt] if tt is not None else None,

@@ -20,6 +20,7 @@ from device.errors import UserError
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,13 @@ __all__ = [
     "finetuned_model_dir",
     "is_finetuned_classifier",
     "load_classifier",
+    "resolve_device",
+    "max_positions",
+    "num_threads",
 ]
+
+#: a Hugging Face hub repo id: ``name`` or ``org/name`` (letters, digits, ``-``, ``_``, ``.``)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class ModelLoadError(UserError):
@@ -60,18 +67,82 @@ def _bert_dir(root: Path) -> Path | None:
     return None
 
 
+def looks_like_hub_id(model: str | os.PathLike) -> bool:
+    """True for ``name`` / ``org/name`` (what the hub accepts); False for anything that can only
+    be a path (absolute, ``./``, ``~``, more than one ``/``, a backslash)."""
+    text = str(model)
+    return bool(_HUB_ID.match(text)) and not text.startswith((".", "~"))
+
+
 def resolve_model_dir(model: str | os.PathLike) -> str:
     """A local directory holding ``config.json`` (descending into a sentence-transformers layout),
-    or ``model`` unchanged when it is not a local directory (a hub id)."""
+    or ``model`` unchanged when it is not a local directory but a hub id. A path that does not
+    exist and cannot be a hub id raises :class:`ModelLoadError` saying so."""
     p = Path(model).expanduser()
     if p.is_dir():
         found = _bert_dir(p)
         if found is None:
             raise ModelLoadError(f"{p} holds no config.json (nor a sentence-transformers Transformer module).")
+        _refuse_pickles(found)
         return str(found)
     if p.exists():
         raise ModelLoadError(f"{p} is a file; give the model directory.")
+    if not looks_like_hub_id(model):
+        raise ModelLoadError(f"model directory {model} does not exist.")
     return str(model)
+
+
+_PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")
+
+
+def _refuse_pickles(d: Path) -> None:
+    """Pickled checkpoints are refused: loading a pickle can run code. A directory must hold
+    safetensors weights (``model.safetensors`` or its shards) when it holds weights at all."""
+    if any(d.glob("*.safetensors")) or any(d.glob("*.safetensors.index.json")):
+        return
+    pickled = [n for n in _PICKLED if (d / n).exists()]
+    if pickled:
+        raise ModelLoadError(
+            f"{d / pickled[0]} is a pickled checkpoint and pickled checkpoints are refused (loading one can run "
+            "code); save the model as safetensors (model.save_pretrained(dir, safe_serialization=True))."
+        )
+
+
+def resolve_device(device: Any) -> Any:
+    """``torch.device(device)``, refusing a device this machine does not have (``cuda`` without
+    CUDA, an unknown name) with :class:`ModelLoadError` instead of torch's assertion."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"--device {device!r} is not a torch device: {str(exc).splitlines()[0]}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ModelLoadError(f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ModelLoadError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ModelLoadError(f"--device {device}: only cpu, cuda and mps are supported")
+    return dev
+
+
+def max_positions(model: Any) -> int | None:
+    """Longest token sequence ``model`` can embed (None when its config does not say): BERT-style
+    ``max_position_embeddings``; RoBERTa-style models start their positions after the padding id,
+    so ``pad_token_id + 1`` positions are not available to tokens."""
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None)
+    if not isinstance(n, int):
+        return None
+    if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"):
+        pad = getattr(cfg, "pad_token_id", None)
+        n -= (pad + 1) if isinstance(pad, int) else 0
+    return n
 
 
 def default_base_model() -> Path:
@@ -108,7 +179,7 @@ def cache_dir() -> Path:
 def finetuned_model_dir(name: str) -> Path:
     """``<cache>/models/<name>``, e.g. ``finetuned_model_dir("minilm-sst2")``."""
     if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"model name {name!r} is invalid: must be a plain directory name")
+        raise ModelLoadError(f"model name {name!r} is invalid: must be a plain directory name")
     return cache_dir() / "models" / name
 
 
@@ -141,6 +212,7 @@ def load_classifier(
     task: str | None = None,
     require_finetuned: bool = False,
     device: Any = "cpu",
+    max_length: int | None = None,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)``: an ``AutoModelForSequenceClassification`` and its tokenizer.
 
@@ -148,10 +220,14 @@ def load_classifier(
     own count (and is an error for a base encoder). ``task`` (a GLUE task name) fills in
     ``num_labels`` when it is None and names the labels of a fresh head. With
     ``require_finetuned=True`` a base encoder (which would get an untrained head) is refused.
-    The model is returned in eval mode on ``device``.
+    The model is returned in eval mode on ``device`` (checked first: :func:`resolve_device`).
+    ``max_length``: tokens per example the caller will feed; more than the model's position
+    embeddings (:func:`max_positions`) raises :class:`ModelLoadError`. A truncated or corrupt
+    weights file and a pickled checkpoint are refused with :class:`ModelLoadError` too.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    device = resolve_device(device)
     labels = None
     if task is not None:
         from nn.glue import get_task
@@ -165,10 +241,16 @@ def load_classifier(
     if num_labels is not None and num_labels < 1:
         raise ModelLoadError(f"num_labels={num_labels} is invalid: must be >= 1")
     where = resolve_model_dir(model)
+    local = Path(where).is_dir()
     try:
         cfg = AutoConfig.from_pretrained(where)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load a model config from {model}: {str(exc).splitlines()[0]}") from exc
+        if not local:
+            raise ModelLoadError(
+                f"{model} is not a local directory, and as a Hugging Face hub id it could not be loaded: "
+                f"{_first_line(exc)}"
+            ) from exc
+        raise ModelLoadError(f"cannot load a model config from {model}: {_first_line(exc)}") from exc
     finetuned = is_finetuned_classifier(cfg)
     what = f" for task {task}" if task else ""
     if finetuned:
@@ -193,14 +275,34 @@ def load_classifier(
             kwargs["problem_type"] = "regression"
         elif num_labels > 1:
             kwargs["problem_type"] = "single_label_classification"
+    import pickle
+
+    from safetensors import SafetensorError
+
     try:
         with _quiet_transformers():
             net, load_info = AutoModelForSequenceClassification.from_pretrained(
                 where, output_loading_info=True, **kwargs
             )
         tok = AutoTokenizer.from_pretrained(where)
+    except SafetensorError as exc:
+        raise ModelLoadError(
+            f"the weights of {model} cannot be read: the safetensors file is truncated or corrupt ({_first_line(exc)})"
+        ) from exc
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(
+            f"{model} holds a pickled checkpoint and pickled checkpoints are refused (loading one can run code); "
+            "save the model as safetensors."
+        ) from exc
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load model or tokenizer from {model}: {str(exc).splitlines()[0]}") from exc
+        raise ModelLoadError(f"cannot load model or tokenizer from {model}: {_first_line(exc)}") from exc
+    if max_length is not None:
+        n_pos = max_positions(net)
+        if n_pos is not None and max_length > n_pos:
+            raise ModelLoadError(
+                f"max_length={max_length} is invalid for {model}: its position embeddings hold {n_pos} tokens "
+                f"(use --max-length {n_pos} or less)"
+            )
     # transformers only logs missing weights; here a missing encoder weight is an error. A fresh
     # head (base encoder) and a missing pooler (encoders saved without one) are expected.
     prefix = getattr(net, "base_model_prefix", "") + "."
@@ -214,6 +316,10 @@ def load_classifier(
     net.to(device)
     net.eval()
     return net, tok
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def num_threads(requested: int | None = None, *, leave_busy_cores: bool = False) -> int | None:
@@ -232,7 +338,7 @@ def num_threads(requested: int | None = None, *, leave_busy_cores: bool = False)
             try:
                 requested = int(env)
             except ValueError:
-                raise ValueError(f"RERAM_COSIM_NUM_THREADS={env!r} is invalid: must be an integer >= 1") from None
+                raise UserError(f"RERAM_COSIM_NUM_THREADS={env!r} is invalid: must be an integer >= 1") from None
         elif leave_busy_cores:
             n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
@@ -240,5 +346,5 @@ def num_threads(requested: int | None = None, *, leave_busy_cores: bool = False)
         else:
             return None
     if requested < 1:
-        raise ValueError(f"num_threads={requested} is invalid: must be >= 1")
+        raise UserError(f"num_threads={requested} is invalid: must be >= 1")
     return requested

@@ -14,7 +14,7 @@ Every physics parameter is reachable from the command line through
                                                  "levels.source=synthetic", "levels.sigma_rel=0.05"])
 
 :data:`PRESETS` is the one registry of named starting points; each factory cites its source
-(``../shared/REFERENCES.md`` gathers the published values).
+(``docs/REFERENCES.md`` gathers the published values).
 
 When each effect is sampled (see :mod:`crossbar.engine`): programming variation and faults once
 per programming (:func:`nn.crossbar_linear.program_model`, one numpy Generator per chip); read
