@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from device.errors import UserError
 from nn.sim import SimConfig, config_hash
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "EvalSession",
     "ResultsFile",
     "evaluate_glue",
+    "predict",
     "read_results",
     "summarize",
     "format_summary",
@@ -152,6 +154,29 @@ def summarize(rows: list[dict[str, Any]], metric: str = "score") -> dict[str, An
 # evaluation
 
 
+def predict(model: Any, enc: Any, batch_size: int = 64) -> np.ndarray:
+    """Outputs ``(n, num_labels)`` of ``model`` for every row of ``enc`` (:class:`nn.glue.Encoded`),
+    in row order: the one batched forward pass of evaluation and fine-tuning. Rows are sorted by
+    token count and cut into batches of ``batch_size`` (little padding), on the model's device,
+    without gradients; the caller sets train/eval mode."""
+    import torch
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size={batch_size!r} is invalid: must be an integer >= 1")
+    device = next(model.parameters()).device
+    order = np.argsort(enc.lengths, kind="stable")
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(order), batch_size):
+            b = enc.batch(order[i : i + batch_size], device)
+            b.pop("labels")
+            outs.append(model(**b).logits.float().cpu().numpy())
+    logits = np.concatenate(outs, axis=0) if outs else np.zeros((0, 1), dtype=np.float32)
+    res = np.empty_like(logits)
+    res[order] = logits
+    return res
+
+
 def _threads(num_threads: int | None) -> int | None:
     from nn.models import num_threads as resolve
 
@@ -201,7 +226,8 @@ class EvalSession:
             raise ValueError(f"max_examples={max_examples} is invalid: must be >= 1 (or None for all)")
         data = load_split(t, split, glue_dir)
         data = subsample(data, max_examples, np.random.default_rng(0))
-        model, tok = load_classifier(model_dir, None, task=t.name, require_finetuned=True, device=device)
+        model, tok = load_classifier(model_dir, None, task=t.name, require_finetuned=True, device=device,
+                                     max_length=max_length)
         enc = tokenize(data, tok, max_length)
         return cls(
             model_dir=str(model_dir), task=t.name, split=split, model=model, encoded=enc, max_examples=max_examples,
@@ -221,22 +247,8 @@ class EvalSession:
         return k
 
     def predict(self) -> np.ndarray:
-        """Model outputs ``(n, num_labels)`` on the split (batches sorted by length)."""
-        import torch
-
-        enc, bs = self.encoded, self.batch_size
-        device = next(self.model.parameters()).device
-        order = np.argsort(enc.lengths, kind="stable")
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(order), bs):
-                b = enc.batch(order[i : i + bs], device)
-                b.pop("labels")
-                outs.append(self.model(**b).logits.float().cpu().numpy())
-        logits = np.concatenate(outs, axis=0) if outs else np.zeros((0, 1))
-        res = np.empty_like(logits)
-        res[order] = logits
-        return res
+        """Model outputs ``(n, num_labels)`` on the split (:func:`predict`)."""
+        return predict(self.model, self.encoded, self.batch_size)
 
     def _row(self, mode: str, trial: int, seed: int, metrics: dict[str, float], h: str, sim_cfg: SimConfig,
              method: str, wall: float) -> dict[str, Any]:
