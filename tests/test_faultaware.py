@@ -1,0 +1,214 @@
+"""Fault-map-aware mapping: re-encoding around stuck cells (exact, checked by brute force) and
+placement (never raises the fault cost, never adds a crossbar)."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from crossbar.engine import CrossbarConfig, program_matrix
+from device.faults import FaultConfig
+from device.programming import LevelTable
+from mapping.faultaware import (
+    best_digits,
+    code_digits,
+    layout_digits,
+    place_layer,
+    placement_cost,
+    readback,
+    reencode_cells,
+    weight_cells,
+)
+from mapping.plan import LayerPlan, MappingError, MappingPlan
+
+
+def _pair_cells(bpc: int, S: int):
+    """Cell description of a differential pair per slice (slice-major, G+ then G-)."""
+    return dict(sign=np.tile([1.0, -1.0], S), weight=2.0 ** (bpc * np.repeat(np.arange(S), 2)),
+                group=np.repeat(np.arange(S), 2), max_digit=np.full(2 * S, 2**bpc - 1))
+
+
+def _plain_digits(q: np.ndarray, bpc: int, S: int) -> np.ndarray:
+    d = np.zeros((q.size, 2 * S), np.int64)
+    for s in range(S):
+        d[:, 2 * s] = (np.maximum(q, 0) >> (bpc * s)) & (2**bpc - 1)
+        d[:, 2 * s + 1] = (np.maximum(-q, 0) >> (bpc * s)) & (2**bpc - 1)
+    return d
+
+
+def _brute(d, f, free, cells, lv, sv):
+    """(min |error|, fewest changes among those) over every digit assignment of the free healthy cells."""
+    K = d.size
+    opts = [[d[k]] if (f[k] or not free[k]) else range(cells["max_digit"][k] + 1) for k in range(K)]
+    tgt = float((cells["sign"] * cells["weight"] * d).sum())
+    best = (np.inf, 0)
+    for combo in itertools.product(*opts):
+        v = [sv[0] if f[k] == 1 else sv[1] if f[k] == 2 else lv[combo[k]] for k in range(K)]
+        e = abs(float(np.dot(cells["sign"] * cells["weight"], v)) - tgt)
+        c = sum(1 for k in range(K) if combo[k] != d[k])
+        if e < best[0] - 1e-9 or (abs(e - best[0]) <= 1e-9 and c < best[1]):
+            best = (e, c)
+    return best
+
+
+def _value(d, f, cells, lv, sv):
+    v = np.where(f == 1, sv[0], np.where(f == 2, sv[1], np.asarray(lv)[d]))
+    return (v * cells["sign"] * cells["weight"]).sum(-1)
+
+
+def test_no_faults_keeps_every_digit():
+    rng = np.random.default_rng(0)
+    for bpc, S in ((1, 7), (2, 4), (3, 3), (4, 2)):
+        q = rng.integers(-(2 ** (bpc * S - 1)), 2 ** (bpc * S - 1), 500)
+        d = _plain_digits(q, bpc, S)
+        new, err = best_digits(d, np.zeros_like(d), **_pair_cells(bpc, S))
+        assert torch.equal(new, torch.from_numpy(d)) and float(err.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("bpc,S", [(1, 2), (1, 3), (2, 2), (2, 3)])
+@pytest.mark.parametrize("levels", ["even", "uneven"])
+def test_reencoding_is_optimal_per_weight_by_brute_force(bpc, S, levels):
+    rng = np.random.default_rng(bpc * 10 + S)
+    L = 2**bpc
+    cells = _pair_cells(bpc, S)
+    if levels == "even":
+        lv, sv = np.arange(L, dtype=float), (0.0, L - 1.0)
+    else:  # measured-like: uneven levels, stuck values outside the programmed window
+        lv, sv = np.sort(rng.random(L)) * L, (-0.13, 1.07 * L)
+    n = 120
+    q = rng.integers(-(2 ** (bpc * S)) + 1, 2 ** (bpc * S), n)
+    d = _plain_digits(q, bpc, S)
+    f = rng.choice(3, size=d.shape, p=[0.6, 0.2, 0.2])
+    free = rng.random(d.shape) < 0.85  # some cells pinned (e.g. voted copies)
+    new, err = best_digits(d, f, levels=lv, stuck_values=sv, free=free, **cells)
+    new = new.numpy()
+    tgt = (cells["sign"] * cells["weight"] * d).sum(1)
+    y = _value(new, f, cells, lv, sv)
+    np.testing.assert_allclose(err.numpy(), y - tgt, atol=1e-9)
+    for j in range(n):
+        e, c = _brute(d[j], f[j], free[j], cells, lv, sv)
+        assert abs(abs(y[j] - tgt[j]) - e) <= 1e-9, (d[j], f[j], new[j])
+        assert int(np.sum(new[j] != d[j])) == c
+        pinned = (f[j] != 0) | ~free[j]
+        assert np.array_equal(new[j][pinned], d[j][pinned])
+
+
+def test_single_faults_on_8bit_pairs_leave_only_the_msb_overflow():
+    # one stuck cell of a 2-bit differential pair: in the three lower slices the partner and the
+    # other slices always compensate it exactly; a stuck MSB cell (SA0 on the weight's own
+    # polarity, or SA1 on the other: 192 to cancel with the partner at its top level) leaves what
+    # the lower slices cannot hold, max(0, |q| - 63) (3 + 12 + 48 = 63)
+    q = np.arange(-127, 128)
+    cfg = CrossbarConfig(weight_bits=8, bits_per_cell=2)
+    d = code_digits(q, cfg)
+    wc = weight_cells(LayerPlan.build("x", 4, 4, cfg).layout, cfg, 4, 4)
+    kw = dict(sign=wc.sign, weight=wc.weight, group=wc.group, max_digit=wc.max_digit)
+    over = np.maximum(0, np.abs(q) - 63)
+    for k in range(d.shape[1]):
+        for kind in (1, 2):
+            f = np.zeros_like(d)
+            f[:, k] = kind
+            _, err = best_digits(d, f, **kw)
+            if k < 6:
+                expect = np.zeros(q.size)
+            else:  # k = 6: G+ MSB, k = 7: G- MSB; SA0 hurts its own sign, SA1 the other
+                hurt = (q > 0) if (k == 6) == (kind == 1) else (q < 0)
+                expect = np.where(hurt, over, 0)
+            np.testing.assert_array_equal(np.abs(err.numpy()), expect, err_msg=f"cell {k} fault {kind}")
+    # keeping the partial MSB slice to its one bit: an SA1 in the G- MSB cell of q = 127 leaves
+    # 127 - 192 = -65 (G+ at most 127) instead of 255 - 192 = 63 with the cell's top level
+    wc2 = weight_cells(LayerPlan.build("x", 4, 4, cfg).layout, cfg, 4, 4, full_levels=False)
+    f = np.zeros((1, 8), np.int64)
+    f[0, 7] = 2
+    _, err = best_digits(code_digits([127], cfg), f, sign=wc2.sign, weight=wc2.weight, group=wc2.group,
+                         max_digit=wc2.max_digit)
+    assert float(err[0]) == -65 - 127
+    _, err = best_digits(code_digits([127], cfg), f, **kw)
+    assert float(err[0]) == 63 - 127
+
+
+@pytest.mark.parametrize("mapping", ["differential", "offset"])
+def test_layer_reencoding_matches_engine_cells_and_never_hurts(mapping):
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, mapping=mapping)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    pm = program_matrix(w, cfg, None, FaultConfig(rate=0.03), np.random.default_rng(1), keep_conductances=True)
+    q = pm.qweight.q.numpy().astype(np.int64)
+    dig = layout_digits(q, pm.layout, cfg)
+    assert np.array_equal(dig, pm.kept.levels)  # the same cell encoding as the engine
+    fm = pm.kept.faults
+    assert np.array_equal(readback(dig, np.zeros_like(fm), pm.layout, cfg, 40, 70), q)
+    unchanged, _ = reencode_cells(dig, np.zeros_like(fm), pm.layout, cfg, 40, 70)
+    assert np.array_equal(unchanged, dig)
+    new, st = reencode_cells(dig, fm, pm.layout, cfg, 40, 70)
+    e0 = np.abs(readback(dig, fm, pm.layout, cfg, 40, 70) - q)
+    e1 = np.abs(readback(new, fm, pm.layout, cfg, 40, 70) - q)
+    assert np.all(e1 <= e0) and e1.sum() < 0.5 * e0.sum()
+    assert st["sse_after"] == pytest.approx(float((e1**2).sum())) and st["sse_before"] == pytest.approx(float((e0**2).sum()))
+    assert np.array_equal(new[fm != 0], dig[fm != 0])  # stuck cells keep their written digit
+
+
+def test_stuck_values_from_a_level_table():
+    cfg = CrossbarConfig(tile_rows=16, tile_cols=16)
+    lv = LevelTable.synthetic(bits_per_cell=2, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.0, rng=np.random.default_rng(0))
+    import dataclasses
+
+    high = dataclasses.replace(lv, g_sa1_s=float(lv.g_target_s[-1]) + 0.5 * (lv.g_target_s[1] - lv.g_target_s[0]))
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(3)) * 0.1
+    pm = program_matrix(w, cfg, lv, FaultConfig(rate=0.05, sa0_fraction=0.0), np.random.default_rng(2), keep_conductances=True)
+    dig, fm = pm.kept.levels, pm.kept.faults
+    y = readback(dig, fm, pm.layout, cfg, 8, 16, levels=high)
+    # an SA1 cell reads 3.5 level steps: read-backs are off the integer grid where faults hit
+    assert np.any(np.abs(y - np.round(y)) == 0.5)
+
+
+@pytest.mark.parametrize("reencode", [False, True])
+@pytest.mark.parametrize("mapping", ["differential", "offset"])
+def test_placement_never_raises_the_fault_cost_and_adds_no_crossbar(reencode, mapping):
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, mapping=mapping)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    for seed, rate in ((1, 0.03), (2, 0.0), (3, 0.002)):
+        pm = program_matrix(w, cfg, None, FaultConfig(rate=rate), np.random.default_rng(seed), keep_conductances=True)
+        fm = pm.kept.faults
+        lay, rep = place_layer(pm.qweight, pm.layout, cfg, fm, reencode=reencode)
+        lay.validate(40, 70, cfg)
+        assert lay.n_tiles == pm.layout.n_tiles
+        c0 = placement_cost(pm.qweight, pm.layout, cfg, fm, reencode=reencode)
+        c1 = placement_cost(pm.qweight, lay, cfg, fm, reencode=reencode)
+        assert rep.cost_before == pytest.approx(c0) and rep.cost_after == pytest.approx(c1)
+        assert c1 <= c0
+        if rate >= 0.03:
+            assert c1 < c0
+        # the same weights are programmed: a plan with this layout uses no extra crossbar
+        base = MappingPlan.from_shapes({"x": (40, 70)}, cfg)
+        placed = MappingPlan(cfg, {"x": LayerPlan(name="x", out_features=40, in_features=70, cfg=cfg, layout=lay)})
+        placed.check_no_extra_crossbars(base)
+        pm2 = program_matrix(w, cfg, None, None, np.random.default_rng(0), layout=lay)
+        x = torch.randn(5, 70, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(pm2.matvec(x), program_matrix(w, cfg, None, None, np.random.default_rng(0)).matvec(x))
+
+
+def test_placement_uses_pruned_lines_for_the_worst_faults():
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    w[:, :10] = 0  # 60 inputs on 64 word lines: 4 free rows
+    w[:4] = 0
+    lp = LayerPlan.build("x", 40, 70, cfg, keep_in=np.arange(10, 70), keep_out=np.arange(4, 40))
+    pm = program_matrix(w, cfg, None, FaultConfig(rate=0.05), np.random.default_rng(5), layout=lp.layout,
+                        keep_conductances=True)
+    lay, rep = place_layer(pm.qweight, pm.layout, cfg, pm.kept.faults)
+    assert rep.cost_after < rep.cost_before
+    assert set(lay.row_in[lay.row_in >= 0].tolist()) == set(range(10, 70))
+    lay.validate(40, 70, cfg)
+    # the rows left free hold more faults than the average row
+    fm = pm.kept.faults.reshape(lay.n_row_blocks, lay.n_col_blocks, 32, 32)
+    per_row = (fm != 0).sum(axis=(1, 3))  # (R, rows)
+    assert per_row[lay.row_in < 0].mean() > per_row[lay.row_in >= 0].mean()
+
+
+def test_placement_refuses_per_tile_formats():
+    cfg = CrossbarConfig(tile_rows=16, tile_cols=16, weight_granularity="tile")
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    pm = program_matrix(w, cfg, None, FaultConfig(rate=0.05), np.random.default_rng(0), keep_conductances=True)
+    with pytest.raises(MappingError, match="layer-wide"):
+        place_layer(pm.qweight, pm.layout, cfg, pm.kept.faults)
