@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "All quantities in SI units (V, s, ohm, S, m)."
         ),
     )
-    sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults}")
+    sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults,calibrate}")
 
     def model_opts(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="device-model preset (default: %(default)s)")
@@ -115,6 +115,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fa.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
     fa.add_argument("--out", required=True, help="output HDF5 file")
     fa.set_defaults(func=_cmd_faults)
+
+    from device.cli_calibrate import register as register_calibrate
+
+    register_calibrate(sub)
 
 
 # -- helpers -----------------------------------------------------------------------------------

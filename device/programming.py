@@ -45,7 +45,15 @@ __all__ = [
     "cell_error_rate",
     "level_targets",
     "fit_levels",
+    "ReadoutError",
+    "empirical_readout_error",
+    "clopper_pearson",
+    "MAX_TABLE_BITS",
 ]
+
+#: largest bits per cell a level table may hold (measured tables: 32 levels of tech B = 5 bits);
+#: the crossbar engine checks its own, smaller limit
+MAX_TABLE_BITS = 8
 
 
 @config
@@ -146,9 +154,17 @@ class LevelTable:
     g_sa1_s: float
     source: str
     pulses: np.ndarray | None = None
+    #: measured tables (:func:`device.calibrate.calibrate_levels`): the input file's label of each
+    #: level, in level order (level 0 = lowest mean conductance); None for simulated tables
+    labels: tuple[str, ...] | None = None
+    #: measured tables: every measured conductance (S), flat, and its level index; the statistics
+    #: (``g_mean_s``, ``g_std_s``, fits) and :meth:`sample` then use these exact samples, while
+    #: ``g_samples_s`` holds each level's empirical quantile function on a common grid
+    g_measured_s: np.ndarray | None = None
+    measured_level: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        check_int_range("bits_per_cell", self.bits_per_cell, 1, 4)
+        check_int_range("bits_per_cell", self.bits_per_cell, 1, MAX_TABLE_BITS)
         t = np.asarray(self.g_target_s, float)
         s = np.asarray(self.g_samples_s, float)
         object.__setattr__(self, "g_target_s", t)
@@ -165,6 +181,26 @@ class LevelTable:
             raise ValueError("g_target_s must be strictly ascending (level 0 = HRS)")
         if not (self.g_sa0_s > 0 and self.g_sa1_s > 0):
             raise ValueError("g_sa0_s and g_sa1_s must be > 0")
+        if self.labels is not None:
+            lab = tuple(str(x) for x in self.labels)
+            if len(lab) != n or len(set(lab)) != n:
+                raise ValueError(f"labels must hold {n} distinct level labels, got {lab!r}")
+            object.__setattr__(self, "labels", lab)
+        if (self.g_measured_s is None) != (self.measured_level is None):
+            raise ValueError("g_measured_s and measured_level go together")
+        if self.g_measured_s is not None:
+            gm = np.asarray(self.g_measured_s, float)
+            ml = np.asarray(self.measured_level, np.int64)
+            if gm.ndim != 1 or gm.shape != ml.shape:
+                raise ValueError("g_measured_s and measured_level must be 1-d arrays of one length")
+            if not (np.all(np.isfinite(gm)) and np.all(gm > 0)):
+                raise ValueError("measured conductances must be finite and > 0")
+            counts = np.bincount(ml, minlength=n) if ml.size and ml.min() >= 0 else np.zeros(0)
+            if counts.size != n or np.any(counts < 2):
+                raise ValueError(f"measured_level must index levels 0..{n - 1}, each with >= 2 samples")
+            order = np.lexsort((gm, ml))
+            object.__setattr__(self, "g_measured_s", gm[order])
+            object.__setattr__(self, "measured_level", ml[order])
 
     # -- derived statistics -------------------------------------------------------------------
     @property
@@ -176,20 +212,43 @@ class LevelTable:
         return self.g_samples_s.shape[1]
 
     @property
+    def is_measured(self) -> bool:
+        """True for a table calibrated from measured conductances (exact samples kept)."""
+        return self.g_measured_s is not None
+
+    def level_samples(self, k: int) -> np.ndarray:
+        """The samples of level ``k`` (S): the measured ones if kept, else ``g_samples_s[k]``."""
+        if self.g_measured_s is None:
+            return self.g_samples_s[k]
+        return self.g_measured_s[self.measured_level == k]
+
+    def _per_level(self, f) -> np.ndarray:
+        if self.g_measured_s is None:
+            return f(self.g_samples_s, axis=1)
+        return np.array([f(self.level_samples(k)) for k in range(self.levels)])
+
+    @property
+    def n_per_level(self) -> np.ndarray:
+        """(levels,) samples per level."""
+        if self.g_measured_s is None:
+            return np.full(self.levels, self.n_devices)
+        return np.bincount(self.measured_level, minlength=self.levels)
+
+    @property
     def g_mean_s(self) -> np.ndarray:
-        return self.g_samples_s.mean(axis=1)
+        return self._per_level(np.mean)
 
     @property
     def g_std_s(self) -> np.ndarray:
-        return self.g_samples_s.std(axis=1, ddof=1)
+        return self._per_level(lambda x, axis=None: np.std(x, axis=axis, ddof=1))
 
     @property
     def ln_mu(self) -> np.ndarray:
-        return np.log(self.g_samples_s).mean(axis=1)
+        return self._per_level(lambda x, axis=None: np.mean(np.log(x), axis=axis))
 
     @property
     def ln_sigma(self) -> np.ndarray:
-        return np.log(self.g_samples_s).std(axis=1, ddof=1)
+        return self._per_level(lambda x, axis=None: np.std(np.log(x), axis=axis, ddof=1))
 
     @property
     def on_off_ratio(self) -> float:
@@ -206,8 +265,39 @@ class LevelTable:
             raise ValueError(f"levels must be integers, got dtype {lv.dtype}")
         if lv.size and (lv.min() < 0 or lv.max() >= self.levels):
             raise ValueError(f"level indices must be in [0, {self.levels - 1}], got [{lv.min()}, {lv.max()}]")
+        if self.g_measured_s is not None:
+            counts = self.n_per_level
+            start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            idx = rng.integers(0, counts[lv], size=lv.shape)
+            return self.g_measured_s[start[lv] + idx]
         idx = rng.integers(0, self.n_devices, size=lv.shape)
         return self.g_samples_s[lv, idx]
+
+    def sample_torch(self, levels: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
+        """:meth:`sample` as a tensor function on the tensors' device (the engine's programming
+        step): float64 conductances (S) for the integer ``levels`` (any shape), each resampled
+        uniformly with replacement from its level's programmed samples, drawn from ``generator``
+        (a ``torch.Generator`` on ``levels``' device). Levels without spread (every sample of each
+        level equal, e.g. the ideal tables) read their target and draw nothing."""
+        import torch
+
+        lv = levels.to(torch.int64)
+        table = torch.as_tensor(np.ascontiguousarray(self.g_samples_s), dtype=torch.float64, device=lv.device)
+        if lv.numel() and (int(lv.min()) < 0 or int(lv.max()) >= self.levels):
+            raise ValueError(f"level indices must be in [0, {self.levels - 1}], got [{int(lv.min())}, {int(lv.max())}]")
+        if bool((table == table[:, :1]).all()):
+            return table[:, 0][lv]
+        if self.g_measured_s is not None:
+            # measured table: resample each level's own measured conductances (ragged counts)
+            counts = torch.as_tensor(self.n_per_level, dtype=torch.int64, device=lv.device)
+            start = torch.cumsum(counts, 0) - counts
+            flat = torch.as_tensor(self.g_measured_s, dtype=torch.float64, device=lv.device)
+            u = torch.rand(lv.shape, generator=generator, device=lv.device, dtype=torch.float64)
+            k = torch.minimum((u * counts[lv]).to(torch.int64), counts[lv] - 1)
+            return flat[start[lv] + k]
+        idx = torch.randint(0, self.n_devices, lv.shape, generator=generator, device=lv.device)
+        idx.add_(lv * self.n_devices)
+        return table.view(-1)[idx]
 
     @classmethod
     def synthetic(
@@ -269,6 +359,23 @@ class LevelTable:
             "boundary": T.Array(np.arange(self.levels - 1), "index"),
             "readout_error_rate": T.Array(err, "1", ("boundary",), "probability of reading a cell as its neighbour across boundary k|k+1 (lognormal fits, midpoint thresholds)"),
         }
+        emp = empirical_readout_error(self)
+        arrays.update({
+            "readout_error_rate_lognormal": T.Array(readout_error_rate(self, "lognormal"), "1", ("boundary",), "readout_error_rate from the lognormal fits (extrapolated tails: indicative only)"),
+            "threshold_s": T.Array(emp.threshold_s, "S", ("boundary",), "read-out threshold between levels k and k+1 used for the empirical error"),
+            "readout_errors": T.Array(emp.errors, "1", ("boundary",), "samples of levels k and k+1 read on the wrong side of threshold k"),
+            "readout_trials": T.Array(emp.trials, "1", ("boundary",), "samples of levels k and k+1"),
+            "readout_error_empirical": T.Array(emp.rate, "1", ("boundary",), "readout_errors / readout_trials"),
+            "readout_error_ci_low": T.Array(emp.ci_low, "1", ("boundary",), f"Clopper-Pearson {emp.confidence:g} lower bound"),
+            "readout_error_ci_high": T.Array(emp.ci_high, "1", ("boundary",), f"Clopper-Pearson {emp.confidence:g} upper bound"),
+            "n_samples": T.Array(self.n_per_level, "1", ("level",), "samples per level"),
+            "g_mean_data_s": T.Array(self.g_mean_s, "S", ("level",), "mean of the level's samples (measured ones where kept)"),
+        })
+        if self.labels is not None:
+            arrays["label"] = T.Array(np.array(self.labels, dtype=str), "text", ("level",), "the input file's label of each level")
+        if self.g_measured_s is not None:
+            arrays["g_measured_s"] = T.Array(self.g_measured_s, "S", ("sample",), "every measured conductance, sorted by level then value")
+            arrays["measured_level"] = T.Array(self.measured_level.astype(np.int32), "index", ("sample",), "level of each measured conductance")
         for k, v in (extra or {}).items():
             arrays[k] = v
         a = {
@@ -298,6 +405,9 @@ class LevelTable:
             g_sa1_s=float(t.attrs.get("g_sa1_s", g_t[-1])),
             source=str(Path(path)),
             pulses=np.asarray(t["pulses"]),
+            labels=tuple(str(x) for x in t["label"]) if "label" in t.arrays else None,
+            g_measured_s=np.asarray(t["g_measured_s"], float) if "g_measured_s" in t.arrays else None,
+            measured_level=np.asarray(t["measured_level"], np.int64) if "measured_level" in t.arrays else None,
         )
 
 
@@ -321,13 +431,98 @@ class LevelFit:
         return "lognormal" if self.ks_lognormal <= self.ks_normal else "normal"
 
 
+def clopper_pearson(errors: np.ndarray, trials: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper-Pearson) two-sided binomial confidence interval of ``errors / trials``.
+
+    Returns ``(low, high)`` arrays: ``low = Beta(a/2; k, n-k+1)``, ``high = Beta(1-a/2; k+1, n-k)``
+    quantiles with ``a = 1 - confidence`` (0 when k = 0, 1 when k = n). Conservative: covers at
+    least ``confidence`` for every true rate, which matters here because the rates of interest are
+    near 0 (a normal-approximation interval collapses to [0, 0] when no error was seen)."""
+    from scipy.stats import beta
+
+    check_range("confidence", confidence, 0.0, 1.0, lo_open=True, hi_open=True)
+    k = np.asarray(errors, float)
+    n = np.asarray(trials, float)
+    a = 1.0 - confidence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = np.where(k > 0, beta.ppf(a / 2, k, n - k + 1), 0.0)
+        high = np.where(k < n, beta.ppf(1 - a / 2, k + 1, n - k), 1.0)
+    return np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadoutError:
+    """Empirical read-out error between adjacent levels, counted on the samples.
+
+    Entry ``k`` concerns boundary k|k+1: ``errors`` samples of level k read above ``threshold_s[k]``
+    plus samples of level k+1 read below it, out of ``trials`` (the samples of both levels);
+    ``rate = errors / trials`` with its Clopper-Pearson interval ``[ci_low, ci_high]``. No tail
+    model is involved, so a rate of 0 means "below about 3 / trials" (the upper bound says how far
+    below), never 1e-181."""
+
+    threshold_s: np.ndarray
+    errors: np.ndarray
+    trials: np.ndarray
+    rate: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    confidence: float
+    thresholds: str
+
+
+def empirical_readout_error(
+    table: "LevelTable",
+    *,
+    thresholds: Literal["midpoint", "optimal"] | np.ndarray = "midpoint",
+    confidence: float = 0.95,
+) -> ReadoutError:
+    """Empirical adjacent-level read-out error of ``table`` with confidence intervals.
+
+    ``thresholds``: ``"midpoint"`` (halfway between the adjacent levels' mean conductances; what
+    a reference-cell sense amplifier with equally spaced references does), ``"optimal"`` (for each
+    boundary, the threshold between the two levels' sorted samples that misreads the fewest of
+    them: optimistic, since it is chosen on the same samples), or an explicit ``(levels-1,)`` array
+    in S. Uses the measured samples where the table keeps them (:attr:`LevelTable.g_measured_s`).
+    """
+    n = table.levels
+    means = table.g_mean_s
+    if isinstance(thresholds, str):
+        check_choice("thresholds", thresholds, ("midpoint", "optimal"))
+        th = 0.5 * (means[:-1] + means[1:])
+        if thresholds == "optimal":
+            th = th.copy()
+            for k in range(n - 1):
+                lo, hi = np.sort(table.level_samples(k)), np.sort(table.level_samples(k + 1))
+                cand = np.unique(np.concatenate([lo, hi]))
+                cand = np.concatenate([[th[k]], 0.5 * (cand[:-1] + cand[1:])])
+                cand = cand[(cand >= means[k]) & (cand <= means[k + 1])]
+                if cand.size == 0:
+                    continue
+                err = (lo.size - np.searchsorted(lo, cand, side="right")) + np.searchsorted(hi, cand, side="left")
+                th[k] = cand[int(np.argmin(err))]
+        name = thresholds
+    else:
+        th = np.asarray(thresholds, float)
+        if th.shape != (n - 1,) or np.any(np.diff(th) <= 0):
+            raise ConfigError(f"thresholds must be {n - 1} ascending conductances, got shape {th.shape}")
+        name = "given"
+    errors = np.zeros(n - 1, np.int64)
+    trials = np.zeros(n - 1, np.int64)
+    for k in range(n - 1):
+        lo, hi = table.level_samples(k), table.level_samples(k + 1)
+        errors[k] = int((lo > th[k]).sum() + (hi < th[k]).sum())
+        trials[k] = lo.size + hi.size
+    lo_ci, hi_ci = clopper_pearson(errors, trials, confidence)
+    return ReadoutError(th, errors, trials, errors / trials, lo_ci, hi_ci, float(confidence), name)
+
+
 def fit_levels(table: LevelTable) -> list[LevelFit]:
     """Per-level normal and lognormal fits of ``table.g_samples_s`` with KS goodness of fit."""
     from scipy import stats
 
     out = []
     for k in range(table.levels):
-        g = table.g_samples_s[k]
+        g = table.level_samples(k)
         m, s = float(g.mean()), float(g.std(ddof=1))
         lg = np.log(g)
         lm, ls = float(lg.mean()), float(lg.std(ddof=1))
@@ -360,9 +555,8 @@ def readout_error_rate(table: LevelTable, method: Literal["lognormal", "normal",
 
     th = _thresholds(table)
     if method == "empirical":
-        g = table.g_samples_s
-        up = (g[:-1] > th[:, None]).mean(axis=1)
-        down = (g[1:] < th[:, None]).mean(axis=1)
+        up = np.array([(table.level_samples(k) > th[k]).mean() for k in range(table.levels - 1)])
+        down = np.array([(table.level_samples(k + 1) < th[k]).mean() for k in range(table.levels - 1)])
     elif method == "lognormal":
         mu, sg = table.ln_mu, np.maximum(table.ln_sigma, 1e-300)
         lt = np.log(th)

@@ -1,0 +1,336 @@
+"""Calibration to measured data: level distributions from tidy CSV files, and converters for the
+shared tech-B relaxation measurements.
+
+Input files are *tidy CSV*: one measurement a row, a header line, units in the column names,
+other columns ignored (see the README section "Calibrating to your own device"):
+
+``levels`` (:func:`calibrate_levels_csv`)
+    ``level`` (the programmed state's label: any text or number) and ``g_s`` (read conductance, S)
+    or ``r_ohm`` (read resistance, ohm). If both are present ``g_s`` is used.
+``relaxation`` (:func:`device.relaxation.RelaxationModel.fit_csv`)
+    ``cell`` (a cell identifier), ``time_s`` (time since programming, s), ``g_s`` or ``r_ohm``,
+    optional ``g0_s`` (the programmed conductance; else the cell's earliest read).
+
+:func:`calibrate_levels` turns (label, conductance) pairs into a
+:class:`device.programming.LevelTable` that the crossbar engine uses like the shipped ones
+(``--set levels.table_path=...``): levels ordered by increasing mean conductance (digit 0 =
+lowest), the input's labels recorded in that order, every measured sample kept (the engine draws
+each digit from its own level's measured conductances, so unequal spacing between levels shows
+up in a bit-sliced sum instead of being assumed away), each level's empirical quantile function on
+a common grid (``g_samples_s``; Hazen plotting positions), normal and lognormal fits with their
+Kolmogorov-Smirnov statistics, the on/off ratio and the empirical adjacent-level read-out error
+with Clopper-Pearson intervals at the thresholds chosen.
+
+When it is sampled: once, at programming (the table is programming variation, measured).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from device.errors import UserError
+from device.programming import MAX_TABLE_BITS, LevelTable, empirical_readout_error
+
+__all__ = [
+    "CalibrationError",
+    "read_tidy_csv",
+    "conductance_column",
+    "calibrate_levels",
+    "calibrate_levels_csv",
+    "levels_summary",
+    "techb_dir",
+    "read_techb",
+    "techb_levels_csv",
+    "techb_relaxation_csv",
+    "plot_level_table",
+]
+
+
+class CalibrationError(UserError):
+    """Measured input that cannot be calibrated: a missing column, a bad value, too few samples."""
+
+
+# -- tidy CSV ---------------------------------------------------------------------------------
+def read_tidy_csv(path: str | Path, *, text_columns: Sequence[str] = (), float_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Read the named columns of a tidy CSV file (header line; other columns ignored).
+
+    ``text_columns`` come back as arrays of str, ``float_columns`` as float64 (a column named in
+    ``float_columns`` that the file lacks is simply absent from the result; the caller decides
+    which are required). Raises :class:`CalibrationError` naming the line for an empty or
+    non-numeric value, and for a missing text column."""
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"{p}: no such file")
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise CalibrationError(f"{p}: empty file (a header line is needed)") from None
+        cols = {h: i for i, h in enumerate(header)}
+        for c in text_columns:
+            if c not in cols:
+                raise CalibrationError(f"{p}: column {c!r} is missing (header: {', '.join(header)})")
+        want_f = [c for c in float_columns if c in cols]
+        text: dict[str, list[str]] = {c: [] for c in text_columns}
+        num: dict[str, list[float]] = {c: [] for c in want_f}
+        for line, row in enumerate(reader, start=2):
+            if not row or all(not x.strip() for x in row):
+                continue
+            for c in text_columns:
+                v = row[cols[c]].strip() if cols[c] < len(row) else ""
+                if v == "":
+                    raise CalibrationError(f"{p} line {line}: column {c!r} is empty")
+                text[c].append(v)
+            for c in want_f:
+                v = row[cols[c]].strip() if cols[c] < len(row) else ""
+                try:
+                    num[c].append(float(v))
+                except ValueError:
+                    raise CalibrationError(f"{p} line {line}: column {c!r} holds {v!r}, not a number") from None
+    out: dict[str, np.ndarray] = {c: np.array(v, dtype=str) for c, v in text.items()}
+    out.update({c: np.array(v, dtype=float) for c, v in num.items()})
+    return out
+
+
+def conductance_column(data: dict[str, np.ndarray], where: str, name: str = "g") -> np.ndarray:
+    """``g_s`` from ``data`` (or ``1 / r_ohm``), checked finite and > 0. ``name="g0"`` reads
+    ``g0_s`` / ``r0_ohm``."""
+    gk, rk = f"{name}_s", ("r_ohm" if name == "g" else f"r{name[1:]}_ohm")
+    if gk in data:
+        g = np.asarray(data[gk], float)
+        col = gk
+    elif rk in data:
+        g = 1.0 / np.asarray(data[rk], float)
+        col = rk
+    else:
+        raise CalibrationError(f"{where}: needs a column {gk!r} (S) or {rk!r} (ohm)")
+    bad = ~(np.isfinite(g) & (g > 0))
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise CalibrationError(f"{where}: column {col!r} row {i + 1} is not a positive finite value")
+    return g
+
+
+# -- levels -------------------------------------------------------------------------------------
+def _label_key(s: str) -> tuple:
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def calibrate_levels(
+    labels: Sequence,
+    g_s: np.ndarray,
+    *,
+    select: Sequence | None = None,
+    bits_per_cell: int | None = None,
+    source: str = "measured",
+) -> LevelTable:
+    """A :class:`LevelTable` from measured conductances ``g_s`` (S) and their level ``labels``.
+
+    Levels are ordered by increasing mean conductance (digit 0 = lowest); ``table.labels`` holds
+    each level's input label in that order. ``select``: use only these labels (e.g. 8 of 32
+    programmed states for a 3-bit table). The number of levels must be a power of two, ``2**bits``
+    (``bits_per_cell``, if given, must agree); every level needs at least 2 samples.
+    ``g_target_s`` = the level means; ``g_sa0_s`` / ``g_sa1_s`` (a stuck cell) = the lowest /
+    highest level's mean; ``g_samples_s`` = each level's empirical quantile function at ``n``
+    Hazen positions ``(j + 0.5) / n`` (``n`` = the largest level's sample count, so that level's
+    row is its sorted samples exactly).
+    """
+    lab = np.asarray([str(x).strip() for x in labels], dtype=str)
+    g = np.asarray(g_s, float)
+    if lab.shape != g.shape or g.ndim != 1:
+        raise CalibrationError(f"labels and g_s must be 1-d and of one length, got {lab.shape} and {g.shape}")
+    if not (np.all(np.isfinite(g)) and np.all(g > 0)):
+        raise CalibrationError("conductances must be finite and > 0")
+    if select is not None:
+        sel = [str(x).strip() for x in select]
+        missing = sorted(set(sel) - set(lab.tolist()), key=_label_key)
+        if missing:
+            raise CalibrationError(f"selected level label(s) {', '.join(missing)} are not in the data")
+        keep = np.isin(lab, sel)
+        lab, g = lab[keep], g[keep]
+    uniq = sorted(set(lab.tolist()), key=_label_key)
+    n = len(uniq)
+    counts = {u: int((lab == u).sum()) for u in uniq}
+    few = [u for u in uniq if counts[u] < 2]
+    if few:
+        raise CalibrationError(f"level(s) {', '.join(few)} have fewer than 2 samples")
+    bits = int(round(math.log2(n))) if n >= 2 else 0
+    if n < 2 or 2**bits != n or bits > MAX_TABLE_BITS:
+        raise CalibrationError(
+            f"the data hold {n} level(s) ({', '.join(uniq[:8])}{', ...' if n > 8 else ''}); a level table needs "
+            f"2**bits of them (2, 4, ..., {2**MAX_TABLE_BITS}): choose a subset with select= / --levels"
+        )
+    if bits_per_cell is not None and bits_per_cell != bits:
+        raise CalibrationError(f"bits_per_cell={bits_per_cell} but the data hold {n} levels ({bits} bits)")
+    means = {u: float(g[lab == u].mean()) for u in uniq}
+    order = sorted(uniq, key=lambda u: means[u])
+    m = np.array([means[u] for u in order])
+    if np.any(np.diff(m) <= 0):
+        raise CalibrationError("two levels have the same mean conductance; they cannot be ordered")
+    index = {u: k for k, u in enumerate(order)}
+    level = np.array([index[x] for x in lab], np.int64)
+    nq = max(counts.values())
+    p = (np.arange(nq) + 0.5) / nq
+    grid = np.empty((n, nq))
+    for k, u in enumerate(order):
+        grid[k] = np.quantile(g[level == k], p, method="hazen")
+    return LevelTable(
+        bits_per_cell=bits,
+        g_target_s=m,
+        g_samples_s=grid,
+        g_sa0_s=float(m[0]),
+        g_sa1_s=float(m[-1]),
+        source=source,
+        labels=tuple(order),
+        g_measured_s=g,
+        measured_level=level,
+    )
+
+
+def calibrate_levels_csv(path: str | Path, *, select: Sequence | None = None, bits_per_cell: int | None = None) -> LevelTable:
+    """:func:`calibrate_levels` on a tidy CSV file with columns ``level`` and ``g_s`` or ``r_ohm``."""
+    d = read_tidy_csv(path, text_columns=("level",), float_columns=("g_s", "r_ohm"))
+    g = conductance_column(d, str(path))
+    return calibrate_levels(d["level"], g, select=select, bits_per_cell=bits_per_cell, source=str(path))
+
+
+def levels_summary(table: LevelTable, *, thresholds: Literal["midpoint", "optimal"] = "midpoint", confidence: float = 0.95) -> str:
+    """A printable per-level table (uS for display): label, n, mean, std, fits, error to next."""
+    from device.programming import fit_levels
+
+    fits = fit_levels(table)
+    emp = empirical_readout_error(table, thresholds=thresholds, confidence=confidence)
+    labels = table.labels or tuple(str(k) for k in range(table.levels))
+    lines = [
+        f"{table.levels} levels ({table.bits_per_cell} bit(s)/cell), {int(table.n_per_level.sum())} samples; "
+        f"on/off {table.on_off_ratio:.3g}; thresholds: {emp.thresholds}",
+        f"{'digit':>5} {'label':>8} {'n':>6} {'mean uS':>9} {'std uS':>8} {'KS norm':>8} {'KS logn':>8} "
+        f"{'thr uS':>8} {'err to next [' + format(confidence, 'g') + ' CI]':>30}",
+    ]
+    for k, f in enumerate(fits):
+        tail = ""
+        if k < table.levels - 1:
+            tail = (f"{emp.threshold_s[k] * 1e6:>8.3f} {emp.rate[k]:>9.2e} [{emp.ci_low[k]:.1e}, {emp.ci_high[k]:.1e}]"
+                    f" {emp.errors[k]}/{emp.trials[k]}")
+        lines.append(f"{k:>5} {labels[k]:>8} {table.n_per_level[k]:>6} {f.mean_s * 1e6:>9.3f} {f.std_s * 1e6:>8.3f} "
+                     f"{f.ks_normal:>8.4f} {f.ks_lognormal:>8.4f} {tail}")
+    return "\n".join(lines)
+
+
+# -- the shared tech-B measurements ---------------------------------------------------------------
+#: tech-B's plotting full scale (settings.json ``gmax``), S: the level index is about g0 / gmax * 32
+TECHB_GMAX_S = 128e-6
+#: tech-B's nominal read times after programming, s
+TECHB_TIMES_S = (0.0, 0.01, 0.1, 1.0, 100.0, 1000.0, 10000.0)
+
+
+def techb_dir() -> Path:
+    """Where the shared tech-B data live: ``../shared/data/devices/relaxation_techB`` next to the
+    repository root (the layout of this project's checkouts and of CI)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "devices" / "relaxation_techB"
+
+
+def read_techb(src: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The tech-B relaxation file (``relaxdata_10k.min.tsv.gz``) as arrays: ``cell`` (int),
+    ``time_s`` (nominal time since programming), ``g_s``, ``g0_s`` (the read at time 0), ``range``
+    (the programmed level index). Source: github.com/akashlevy/RRAM-Relaxation-Master-Model
+    (MIT), ``data/techB``."""
+    d = Path(src) if src is not None else techb_dir()
+    f = d / "relaxdata_10k.min.tsv.gz" if d.is_dir() else d
+    if not f.is_file():
+        raise CalibrationError(f"{f}: no such file (the shared tech-B data live in ../shared/data/devices/)")
+    a = np.loadtxt(f, delimiter="\t", ndmin=2)
+    if a.shape[1] != 7:
+        raise CalibrationError(f"{f}: expected 7 tab-separated columns, got {a.shape[1]}")
+    return {"cell": a[:, 0].astype(np.int64), "time_s": a[:, 6], "g_s": a[:, 3], "g0_s": a[:, 4], "range": a[:, 5].astype(np.int64)}
+
+
+def _write_csv(out: str | Path, header: Sequence[str], columns: Sequence[np.ndarray], fmts: Sequence[str]) -> Path:
+    from device.io import atomic_path
+
+    rows = zip(*columns)
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(",".join(header) + "\n")
+            line = ",".join(fmts) + "\n"
+            for r in rows:
+                fh.write(line % tuple(r))
+    return Path(out)
+
+
+def techb_levels_csv(
+    out: str | Path,
+    *,
+    time_s: float = 0.0,
+    ranges: Sequence[int] | None = None,
+    cells: np.ndarray | None = None,
+    src: str | Path | None = None,
+) -> Path:
+    """Write a tidy ``levels`` CSV (``level,g_s``) from tech-B: the reads at nominal time
+    ``time_s`` after programming, labelled by the programmed level index (``range``, 0..31 by
+    default; the rare indices above 31 are left out). ``cells``: only these cell ids (a split)."""
+    d = read_techb(src)
+    if time_s not in TECHB_TIMES_S:
+        raise CalibrationError(f"time_s={time_s!r} is invalid: tech-B was read at {TECHB_TIMES_S} s")
+    r = np.arange(32) if ranges is None else np.asarray(ranges, np.int64)
+    keep = (d["time_s"] == time_s) & np.isin(d["range"], r)
+    if cells is not None:
+        keep &= np.isin(d["cell"], np.asarray(cells))
+    return _write_csv(out, ("level", "g_s", "cell"), (d["range"][keep], d["g_s"][keep], d["cell"][keep]), ("%d", "%.10g", "%d"))
+
+
+def techb_relaxation_csv(out: str | Path, *, cells: np.ndarray | None = None, src: str | Path | None = None) -> Path:
+    """Write a tidy ``relaxation`` CSV (``cell,time_s,g_s,g0_s``) from tech-B, all reads of the
+    given ``cells`` (all cells by default)."""
+    d = read_techb(src)
+    keep = np.ones(d["cell"].size, bool) if cells is None else np.isin(d["cell"], np.asarray(cells))
+    cols = (d["cell"][keep], d["time_s"][keep], d["g_s"][keep], d["g0_s"][keep])
+    return _write_csv(out, ("cell", "time_s", "g_s", "g0_s"), cols, ("%d", "%.6g", "%.10g", "%.10g"))
+
+
+def plot_level_table(table: LevelTable, path: str | Path, *, thresholds: Literal["midpoint", "optimal"] = "midpoint") -> Path:
+    """Histogram of every level's samples (uS) with its normal and lognormal fit and the
+    read-out thresholds. PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    from device.plots import save_figure
+
+    emp = empirical_readout_error(table, thresholds=thresholds)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    lo = float(table.g_measured_s.min() if table.is_measured else table.g_samples_s.min())
+    hi = float(table.g_measured_s.max() if table.is_measured else table.g_samples_s.max())
+    x = np.linspace(lo, hi, 2000)
+    bins = np.linspace(lo, hi, 200) * 1e6
+    for k in range(table.levels):
+        g = table.level_samples(k)
+        (h,) = ax.plot([], [])
+        c = h.get_color()
+        ax.hist(g * 1e6, bins=bins, density=True, alpha=0.35, color=c)
+        m, s = g.mean(), g.std(ddof=1)
+        lm, ls = np.log(g).mean(), np.log(g).std(ddof=1)
+        w = 1e-6  # densities per uS
+        ax.plot(x * 1e6, stats.norm.pdf(x, m, s) * w, color=c, lw=0.8)
+        ax.plot(x * 1e6, stats.lognorm.pdf(x, ls, scale=np.exp(lm)) * w, color=c, lw=0.8, ls="--")
+    for t in emp.threshold_s:
+        ax.axvline(t * 1e6, color="k", lw=0.4, ls=":")
+    ax.set(xlabel="conductance (uS)", ylabel="density (1/uS)",
+           title=f"{table.levels} levels from {Path(table.source).name}: on/off {table.on_off_ratio:.3g}; "
+                 f"solid normal, dashed lognormal fit; dotted {emp.thresholds} thresholds")
+    ax.title.set_fontsize(8)
+    fig.tight_layout()
+    return save_figure(fig, path)[0]

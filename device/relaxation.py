@@ -1,0 +1,514 @@
+"""Conductance relaxation after programming: the distribution of g(t) given the programmed g0.
+
+A freshly programmed filamentary cell does not keep its conductance: within seconds to hours it
+drifts and, above all, spreads (tech-B: a level programmed to 34 uS with 1.1 uS of spread is at
+29.9 uS with 10.1 uS of spread 10^4 s later). :class:`RelaxationModel` holds, measured, the
+conditional distribution of the change ``dg = g(t) - g0`` for a grid of programmed conductances
+``g0`` and the measured times since programming, and samples it.
+
+The form, and why (tech-B, fitted on half its cells and checked on the other half; numbers in
+RESULTS.md): **tabulated conditional quantiles**, interpolated linearly in ``g0`` between bin
+centres and in ``log10(t)`` between measured times (both at equal probability, i.e. by quantile
+functions). Neither the mean drift nor the spread is a simple law in either variable: the spread
+grows fast in the first decade (0.01 -> 0.1 s) then slower, and it peaks at mid conductances
+(about 30-60 uS) while the lowest and highest levels barely move; the drift is negative at mid
+conductances and slightly positive near the bottom. The distributions are also far from normal
+(heavy tails: a few cells jump by tens of uS), so a normal model with the right mean and standard
+deviation misplaces the tails. A table of quantiles per (g0 bin, time) reproduces all of this
+from the data; the fit report (:func:`compare_forms`) gives the held-out Kolmogorov-Smirnov
+distance of the quantile form and of a normal form with the same mean and spread.
+
+Valid range (outside it the model refuses, :class:`RelaxationRangeError`):
+* time since programming: ``0`` (returns ``g0``) or within the measured times
+  ``[time_s[0], time_s[-1]]`` (tech-B: 0.01 s to 10^4 s). No extrapolation law is claimed:
+  tech-B's spread grows roughly linearly in log time late on, but not early, and a law fitted to
+  five points would be a guess beyond 10^4 s.
+* programmed conductance within the fitted cells' ``[g0_min_s, g0_max_s]`` (``out_of_range=
+  "clamp"`` instead uses the nearest bin's distribution, for stuck or extreme cells).
+* temperature: the temperature of the measurement. Tech-B's bake data (one bake per temperature,
+  100-260 C, of unknown duration, after an unknown time at room temperature) show the spread
+  growing with temperature (:func:`techb_bake_statistics`) but cannot separate time from
+  temperature, so no acceleration law is fitted.
+
+When it is sampled: once per chip, at a given time since programming (``read_time_s``), after
+programming variation and stuck-at faults; each cell independently (the data hold no spatial
+correlation and the model does not claim one); a conductance is floored at half the smallest
+conductance measured (:attr:`RelaxationModel.g_floor_s`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from device.errors import UserError
+
+__all__ = [
+    "RelaxationError",
+    "RelaxationRangeError",
+    "RelaxationData",
+    "RelaxationModel",
+    "read_relaxation_csv",
+    "bin_statistics",
+    "compare_forms",
+    "techb_bake_statistics",
+    "plot_relaxation",
+]
+
+
+class RelaxationError(UserError):
+    """Relaxation data that cannot be fitted (missing columns, too few cells per bin or time)."""
+
+
+class RelaxationRangeError(UserError):
+    """A time or programmed conductance outside the range the relaxation model was fitted on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxationData:
+    """Relaxation reads, one a row: ``cell`` (ids), ``time_s`` (> 0, since programming), ``g_s``
+    (the read), ``g0_s`` (the cell's programmed conductance)."""
+
+    cell: np.ndarray
+    time_s: np.ndarray
+    g_s: np.ndarray
+    g0_s: np.ndarray
+
+    def subset(self, mask: np.ndarray) -> "RelaxationData":
+        return RelaxationData(self.cell[mask], self.time_s[mask], self.g_s[mask], self.g0_s[mask])
+
+    def split_cells(self, rng: np.random.Generator, fraction: float = 0.5) -> tuple["RelaxationData", "RelaxationData"]:
+        """Two disjoint halves by cell (a random ``fraction`` of the cells, the rest)."""
+        cells = np.unique(self.cell)
+        pick = rng.permutation(cells)[: int(round(fraction * cells.size))]
+        m = np.isin(self.cell, pick)
+        return self.subset(m), self.subset(~m)
+
+
+def relaxation_data(cell: Sequence, time_s: np.ndarray, g_s: np.ndarray, g0_s: np.ndarray | None = None) -> RelaxationData:
+    """Check and normalise relaxation reads. Without ``g0_s`` each cell's earliest read is its
+    programmed conductance (and that read is not a relaxation sample). Reads at ``time_s <= 0``
+    are dropped once ``g0`` is known (they are the programming read)."""
+    cell = np.asarray([str(c) for c in cell]) if not np.issubdtype(np.asarray(cell).dtype, np.integer) else np.asarray(cell)
+    t = np.asarray(time_s, float)
+    g = np.asarray(g_s, float)
+    if not (cell.shape == t.shape == g.shape) or t.ndim != 1:
+        raise RelaxationError("cell, time_s and g_s must be 1-d and of one length")
+    if not (np.all(np.isfinite(t)) and np.all(t >= 0)):
+        raise RelaxationError("time_s must be finite and >= 0 (time since programming)")
+    if not (np.all(np.isfinite(g)) and np.all(g > 0)):
+        raise RelaxationError("conductances must be finite and > 0")
+    if g0_s is None:
+        order = np.lexsort((t, cell))
+        cs, first = np.unique(cell[order], return_index=True)
+        g0_of = dict(zip(cs.tolist(), g[order][first].tolist()))
+        first_row = np.zeros(t.size, bool)
+        first_row[order[first]] = True
+        g0 = np.array([g0_of[c] for c in cell.tolist()])
+        keep = ~first_row & (t > 0)
+    else:
+        g0 = np.asarray(g0_s, float)
+        if g0.shape != g.shape or not (np.all(np.isfinite(g0)) and np.all(g0 > 0)):
+            raise RelaxationError("g0_s must be finite, > 0 and one per row")
+        keep = t > 0
+    if not keep.any():
+        raise RelaxationError("no reads after programming (time_s > 0) to fit")
+    return RelaxationData(cell[keep], t[keep], g[keep], g0[keep])
+
+
+def read_relaxation_csv(path: str | Path) -> RelaxationData:
+    """A tidy relaxation CSV: ``cell``, ``time_s``, ``g_s`` or ``r_ohm``, optional ``g0_s``."""
+    from device.calibrate import conductance_column, read_tidy_csv
+
+    d = read_tidy_csv(path, text_columns=("cell",), float_columns=("time_s", "g_s", "r_ohm", "g0_s", "r0_ohm"))
+    if "time_s" not in d:
+        raise RelaxationError(f"{path}: needs a column 'time_s' (time since programming, s)")
+    g = conductance_column(d, str(path))
+    g0 = conductance_column(d, str(path), "g0") if ("g0_s" in d or "r0_ohm" in d) else None
+    return relaxation_data(d["cell"], d["time_s"], g, g0)
+
+
+def _time_groups(t: np.ndarray, ratio: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Group read times into nominal time points: sorted unique times, a new group wherever a
+    time exceeds the previous one by more than ``ratio``. Returns (group index per row, the
+    geometric mean time of each group)."""
+    u = np.unique(t)
+    brk = np.concatenate([[True], u[1:] / u[:-1] > ratio])
+    gid_u = np.cumsum(brk) - 1
+    gid = gid_u[np.searchsorted(u, t)]
+    centres = np.array([math.exp(np.log(t[gid == k]).mean()) for k in range(gid_u[-1] + 1)])
+    return gid, centres
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxationModel:
+    """Measured distribution of ``g(t) - g0`` given ``g0``, tabulated (see the module docstring).
+
+    Arrays: ``g0_bin_s`` (bins,) the mean programmed conductance of each bin's cells, ascending;
+    ``time_s`` (times,) measured times since programming, ascending, > 0; ``quantile_p`` (q,)
+    probabilities, equally spaced from 0 (the smallest change seen) to 1 (the largest), so the
+    sampled tails reach as far as the data's; ``dg_quantile_s`` (bins, times, q) quantiles of
+    ``g(t) - g0``; ``mean_drift_s`` / ``std_s`` / ``n_cells`` (bins, times) the data's mean and
+    standard deviation of ``g(t) - g0`` and the reads behind them. ``g0_min_s`` / ``g0_max_s``:
+    the fitted cells' programmed range; ``g_floor_s``: smallest conductance returned.
+    """
+
+    g0_bin_s: np.ndarray
+    time_s: np.ndarray
+    quantile_p: np.ndarray
+    dg_quantile_s: np.ndarray
+    mean_drift_s: np.ndarray
+    std_s: np.ndarray
+    n_cells: np.ndarray
+    g0_min_s: float
+    g0_max_s: float
+    g_floor_s: float
+    source: str = ""
+    temperature_note: str = "room temperature (the temperature of the measurement); no acceleration law"
+
+    def __post_init__(self) -> None:
+        b, t, p, q = (np.asarray(self.g0_bin_s, float), np.asarray(self.time_s, float),
+                      np.asarray(self.quantile_p, float), np.asarray(self.dg_quantile_s, float))
+        if q.shape != (b.size, t.size, p.size) or b.size < 1 or t.size < 1 or p.size < 2:
+            raise RelaxationError(f"dg_quantile_s must be (bins, times, q) = ({b.size}, {t.size}, {p.size}), got {q.shape}")
+        if np.any(np.diff(b) <= 0) or np.any(np.diff(t) <= 0) or np.any(t <= 0) or np.any(np.diff(p) <= 0):
+            raise RelaxationError("g0_bin_s, time_s and quantile_p must be strictly ascending (time_s > 0)")
+        if np.any(np.diff(q, axis=2) < 0) or not np.all(np.isfinite(q)):
+            raise RelaxationError("dg_quantile_s must be finite and non-decreasing in probability")
+        for name, v in (("g0_bin_s", b), ("time_s", t), ("quantile_p", p), ("dg_quantile_s", q)):
+            object.__setattr__(self, name, v)
+        for name in ("mean_drift_s", "std_s"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), float))
+        object.__setattr__(self, "n_cells", np.asarray(self.n_cells, np.int64))
+
+    # -- fitting --------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        data: RelaxationData,
+        *,
+        min_cells_per_bin: int = 200,
+        max_bins: int = 64,
+        n_quantiles: int = 257,
+        source: str = "",
+    ) -> "RelaxationModel":
+        """Fit the tabulated form to ``data``: cells in equal-count bins of programmed conductance
+        (``min(max_bins, cells // min_cells_per_bin)`` bins), reads grouped into nominal time
+        points (:func:`_time_groups`), and per (bin, time) the empirical quantiles of
+        ``g(t) - g0`` at ``n_quantiles`` equally spaced probabilities from 0 to 1 (linear
+        interpolation between order statistics: the sample's own range, tails included). Raises :class:`RelaxationError` when a
+        (bin, time) cell holds fewer than 20 reads."""
+        from device.config import check_int_range
+
+        check_int_range("min_cells_per_bin", min_cells_per_bin, 20)
+        check_int_range("max_bins", max_bins, 1, 4096)
+        check_int_range("n_quantiles", n_quantiles, 2, 100_000)
+        cells, first = np.unique(data.cell, return_index=True)
+        n_bins = min(max_bins, cells.size // max(min_cells_per_bin, 1))
+        if n_bins < 1:
+            raise RelaxationError(f"{cells.size} cells: at least {min_cells_per_bin} are needed (min_cells_per_bin)")
+        g0_cell = data.g0_s[first]
+        edges = np.quantile(g0_cell, np.linspace(0, 1, n_bins + 1))
+        edges[0], edges[-1] = -np.inf, np.inf
+        cell_bin = np.clip(np.searchsorted(edges, g0_cell, side="right") - 1, 0, n_bins - 1)
+        row_bin = cell_bin[np.searchsorted(cells, data.cell)]
+        gid, tpts = _time_groups(data.time_s)
+        p = np.linspace(0.0, 1.0, n_quantiles)
+        dg = data.g_s - data.g0_s
+        Q = np.empty((n_bins, tpts.size, n_quantiles))
+        mean = np.empty((n_bins, tpts.size))
+        std = np.empty((n_bins, tpts.size))
+        cnt = np.empty((n_bins, tpts.size), np.int64)
+        centres = np.array([g0_cell[cell_bin == k].mean() for k in range(n_bins)])
+        for i in range(n_bins):
+            for j in range(tpts.size):
+                x = dg[(row_bin == i) & (gid == j)]
+                if x.size < 20:
+                    raise RelaxationError(
+                        f"g0 bin {i} ({centres[i]:.4g} S) at t = {tpts[j]:.4g} s holds {x.size} reads; at least 20 are needed "
+                        "(use fewer bins: a larger min_cells_per_bin)"
+                    )
+                Q[i, j] = np.quantile(x, p)
+                mean[i, j], std[i, j], cnt[i, j] = x.mean(), x.std(ddof=1), x.size
+        if np.any(np.diff(centres) <= 0):
+            raise RelaxationError("the programmed conductances are too concentrated to form ascending bins; use fewer bins")
+        return cls(
+            g0_bin_s=centres, time_s=tpts, quantile_p=p, dg_quantile_s=Q, mean_drift_s=mean, std_s=std, n_cells=cnt,
+            g0_min_s=float(g0_cell.min()), g0_max_s=float(g0_cell.max()),
+            g_floor_s=float(0.5 * min(data.g_s.min(), data.g0_s.min())), source=source,
+        )
+
+    @classmethod
+    def fit_csv(cls, path: str | Path, **kw: Any) -> "RelaxationModel":
+        """:meth:`fit` on a tidy relaxation CSV (:func:`read_relaxation_csv`)."""
+        return cls.fit(read_relaxation_csv(path), source=kw.pop("source", str(path)), **kw)
+
+    # -- sampling -------------------------------------------------------------------------------
+    def _check_time(self, time_s: float) -> float:
+        t = float(time_s)
+        if not math.isfinite(t) or t < 0:
+            raise RelaxationRangeError(f"time_s={time_s!r} is invalid: must be >= 0 (time since programming, s)")
+        lo, hi = float(self.time_s[0]), float(self.time_s[-1])
+        if t != 0 and not (lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)):
+            raise RelaxationRangeError(
+                f"time_s={t:g} is outside the measured range [{lo:g}, {hi:g}] s (or 0); the model does not extrapolate"
+            )
+        return t
+
+    def quantiles_at(self, time_s: float) -> np.ndarray:
+        """(bins, q) quantiles of ``g(t) - g0`` at ``time_s`` (linear in log10 t between the
+        measured times; zeros at t = 0)."""
+        t = self._check_time(time_s)
+        if t == 0:
+            return np.zeros(self.dg_quantile_s.shape[::2])
+        lt = np.log10(self.time_s)
+        x = min(max(math.log10(t), lt[0]), lt[-1])
+        j = int(np.clip(np.searchsorted(lt, x, side="right") - 1, 0, max(lt.size - 2, 0)))
+        if lt.size == 1:
+            return self.dg_quantile_s[:, 0]
+        w = (x - lt[j]) / (lt[j + 1] - lt[j])
+        return (1 - w) * self.dg_quantile_s[:, j] + w * self.dg_quantile_s[:, j + 1]
+
+    def _check_g0(self, g0: np.ndarray, out_of_range: str) -> None:
+        if out_of_range not in ("raise", "clamp"):
+            raise RelaxationRangeError(f"out_of_range={out_of_range!r} is invalid: must be 'raise' or 'clamp'")
+        if g0.size == 0:
+            return
+        if not np.all(np.isfinite(g0)) or np.any(g0 <= 0):
+            raise RelaxationRangeError("programmed conductances must be finite and > 0")
+        if out_of_range == "raise" and (g0.min() < self.g0_min_s * (1 - 1e-9) or g0.max() > self.g0_max_s * (1 + 1e-9)):
+            raise RelaxationRangeError(
+                f"programmed conductances {g0.min():.4g}..{g0.max():.4g} S leave the fitted range "
+                f"[{self.g0_min_s:.4g}, {self.g0_max_s:.4g}] S (pass out_of_range='clamp' to use the nearest bin)"
+            )
+
+    def sample(self, g0_s: np.ndarray, time_s: float, rng: np.random.Generator, *, out_of_range: Literal["raise", "clamp"] = "raise") -> np.ndarray:
+        """Conductances (S) at ``time_s`` after programming for programmed conductances ``g0_s``
+        (any shape; each cell independent, one uniform draw per cell from ``rng``)."""
+        g0 = np.asarray(g0_s, float)
+        self._check_g0(g0, out_of_range)
+        Q = self.quantiles_at(time_s)
+        if float(time_s) == 0:
+            return g0.copy()
+        u = rng.random(g0.shape)
+        b = self.g0_bin_s
+        nb, nq = Q.shape
+        if nb > 1:
+            i = np.clip(np.searchsorted(b, g0, side="right") - 1, 0, nb - 2)
+            w = np.clip((g0 - b[i]) / (b[i + 1] - b[i]), 0.0, 1.0)
+        else:
+            i, w = np.zeros(g0.shape, np.int64), np.zeros(g0.shape)
+        x = u * (nq - 1.0)
+        j = np.minimum(x.astype(np.int64), nq - 2)
+        v = x - j
+        i1 = np.minimum(i + 1, nb - 1)
+        dg = ((1 - w) * ((1 - v) * Q[i, j] + v * Q[i, j + 1]) + w * ((1 - v) * Q[i1, j] + v * Q[i1, j + 1]))
+        return np.maximum(g0 + dg, self.g_floor_s)
+
+    def sample_torch(self, g0_s: "Any", time_s: float, generator: "Any", *, out_of_range: Literal["raise", "clamp"] = "raise") -> "Any":
+        """:meth:`sample` as a tensor function: ``g0_s`` a float tensor (any shape, any device),
+        ``generator`` a ``torch.Generator`` on that device; returns float64 conductances (S) of
+        ``g0_s``'s shape on its device. One ``torch.rand`` draw per cell; ``time_s = 0`` returns
+        ``g0_s`` (as float64) and draws nothing."""
+        import torch
+
+        g0 = g0_s.to(torch.float64)
+        if g0.numel():
+            self._check_g0(np.array([float(g0.min()), float(g0.max())]), out_of_range)
+        Qn = self.quantiles_at(time_s)
+        if float(time_s) == 0:
+            return g0.clone()
+        dev = g0.device
+        Q = torch.as_tensor(Qn, dtype=torch.float64, device=dev)
+        b = torch.as_tensor(self.g0_bin_s, dtype=torch.float64, device=dev)
+        nb, nq = Qn.shape
+        u = torch.rand(g0.shape, generator=generator, device=dev, dtype=torch.float64)
+        if nb > 1:
+            i = (torch.searchsorted(b, g0.contiguous(), right=True) - 1).clamp(0, nb - 2)
+            w = ((g0 - b[i]) / (b[i + 1] - b[i])).clamp(0.0, 1.0)
+        else:
+            i = torch.zeros(g0.shape, dtype=torch.int64, device=dev)
+            w = torch.zeros_like(g0)
+        x = u * (nq - 1.0)
+        j = x.to(torch.int64).clamp(max=nq - 2)
+        v = x - j
+        i1 = (i + 1).clamp(max=nb - 1)
+        dg = (1 - w) * ((1 - v) * Q[i, j] + v * Q[i, j + 1]) + w * ((1 - v) * Q[i1, j] + v * Q[i1, j + 1])
+        return torch.clamp(g0 + dg, min=self.g_floor_s)
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, config: Any = None, attrs: dict[str, Any] | None = None) -> Path:
+        """Write a ``relaxation`` table (:mod:`device.tables`) atomically; return its path."""
+        from device import tables as T
+
+        arrays = {
+            "g0_bin_s": T.Array(self.g0_bin_s, "S", (), "mean programmed conductance of each bin's cells"),
+            "time_s": T.Array(self.time_s, "s", (), "measured time since programming"),
+            "quantile_p": T.Array(self.quantile_p, "1", (), "probability, 0 = smallest change seen, 1 = largest"),
+            "dg_quantile_s": T.Array(self.dg_quantile_s, "S", ("g0_bin_s", "time_s", "quantile_p"), "quantiles of g(t) - g0"),
+            "mean_drift_s": T.Array(self.mean_drift_s, "S", ("g0_bin_s", "time_s"), "data mean of g(t) - g0"),
+            "std_s": T.Array(self.std_s, "S", ("g0_bin_s", "time_s"), "data standard deviation of g(t) - g0"),
+            "n_cells": T.Array(self.n_cells, "1", ("g0_bin_s", "time_s"), "reads behind each (bin, time)"),
+        }
+        a = {"g0_min_s": self.g0_min_s, "g0_max_s": self.g0_max_s, "g_floor_s": self.g_floor_s, "source": self.source,
+             "form": "tabulated conditional quantiles, linear in g0 and log10(t)", "temperature": self.temperature_note}
+        a.update(attrs or {})
+        return T.write_table(path, kind="relaxation", arrays=arrays, config=config, attrs=a)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RelaxationModel":
+        """Read a ``relaxation`` table written by :meth:`save` (validated first)."""
+        from device import tables as T
+
+        t = T.read_table(path, kind="relaxation")
+        return cls(
+            g0_bin_s=t["g0_bin_s"], time_s=t["time_s"], quantile_p=t["quantile_p"], dg_quantile_s=t["dg_quantile_s"],
+            mean_drift_s=t["mean_drift_s"], std_s=t["std_s"], n_cells=t["n_cells"],
+            g0_min_s=float(t.attrs["g0_min_s"]), g0_max_s=float(t.attrs["g0_max_s"]), g_floor_s=float(t.attrs["g_floor_s"]),
+            source=str(t.attrs.get("source", path)), temperature_note=str(t.attrs.get("temperature", "")),
+        )
+
+    def summary(self, bins: Sequence[int] | None = None) -> str:
+        """Mean drift / spread of ``g(t) - g0`` per (bin, time), uS for display."""
+        idx = range(self.g0_bin_s.size) if bins is None else bins
+        head = f"{'g0 uS':>8} " + " ".join(f"{t:>12.3g}s" for t in self.time_s)
+        lines = [f"relaxation model: {self.g0_bin_s.size} g0 bins, times {self.time_s[0]:g}..{self.time_s[-1]:g} s; "
+                 "mean drift / std of g(t)-g0 in uS", head]
+        for i in idx:
+            lines.append(f"{self.g0_bin_s[i] * 1e6:>8.2f} " + " ".join(
+                f"{self.mean_drift_s[i, j] * 1e6:>+6.2f}/{self.std_s[i, j] * 1e6:<6.2f}" for j in range(self.time_s.size)))
+        return "\n".join(lines)
+
+
+# -- validation -----------------------------------------------------------------------------------
+def bin_statistics(data: RelaxationData, g0_edges_s: np.ndarray, time_s: np.ndarray, g_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (g0 bin, time point) mean, standard deviation and interquartile range of ``g_s``
+    (default the data's reads) and the count, for reads grouped by ``g0_edges_s`` and the nominal
+    times ``time_s`` (each read goes to the nearest time point in log). Returns
+    ``(mean, std, count, iqr)``, each (bins, times)."""
+    g = data.g_s if g_s is None else g_s
+    nb, nt = len(g0_edges_s) - 1, len(time_s)
+    bi = np.clip(np.searchsorted(g0_edges_s, data.g0_s, side="right") - 1, 0, nb - 1)
+    ti = np.argmin(np.abs(np.log(data.time_s)[:, None] - np.log(np.asarray(time_s))[None, :]), axis=1)
+    mean = np.full((nb, nt), np.nan)
+    std = np.full((nb, nt), np.nan)
+    cnt = np.zeros((nb, nt), np.int64)
+    iqr = np.full((nb, nt), np.nan)
+    for i in range(nb):
+        for j in range(nt):
+            x = g[(bi == i) & (ti == j)]
+            cnt[i, j] = x.size
+            if x.size >= 2:
+                mean[i, j], std[i, j] = x.mean(), x.std(ddof=1)
+                q1, q3 = np.quantile(x, [0.25, 0.75])
+                iqr[i, j] = q3 - q1
+    return mean, std, cnt, iqr
+
+
+def compare_forms(model: RelaxationModel, held_out: RelaxationData, g0_edges_s: np.ndarray, rng: np.random.Generator, *, draws: int = 8) -> dict[str, np.ndarray]:
+    """Held-out check of the fitted model (the basis of the form chosen).
+
+    For each held-out read, ``draws`` predictions from the model at the read's time and the
+    cell's g0 (several, so that the comparison measures the model and not its sampling noise);
+    then per (g0 bin, time): data mean / std, predicted mean / std, the errors in units of the
+    data's std, and the two-sample Kolmogorov-Smirnov statistic of the quantile form and of a
+    normal form with the model's own mean and std per bin (``ks_quantile``, ``ks_normal``)."""
+    from scipy import stats
+
+    k = int(draws)
+    if k < 1:
+        raise RelaxationError(f"draws={draws!r} is invalid: must be >= 1")
+    rep = RelaxationData(np.tile(held_out.cell, k), np.tile(held_out.time_s, k), np.tile(held_out.g_s, k), np.tile(held_out.g0_s, k))
+    pred = np.empty_like(rep.g_s)
+    normal = np.empty_like(rep.g_s)
+    for t in np.unique(rep.time_s):
+        m = rep.time_s == t
+        tt = min(max(t, model.time_s[0]), model.time_s[-1])
+        pred[m] = model.sample(rep.g0_s[m], tt, rng, out_of_range="clamp")
+        # the normal form: same per-bin mean drift and std (interpolated like the quantiles)
+        j = int(np.argmin(np.abs(np.log(model.time_s) - math.log(tt))))
+        mu = np.interp(rep.g0_s[m], model.g0_bin_s, model.mean_drift_s[:, j])
+        sd = np.interp(rep.g0_s[m], model.g0_bin_s, model.std_s[:, j])
+        normal[m] = rep.g0_s[m] + mu + sd * rng.standard_normal(int(m.sum()))
+    md, sd, cnt, qd = bin_statistics(held_out, g0_edges_s, model.time_s)
+    mp, sp, _, qp = bin_statistics(rep, g0_edges_s, model.time_s, pred)
+    nb, nt = md.shape
+    ksq = np.full((nb, nt), np.nan)
+    ksn = np.full((nb, nt), np.nan)
+    bi = np.clip(np.searchsorted(g0_edges_s, rep.g0_s, side="right") - 1, 0, nb - 1)
+    ti = np.argmin(np.abs(np.log(rep.time_s)[:, None] - np.log(model.time_s)[None, :]), axis=1)
+    n0 = held_out.g_s.size
+    for i in range(nb):
+        for j in range(nt):
+            m = (bi == i) & (ti == j)
+            d = held_out.g_s[m[:n0]]
+            if d.size >= 20:
+                ksq[i, j] = stats.ks_2samp(d, pred[m]).statistic
+                ksn[i, j] = stats.ks_2samp(d, normal[m]).statistic
+    return {"mean_data_s": md, "std_data_s": sd, "count": cnt, "mean_pred_s": mp, "std_pred_s": sp,
+            "iqr_data_s": qd, "iqr_pred_s": qp,
+            "mean_err_in_std": np.abs(mp - md) / sd, "std_err_in_std": np.abs(sp - sd) / sd,
+            "iqr_err_rel": np.abs(qp - qd) / qd,
+            "ks_quantile": ksq, "ks_normal": ksn}
+
+
+def techb_bake_statistics(src: str | Path | None = None, g0_edges_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Tech-B bake data (``bake.tsv.gz``): per bake temperature (C) and g0 bin, the mean and std of
+    ``g_after - g_before``. Returns ``temperature_c`` (T,), ``g0_edges_s``, ``mean_s`` / ``std_s``
+    (T, bins). The bake duration and the time between programming and the pre-bake read are not
+    in the files: this is the basis of the statement that no acceleration law can be fitted."""
+    from device.calibrate import CalibrationError, techb_dir
+
+    d = Path(src) if src is not None else techb_dir()
+    f = d / "bake.tsv.gz" if d.is_dir() else d
+    if not f.is_file():
+        raise CalibrationError(f"{f}: no such file")
+    a = np.loadtxt(f, delimiter="\t", ndmin=2)
+    edges = np.linspace(0, 144e-6, 10) if g0_edges_s is None else np.asarray(g0_edges_s, float)
+    temps = np.unique(a[:, 4])
+    mean = np.full((temps.size, edges.size - 1), np.nan)
+    std = np.full_like(mean, np.nan)
+    for k, T in enumerate(temps):
+        s = a[a[:, 4] == T]
+        pre = s[s[:, 1] == 0]
+        post = s[s[:, 1] > 0]
+        _, ip = np.unique(pre[:, 0], return_index=True)
+        _, iq = np.unique(post[:, 0], return_index=True)
+        pre, post = pre[ip], post[iq]
+        common, ia, ib = np.intersect1d(pre[:, 0], post[:, 0], return_indices=True)
+        g0, g1 = pre[ia, 3], post[ib, 3]
+        bi = np.searchsorted(edges, g0, side="right") - 1
+        for i in range(edges.size - 1):
+            x = (g1 - g0)[bi == i]
+            if x.size >= 2:
+                mean[k, i], std[k, i] = x.mean(), x.std(ddof=1)
+    return {"temperature_c": temps, "g0_edges_s": edges, "mean_s": mean, "std_s": std}
+
+
+def plot_relaxation(model: RelaxationModel, path: str | Path, *, n_show: int = 6) -> Path:
+    """Mean drift and spread of ``g(t) - g0`` versus time for ``n_show`` g0 bins of the model's
+    table (the data's statistics per bin). PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from device.plots import save_figure
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    sel = np.unique(np.linspace(0, model.g0_bin_s.size - 1, n_show).round().astype(int))
+    for i in sel:
+        lab = f"g0 {model.g0_bin_s[i] * 1e6:.0f} uS"
+        (ln,) = ax[0].semilogx(model.time_s, model.mean_drift_s[i] * 1e6, "-o", ms=3, label=lab)
+        ax[1].semilogx(model.time_s, model.std_s[i] * 1e6, "-o", ms=3, color=ln.get_color(), label=lab)
+    ax[0].set(xlabel="time since programming (s)", ylabel="mean of g(t) - g0 (uS)", title="mean drift")
+    ax[1].set(xlabel="time since programming (s)", ylabel="std of g(t) - g0 (uS)", title="spread")
+    ax[0].axhline(0, color="k", lw=0.5)
+    ax[1].legend(fontsize=7)
+    fig.suptitle(f"relaxation model ({model.source or 'fitted'})", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)[0]
