@@ -1,11 +1,25 @@
-"""`reram-cosim crossbar mvm`: run a random layer through the tile engine and show each effect's error."""
+"""`reram-cosim crossbar mvm`: run a random layer through the tile engine and show each effect's error.
+
+The chip is given exactly as for ``reram-cosim eval``: ``--preset NAME`` from the one preset
+registry (:data:`nn.sim.PRESETS`) and typed ``--set KEY=VALUE`` overrides of its
+:class:`nn.sim.SimConfig` (``crossbar.*``, ``faults.*``, ``levels.*``, ``circuit.*``,
+``irdrop_table``); ``--show-config`` prints it. The named flags (``--adc-bits``, ``--fault-rate``
+...) are shortcuts for the same keys, applied before ``--set``. The registry lives in ``nn/``
+because one preset is one whole simulated chip; this command-line module reads it (and the shared
+``--preset``/``--set`` flags of :func:`nn.cli_eval.sim_args`) inside its functions only, when
+``nn/cli.py`` assembles the command line: importing the crossbar package imports nothing above it.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+__all__ = ["register"]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from nn.cli_eval import sim_args
+
     p = subparsers.add_parser(
         "crossbar",
         help="run weight matrices through simulated crossbar tiles",
@@ -17,61 +31,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="program a random layer, read a random batch, print the error of each effect against float",
         description=(
             "Programs a random weight matrix W (cols x rows, i.e. `rows` inputs on word lines and `cols` "
-            "outputs) on tiles and reads a random batch. Effects are switched on one at a time, each row "
-            "adding one to the previous: quantization (weights and DAC) on ideal devices, the ADC, "
-            "programming variation, stuck-at faults, IR drop, read noise. Errors are RMS(y - x @ W.T) "
-            "relative to RMS(x @ W.T)."
+            "outputs) on the tiles of the chip given by --preset/--set (as for `reram-cosim eval`) and reads "
+            "a random batch. Effects are switched on one at a time, each row adding one to the previous: "
+            "quantization (weights and DAC) on ideal devices, the ADC, programming variation, stuck-at "
+            "faults, IR drop, read noise. Errors are RMS(y - x @ W.T) relative to RMS(x @ W.T)."
         ),
     )
     m.add_argument("--rows", type=int, default=128, help="inputs (word lines used), default 128")
     m.add_argument("--cols", type=int, default=128, help="outputs, default 128")
-    m.add_argument("--bits-per-cell", type=int, default=2, help="bits per cell, 1..4 (default 2)")
-    m.add_argument("--weight-bits", type=int, default=8, help="signed weight bits, sign included (default 8)")
-    m.add_argument("--adc-bits", type=int, default=None, help="ADC bits (signed); omit for an ideal ADC")
-    m.add_argument("--ir-drop", choices=("ideal", "table", "exact"), default="ideal", help="IR-drop model")
-    m.add_argument("--fault-rate", type=float, default=0.0, help="fraction of stuck cells (half SA0, half SA1)")
-    m.add_argument("--seed", type=int, default=0, help="seed of weights, inputs, variation, faults and noise")
-    m.add_argument("--tile", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"), help="tile size")
-    m.add_argument("--input-bits", type=int, default=8, help="signed DAC input bits (default 8)")
-    m.add_argument("--dac", choices=("multi_bit", "bit_serial"), default="multi_bit")
-    m.add_argument("--mapping", choices=("differential", "offset"), default="differential")
-    m.add_argument("--sigma-rel", type=float, default=0.0,
-                   help="programming variation (lognormal relative sigma) of the default synthetic levels")
-    m.add_argument("--read-noise", type=float, default=0.0, help="read noise, relative sigma per cell per read")
-    m.add_argument("--levels", default=None, help="level table file (LevelTable.load) instead of synthetic levels")
-    m.add_argument("--irdrop-table", default=None, help="IR-drop table file for --ir-drop table")
     m.add_argument("--batch", type=int, default=64, help="input vectors (default 64)")
-    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other CrossbarConfig field, e.g. --set adc_scope=tile (repeatable)")
+    m.add_argument("--seed", type=int, default=0, help="seed of weights, inputs, variation, faults and noise")
+    sim_args(m)
+    m.add_argument("--show-config", action="store_true", help="print the chip's sim config as JSON and exit")
+    s = m.add_argument_group("shortcuts", "each sets one --set key of the chip (applied before --set)")
+    s.add_argument("--bits-per-cell", type=int, default=None, help="crossbar.bits_per_cell, 1..4")
+    s.add_argument("--weight-bits", type=int, default=None, help="crossbar.weight_bits (signed, sign included)")
+    s.add_argument("--adc-bits", type=int, default=None, help="crossbar.adc_bits (signed)")
+    s.add_argument("--ir-drop", choices=("ideal", "table", "exact"), default=None, help="crossbar.ir_drop")
+    s.add_argument("--fault-rate", type=float, default=None, help="faults.rate: fraction of stuck cells")
+    s.add_argument("--tile", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
+                   help="crossbar.tile_rows and crossbar.tile_cols")
+    s.add_argument("--input-bits", type=int, default=None, help="crossbar.input_bits (signed DAC input bits)")
+    s.add_argument("--dac", choices=("multi_bit", "bit_serial"), default=None, help="crossbar.dac")
+    s.add_argument("--mapping", choices=("differential", "offset"), default=None, help="crossbar.mapping")
+    s.add_argument("--sigma-rel", type=float, default=None,
+                   help="levels.source=synthetic with levels.sigma_rel: lognormal programming variation")
+    s.add_argument("--read-noise", type=float, default=None, help="crossbar.read_noise_sigma_rel")
+    s.add_argument("--levels", default=None, help="levels.source=table with levels.table_path: a level table file")
+    s.add_argument("--irdrop-table", default=None, help="irdrop_table: IR-drop table file for crossbar.ir_drop=table")
     m.set_defaults(func=_cmd_mvm)
+
+
+def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    import json
+
+    out = []
+    for flag, key in (("bits_per_cell", "crossbar.bits_per_cell"), ("weight_bits", "crossbar.weight_bits"),
+                      ("adc_bits", "crossbar.adc_bits"), ("ir_drop", "crossbar.ir_drop"),
+                      ("fault_rate", "faults.rate"), ("input_bits", "crossbar.input_bits"), ("dac", "crossbar.dac"),
+                      ("mapping", "crossbar.mapping"), ("read_noise", "crossbar.read_noise_sigma_rel"),
+                      ("irdrop_table", "irdrop_table")):
+        v = getattr(args, flag)
+        if v is not None:
+            out.append(f"{key}={json.dumps(v)}")
+    if args.tile is not None:
+        out += [f"crossbar.tile_rows={args.tile[0]}", f"crossbar.tile_cols={args.tile[1]}"]
+    if args.sigma_rel is not None:
+        out += ["levels.source=synthetic", f"levels.sigma_rel={args.sigma_rel!r}"]
+    if args.levels is not None:
+        out += ["levels.source=table", f"levels.table_path={json.dumps(args.levels)}"]
+    return out
 
 
 def _cmd_mvm(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from crossbar.engine import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig, program_matrix
-    from device.config import apply_overrides
-    from device.faults import FaultConfig
+    from crossbar.engine import program_matrix
+    from device.errors import UserError
     from device.programming import LevelTable
+    from nn.cli_eval import show_config
+    from nn.sim import build_levels, build_sim_config, load_irdrop
 
+    sim = build_sim_config(args.preset, _shortcut_overrides(args) + list(args.overrides))
+    if args.show_config:
+        return show_config(sim)
     if args.rows < 1 or args.cols < 1 or args.batch < 1:
-        raise ValueError(f"--rows, --cols and --batch must be >= 1 (got {args.rows}, {args.cols}, {args.batch})")
-    cfg = CrossbarConfig(
-        tile_rows=args.tile[0], tile_cols=args.tile[1], weight_bits=args.weight_bits, bits_per_cell=args.bits_per_cell,
-        adc_bits=args.adc_bits, ir_drop=args.ir_drop, input_bits=args.input_bits, dac=args.dac, mapping=args.mapping,
-        read_noise_sigma_rel=args.read_noise,
-    )
-    cfg = apply_overrides(cfg, args.overrides)
-    faults = FaultConfig(rate=args.fault_rate)
+        raise UserError(f"--rows, --cols and --batch must be >= 1 (got {args.rows}, {args.cols}, {args.batch})")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is invalid: must be >= 0")
+    cfg, faults = sim.crossbar, sim.faults
+    levels = build_levels(sim)
+    irdrop = load_irdrop(sim)
     b = cfg.bits_per_cell
-    if args.levels:
-        levels = LevelTable.load(args.levels)
-        g_off, g_on = float(levels.g_target_s[0]), float(levels.g_target_s[-1])
-    else:
-        g_off, g_on = DEFAULT_G_OFF_S, DEFAULT_G_ON_S
-        levels = LevelTable.synthetic(bits_per_cell=b, g_on_s=g_on, g_off_s=g_off, sigma_rel=args.sigma_rel,
-                                      rng=np.random.default_rng(args.seed + 1))
+    g_off, g_on = float(levels.g_target_s[0]), float(levels.g_target_s[-1])
     ideal = LevelTable.synthetic(bits_per_cell=b, g_on_s=g_on, g_off_s=g_off, sigma_rel=0.0,
                                  rng=np.random.default_rng(0))
     gen = torch.Generator().manual_seed(args.seed)
@@ -80,18 +113,17 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     y_ref = x @ w.T
     ref_rms = float(y_ref.pow(2).mean().sqrt())
 
-    varied = args.levels is not None or args.sigma_rel > 0
+    varied = sim.levels.source == "table" or sim.levels.sigma_rel > 0
+    quiet = dict(ir_drop="ideal", read_noise_sigma_rel=0.0)
     steps = [
-        ("quantization (ideal devices, ideal ADC)", dict(adc_bits=None, ir_drop="ideal", read_noise_sigma_rel=0.0), ideal, None),
-        (f"+ ADC {cfg.adc_bits}-bit {cfg.adc_range}", dict(ir_drop="ideal", read_noise_sigma_rel=0.0), ideal, None)
-        if cfg.adc_bits is not None else None,
-        ("+ programming variation", dict(ir_drop="ideal", read_noise_sigma_rel=0.0), levels, None) if varied else None,
-        (f"+ stuck-at faults (rate {args.fault_rate:g})", dict(ir_drop="ideal", read_noise_sigma_rel=0.0), levels, faults)
-        if args.fault_rate > 0 else None,
+        ("quantization (ideal devices, ideal ADC)", dict(adc_bits=None, **quiet), ideal, None),
+        (f"+ ADC {cfg.adc_bits}-bit {cfg.adc_range}", quiet, ideal, None) if cfg.adc_bits is not None else None,
+        ("+ programming variation", quiet, levels, None) if varied else None,
+        (f"+ stuck-at faults (rate {faults.rate:g})", quiet, levels, faults) if faults.rate > 0 else None,
         (f"+ IR drop ({cfg.ir_drop})", dict(read_noise_sigma_rel=0.0), levels, faults) if cfg.ir_drop != "ideal" else None,
         (f"+ read noise (sigma {cfg.read_noise_sigma_rel:g})", {}, levels, faults) if cfg.read_noise_sigma_rel > 0 else None,
     ]
-    print(f"layer {args.cols}x{args.rows} (out x in), batch {args.batch}, seed {args.seed}")
+    print(f"layer {args.cols}x{args.rows} (out x in), batch {args.batch}, seed {args.seed}, preset {args.preset}")
     print(f"{'effects':<44} {'rel. RMS error':>14} {'max |err|':>10}")
     pm = None
     for step in steps:
@@ -99,13 +131,12 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
             continue
         label, change, lv, fl = step
         c = cfg.replace(**change)
-        pm = program_matrix(w, c, lv, fl, np.random.default_rng(args.seed), irdrop=args.irdrop_table)
+        pm = program_matrix(w, c, lv, fl, np.random.default_rng(args.seed), circuit=sim.circuit, irdrop=irdrop)
         if c.adc_bits is not None and c.adc_range == "calibrated":
             pm = pm.calibrate(x)
         y = pm.matvec(x, generator=torch.Generator().manual_seed(args.seed))
         err = y - y_ref
         print(f"{label:<44} {float(err.pow(2).mean().sqrt()) / ref_rms:>14.4%} {float(err.abs().max()):>10.4g}")
-    assert pm is not None
     print()
     print(pm.summary())
     return 0

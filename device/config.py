@@ -30,6 +30,7 @@ __all__ = [
     "check_choice",
     "check_int_range",
     "apply_overrides",
+    "override_dict",
 ]
 
 C = TypeVar("C", bound="Config")
@@ -209,7 +210,19 @@ def apply_overrides(cfg: C, overrides: typing.Iterable[str], *, flag: str = "--s
     type. An unknown key or a value the field rejects raises :class:`ConfigError` naming it;
     ``flag`` is the command-line option the messages name (``--program-set`` ...).
     """
-    data = cfg.to_dict()
+    return type(cfg).from_dict(override_dict(cfg.to_dict(), overrides, flag=flag, root=type(cfg).__name__))
+
+
+def override_dict(
+    data: dict[str, Any], overrides: typing.Iterable[str], *, flag: str = "--set", root: str = "the config"
+) -> dict[str, Any]:
+    """A copy of ``data`` (a :meth:`Config.to_dict`) with dotted ``key=value`` overrides applied;
+    values are parsed (JSON, else the bare string) but not yet type-checked: pass the result to
+    :meth:`Config.from_dict`. An unknown key raises :class:`ConfigError` naming ``flag`` (and
+    ``root`` for a top-level key)."""
+    import copy
+
+    data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{flag} {item!r}: expected key=value")
@@ -219,11 +232,11 @@ def apply_overrides(cfg: C, overrides: typing.Iterable[str], *, flag: str = "--s
         node = data
         for i, p in enumerate(parts):
             if not isinstance(node, dict) or p not in node:
-                where = ".".join(parts[:i]) or type(cfg).__name__
+                where = ".".join(parts[:i]) or root
                 known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
                 raise ConfigError(f"{flag} {key}: unknown key {p!r} in {where}; known: {known}")
             if i == len(parts) - 1:
                 node[p] = _parse_scalar(raw)
             else:
                 node = node[p]
-    return type(cfg).from_dict(data)
+    return data

@@ -37,7 +37,7 @@ class PresetNames:
 #: the simulated chips of :data:`nn.sim.PRESETS`
 SIM_PRESETS = PresetNames("nn.sim")
 
-_GLUE_HELP = "local GLUE directory (default: $GLUE_DIR, else the Hugging Face hub nyu-mll/glue)"
+GLUE_HELP = "local GLUE directory (default: $GLUE_DIR, else the Hugging Face hub nyu-mll/glue)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--model", required=True, help="fine-tuned classifier directory or hub id")
     e.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    e.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
+    e.add_argument("--glue-dir", default=None, help=GLUE_HELP)
     sim_args(e)
     e.add_argument("--trials", type=int, default=1, help="simulated chips (default 1)")
     e.add_argument("--seed", type=int, default=0, help="seed of the chips (default 0)")
@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; or $RERAM_COSIM_NUM_THREADS)")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from nn.executor import add_executor_args
+
+    add_executor_args(e)
     e.add_argument("--show-config", action="store_true", help="print the sim config as JSON and exit")
     e.set_defaults(func=_cmd_eval)
 
@@ -76,10 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--spec", required=True, help="study spec JSON")
     s.add_argument("--out", required=True, help="output directory (results.csv, plots/)")
     s.add_argument("--model", default=None, help="overrides the spec's model")
-    s.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
+    s.add_argument("--glue-dir", default=None, help=GLUE_HELP)
     s.add_argument("--threads", type=int, default=None, help="CPU threads")
     s.add_argument("--plot-only", action="store_true", help="only redraw the plots from results.csv")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--device", default="cpu", help="torch device of the simulated model, e.g. cuda (default cpu)")
+    add_executor_args(s)
     s.set_defaults(func=_cmd_study)
 
     d = subparsers.add_parser(
@@ -91,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     d.add_argument("--out", required=True, help="output directory")
-    d.add_argument("--glue-dir", default=None, help=_GLUE_HELP)
+    d.add_argument("--glue-dir", default=None, help=GLUE_HELP)
     d.add_argument("--trials", type=int, default=2, help="chips per setting (default 2)")
     d.add_argument("--max-examples", type=int, default=None, help="SST-2 dev subset (default: all 872)")
     d.set_defaults(func=_cmd_demo)
@@ -141,11 +146,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                         ("--max-length", args.max_length, 8)):
         if v < lo:
             raise UserError(f"{flag} {v} is invalid: must be >= {lo}")
-    summary = evaluate_glue(
+    run = evaluate_glue
+    if args.executor != "serial":  # the rows as tasks on a cluster (nn.executor)
+        import functools
+
+        from nn.executor import evaluate_rows
+
+        run = functools.partial(evaluate_rows, executor=args.executor, workers=args.workers, address=args.address)
+    summary = run(
         args.model, args.task, glue_dir_arg(args.glue_dir), cfg, args.trials, args.seed, args.out,
         batch_size=args.batch_size, max_examples=args.max_examples, max_length=args.max_length, split=args.split,
         progress=not args.no_progress, num_threads=args.threads, device=args.device,
     )
+    if args.executor != "serial":
+        from nn.evaluate import format_summary
+
+        print(format_summary(summary))
     print(f"rows in {args.out} (this run wrote {summary['written']})")
     return 0
 
@@ -161,7 +177,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     else:
         res = run_study(
             spec, args.out, model=args.model, glue_dir=args.glue_dir, progress=not args.no_progress,
-            num_threads=args.threads,
+            num_threads=args.threads, executor=args.executor, workers=args.workers, address=args.address,
+            device=args.device,
         )
         plots = res["plots"]
         print(f"results: {res['csv']} ({res['written']} new rows)")

@@ -6,10 +6,9 @@ Importing this module is cheap: torch, transformers and datasets are imported by
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from nn.cli_eval import sim_args
+from nn.cli_eval import GLUE_HELP, glue_dir_arg, show_config, sim_args
 
 __all__ = ["register"]
 
@@ -26,11 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default=None, help="base model directory or hub id (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
-    p.add_argument(
-        "--glue-dir",
-        default=None,
-        help="local GLUE directory (default: $GLUE_DIR, else ../shared/data/glue if it exists, else the hub)",
-    )
+    p.add_argument("--glue-dir", default=None, help=GLUE_HELP)
     p.add_argument("--out", required=True, help="output directory for the fine-tuned model")
     p.add_argument("--epochs", type=int, default=None, help="passes over the training data (default 3)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (default: none)")
@@ -74,6 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sim_args(h, preset_default=None,
              preset_help="simulation preset of the chip to match (default: default, when a hardware-aware mode is on)")
+    p.add_argument(
+        "--show-config", action="store_true",
+        help="print the resolved fine-tuning config (FinetuneConfig, its chip under 'sim') as JSON and exit",
+    )
+    p.epilog = (
+        "Every FinetuneConfig field is reachable with --set train.FIELD=VALUE (typed like eval's --set, "
+        "e.g. --set train.warmup_ratio=0.06 --set train.dva_target='[\"query\"]'); other --set keys are the "
+        "chip's (crossbar.*, faults.*, levels.*, circuit.*). The named flags above are shortcuts for train.FIELD."
+    )
     p.set_defaults(func=_cmd_finetune)
 
 
@@ -84,31 +88,55 @@ _FIELDS = (
 )
 
 
-def _cmd_finetune(args: argparse.Namespace) -> int:
-    """Run :func:`nn.finetune.finetune` from parsed arguments; print a short summary."""
-    from nn.finetune import FinetuneConfig, finetune, read_finetune_info
-    from nn.glue import default_glue_dir
+#: prefix of the ``--set`` keys that address FinetuneConfig fields (the rest address the chip)
+TRAIN_PREFIX = "train."
 
-    kwargs = {"task": args.task}
+
+def finetune_config(args: argparse.Namespace):
+    """The :class:`nn.finetune.FinetuneConfig` of parsed ``finetune`` arguments: defaults, then the
+    named flags, then ``--set train.FIELD=VALUE`` (typed and validated like ``eval``'s ``--set``);
+    the chip (``sim``) from ``--preset`` and the other ``--set`` keys, when a hardware-aware mode
+    is on."""
+    from device.config import override_dict
+    from nn.finetune import FinetuneConfig
+
+    train_sets = [o for o in args.overrides if o.startswith(TRAIN_PREFIX)]
+    sim_sets = [o for o in args.overrides if not o.startswith(TRAIN_PREFIX)]
+    data = FinetuneConfig().to_dict()
+    data["task"] = args.task
     for field in _FIELDS:
         v = getattr(args, field, None)
         if v is not None:
-            kwargs[field] = v
-    hw = (args.dva_mode == "crossbar" or bool(args.dva_quantize) or bool(args.qat_msb_copies)
-          or args.preset is not None or args.overrides)
+            data[field] = v
+    if any(o.startswith((TRAIN_PREFIX + "sim=", TRAIN_PREFIX + "sim.")) for o in train_sets):
+        from device.config import ConfigError
+
+        raise ConfigError("--set train.sim: the chip is set with --preset and the --set crossbar./faults./levels./circuit. keys")
+    data = override_dict({"train": data}, train_sets, flag="--set")["train"]
+    hw = (data.get("dva_mode") == "crossbar" or data.get("dva_quantize") is True or bool(data.get("qat_msb_copies"))
+          or args.preset is not None or bool(sim_sets))
     if hw:
         from nn.sim import build_sim_config
 
-        kwargs["sim"] = build_sim_config(args.preset or "default", args.overrides)
-    cfg = FinetuneConfig(**kwargs)
-    glue_dir = args.glue_dir if args.glue_dir is not None else default_glue_dir()
-    if glue_dir is not None and not os.path.isdir(glue_dir):
-        raise ValueError(f"GLUE directory {glue_dir} does not exist.")
+        data["sim"] = build_sim_config(args.preset or "default", sim_sets).to_dict()
+    return FinetuneConfig.from_dict(data)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Run :func:`nn.finetune.finetune` from parsed arguments; print a short summary."""
+    from nn.finetune import finetune, read_finetune_info
+
+    cfg = finetune_config(args)
+    if args.show_config:
+        return show_config(cfg)
+    glue_dir = glue_dir_arg(args.glue_dir)
     t0 = time.perf_counter()
     metrics = finetune(cfg, args.model, glue_dir, args.out)
     wall = time.perf_counter() - t0
     info = read_finetune_info(args.out)
-    assert metrics is not None
+    if metrics is None:  # a time-sliced run stopped early (not reachable from the CLI)
+        print(f"checkpoint written to {args.out}; rerun to continue")
+        return 0
     parts = []
     for split, res in metrics.items():
         vals = ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k != "score")

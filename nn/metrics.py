@@ -1,4 +1,4 @@
-"""GLUE metrics (numpy/scipy only) and the GLUE average.
+"""GLUE metrics through scikit-learn and scipy, with the GLUE task scores and the GLUE average.
 
 Official metric per task (Wang et al., ICLR 2019, "GLUE: A Multi-Task Benchmark and Analysis
 Platform for Natural Language Understanding", Table 1):
@@ -17,9 +17,11 @@ RTE       ``accuracy``                                accuracy
 WNLI      ``accuracy``                                accuracy
 ========  ==========================================  ==================================
 
-All values are fractions (0.91, not 91). Degenerate inputs (constant predictions or constant
-labels) give a correlation of 0.0, not NaN, and emit no warning: a model that always answers the
-same scores nothing, and a NaN would poison the average.
+All values are fractions (0.91, not 91). The metrics themselves are scikit-learn's and scipy's;
+this module adds the GLUE rules around them: which metrics a task reports, the task score (the
+mean of F1 and accuracy for MRPC/QQP, of Pearson and Spearman for STS-B) and the degenerate cases:
+constant predictions or constant labels give a correlation of 0.0, not NaN, and emit no warning (a
+model that always answers the same scores nothing, and a NaN would poison the average).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+
+from device.errors import InputError
 
 __all__ = [
     "accuracy",
@@ -45,72 +49,68 @@ def _check(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred)
     ref = np.asarray(ref)
     if pred.ndim != 1 or pred.shape != ref.shape:
-        raise ValueError(f"predictions {pred.shape} and labels {ref.shape} must be 1-D and the same length")
+        raise InputError(f"predictions {pred.shape} and labels {ref.shape} must be 1-D and the same length")
     if pred.size == 0:
-        raise ValueError("cannot score zero examples")
+        raise InputError("cannot score zero examples")
     return pred, ref
 
 
+def _constant(x: np.ndarray) -> bool:
+    return bool(np.all(x == x[0]))
+
+
 def accuracy(pred, ref) -> float:
-    """Fraction of ``pred == ref``; both ``(n,)``."""
+    """Fraction of ``pred == ref``; both ``(n,)`` (``sklearn.metrics.accuracy_score``)."""
+    from sklearn.metrics import accuracy_score
+
     pred, ref = _check(pred, ref)
-    return float(np.mean(pred == ref))
+    return float(accuracy_score(ref, pred))
 
 
 def f1_binary(pred, ref, positive: int = 1) -> float:
-    """F1 of the ``positive`` class, 2 TP / (2 TP + FP + FN); 0.0 when there are no positives at all."""
+    """F1 of the ``positive`` class, 2 TP / (2 TP + FP + FN) (``sklearn.metrics.f1_score``); 0.0
+    when there are no positives at all, in predictions or labels."""
+    from sklearn.metrics import f1_score
+
     pred, ref = _check(pred, ref)
-    p = pred == positive
-    r = ref == positive
-    tp = float(np.sum(p & r))
-    denom = 2.0 * tp + float(np.sum(p & ~r)) + float(np.sum(~p & r))
-    return 0.0 if denom == 0 else 2.0 * tp / denom
+    if not np.any(pred == positive) and not np.any(ref == positive):
+        return 0.0
+    return float(f1_score(ref == positive, pred == positive, average="binary", zero_division=0.0))
 
 
 def matthews_corrcoef(pred, ref) -> float:
-    """Matthews correlation for any number of classes (Gorodkin 2004, the form sklearn uses).
+    """Matthews correlation for any number of classes (``sklearn.metrics.matthews_corrcoef``,
+    Gorodkin 2004); 0.0 when the predictions or the labels are all one class."""
+    from sklearn.metrics import matthews_corrcoef as mcc
 
-    With confusion matrix ``C`` (rows true, columns predicted), ``t = C.sum(1)``, ``p = C.sum(0)``,
-    ``c = trace(C)``, ``s = C.sum()``:
-    ``MCC = (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))``; 0.0 when either factor is 0.
-    """
     pred, ref = _check(pred, ref)
-    classes, inv = np.unique(np.concatenate([ref, pred]), return_inverse=True)
-    k = classes.size
-    n = ref.size
-    cm = np.zeros((k, k), dtype=np.float64)
-    np.add.at(cm, (inv[:n], inv[n:]), 1.0)
-    t = cm.sum(axis=1)
-    p = cm.sum(axis=0)
-    c = np.trace(cm)
-    s = cm.sum()
-    cov_tp = c * s - t @ p
-    cov_pp = s * s - p @ p
-    cov_tt = s * s - t @ t
-    if cov_pp == 0.0 or cov_tt == 0.0:
+    if _constant(pred) or _constant(ref):
         return 0.0
-    return float(cov_tp / np.sqrt(cov_pp * cov_tt))
+    return float(mcc(ref, pred))
 
 
 def pearson(x, y) -> float:
-    """Pearson correlation of ``(n,)`` arrays, computed in float64; 0.0 if either is constant."""
+    """Pearson correlation of ``(n,)`` arrays in float64 (``scipy.stats.pearsonr``); 0.0 if either
+    is constant (or n < 2)."""
+    from scipy.stats import pearsonr
+
     x, y = _check(x, y)
-    x = x.astype(np.float64) - np.mean(x, dtype=np.float64)
-    y = y.astype(np.float64) - np.mean(y, dtype=np.float64)
-    sxx = float(x @ x)
-    syy = float(y @ y)
-    if sxx == 0.0 or syy == 0.0:
+    x = x.astype(np.float64)
+    y = y.astype(np.float64)
+    if x.size < 2 or _constant(x) or _constant(y):
         return 0.0
-    r = float(x @ y) / np.sqrt(sxx * syy)
-    return float(np.clip(r, -1.0, 1.0))
+    return float(np.clip(pearsonr(x, y).statistic, -1.0, 1.0))
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation: Pearson of the average ranks (ties share their mean rank)."""
-    from scipy.stats import rankdata
+    """Spearman rank correlation, ties sharing their mean rank (``scipy.stats.spearmanr``); 0.0
+    if either is constant (or n < 2)."""
+    from scipy.stats import spearmanr
 
     x, y = _check(x, y)
-    return pearson(rankdata(x), rankdata(y))
+    if x.size < 2 or _constant(x) or _constant(y):
+        return 0.0
+    return float(np.clip(spearmanr(x, y).statistic, -1.0, 1.0))
 
 
 def predictions_from_logits(task: str, outputs) -> np.ndarray:
@@ -124,10 +124,10 @@ def predictions_from_logits(task: str, outputs) -> np.ndarray:
     if out.ndim == 1:
         return out
     if out.ndim != 2:
-        raise ValueError(f"outputs must be (n,) or (n, num_labels), got shape {out.shape}")
+        raise InputError(f"outputs must be (n,) or (n, num_labels), got shape {out.shape}")
     if get_task(task).is_regression:
         if out.shape[1] != 1:
-            raise ValueError(f"STS-B outputs must be (n, 1), got shape {out.shape}")
+            raise InputError(f"STS-B outputs must be (n, 1), got shape {out.shape}")
         return out[:, 0]
     return np.argmax(out, axis=1)
 
@@ -178,14 +178,14 @@ def glue_average(results: Mapping[str, Mapping[str, float]], *, mnli_separate: b
     average; values are fractions.
     """
     if not results:
-        raise ValueError("glue_average needs at least one task result")
+        raise InputError("glue_average needs at least one task result")
     from nn.glue import get_task
 
     scores: list[float] = []
     mnli: dict[str, float] = {}
     for key, res in results.items():
         if "score" not in res:
-            raise ValueError(f"result for {key!r} has no 'score' entry (use glue_score)")
+            raise InputError(f"result for {key!r} has no 'score' entry (use glue_score)")
         k = key.lower()
         if k in MNLI_KEYS:
             mnli[MNLI_KEYS[k]] = float(res["score"])
