@@ -122,3 +122,50 @@ def test_well_separated_levels_report_zero_errors_not_tiny_tails():
     t = calibrate_levels(np.repeat([0, 1], 500), g)
     e = empirical_readout_error(t)
     assert e.errors[0] == 0 and e.ci_high[0] == pytest.approx(1 - 0.025 ** (1 / 1000), rel=1e-6)
+
+
+def test_engine_reads_unequal_level_spacing_as_the_analytic_digit_error():
+    """A measured 3-bit/cell array with level means 7, 86, 127, ..., 242 uS (the issue's example):
+    the engine programs each digit from its own level, so a digit d reads as
+    (mean_d - mean_0) / step with step = (mean_7 - mean_0) / 7, and the sum shows that error
+    exactly; equally spaced levels between the same extremes read exactly."""
+    import torch
+
+    from crossbar.engine import CrossbarConfig, program_matrix
+
+    means = np.array([7, 86, 127, 153, 175, 197, 219, 242]) * 1e-6
+    measured = calibrate_levels(np.repeat(np.arange(8), 4), np.repeat(means, 4))
+    uniform = LevelTable.synthetic(bits_per_cell=3, g_on_s=means[-1], g_off_s=means[0], sigma_rel=0.0,
+                                   rng=np.random.default_rng(0))
+    # 4-bit signed weights = one 3-bit magnitude slice, differential; inputs exact on the 8-bit DAC
+    cfg = CrossbarConfig(bits_per_cell=3, weight_bits=4, tile_rows=64, tile_cols=64, input_bits=8)
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(-7, 8, (16, 32), generator=gen)
+    codes[:, 0] = 7
+    w = codes.double() / 4
+    x = torch.randint(-127, 128, (5, 32), generator=gen).double()
+    x[:, 0] = 127
+    y_meas = program_matrix(w, cfg, measured, rng=np.random.default_rng(0), dtype=torch.float64)(x)
+    y_unif = program_matrix(w, cfg, uniform, rng=np.random.default_rng(0), dtype=torch.float64)(x)
+    ref = x @ w.T
+    torch.testing.assert_close(y_unif, ref, rtol=1e-12, atol=1e-9)
+    step = (means[-1] - means[0]) / 7
+    read_as = torch.as_tensor((means - means[0]) / step)
+    predicted = x @ (torch.sign(codes) * read_as[codes.abs()] / 4).T
+    torch.testing.assert_close(y_meas, predicted, rtol=1e-12, atol=1e-9)
+    assert float((y_meas - ref).norm() / ref.norm()) > 0.1  # the error is there, not assumed away
+
+
+def test_calibrated_table_loads_through_the_sim_config(tmp_path):
+    # what `reram-cosim eval ... --set levels.table_path=PATH` does with a calibrated table
+    from device.config import apply_overrides
+    from nn.sim import SimConfig, build_levels
+
+    rng = np.random.default_rng(0)
+    means = np.array([7, 86, 127, 153, 175, 197, 219, 242]) * 1e-6
+    g = np.repeat(means, 100) * (1 + 0.02 * rng.standard_normal(800))
+    p = calibrate_levels(np.repeat(np.arange(8), 100), g).save(tmp_path / "l3.h5")
+    cfg = apply_overrides(SimConfig(), [f"levels.table_path={p}", "crossbar.bits_per_cell=3"])
+    t = build_levels(cfg)
+    assert t.is_measured and t.labels == tuple(str(k) for k in range(8))
+    np.testing.assert_allclose(t.g_mean_s, [g[k * 100:(k + 1) * 100].mean() for k in range(8)], rtol=1e-12)
