@@ -1,4 +1,5 @@
-"""Number formats of weights (in the cells) and activations (at the DAC): static and dynamic fixed point.
+"""Number formats of weights (in the cells) and activations (at the DAC): static and dynamic fixed
+point, and a real-valued scale.
 
 A value ``x`` is stored as a signed integer code ``q`` with a binary point ``frac_bits`` (``F``)::
 
@@ -19,6 +20,17 @@ Dynamic fixed point (DFP)
     clipped and it sets the most-significant magnitude bit (``round(max|x| * 2**F) >= 2**(bits-2)``),
     so no MSB is wasted. ``F`` may be negative (step > 1) for large values.
 
+Scaled (``mode="scaled"``)
+    A real-valued step ``Delta = max|x| / q_max`` (per layer, per tile or per input vector), so the
+    largest magnitude maps exactly to ``q_max`` and every code is used: ``q = round(x / Delta)``.
+    This is what CrossSim and aihwkit do (an analog or digital scale factor after the ADC); it is
+    1.2-1.8x finer than the power-of-two step of DFP, which must round the range up to a power of
+    two. The step is stored in :attr:`QTensor.step` (``frac_bits`` is then 0 and unused).
+
+Granularity: one format for the whole tensor (``"layer"``), per block of the tensor (``"tile"``,
+a crossbar tile's weights or a row block's inputs), or per row of a 2-D tensor (``"vector"``:
+one step per input vector, what a per-vector shifter or scale at the DAC does; inputs only).
+
 All functions are pure tensor functions; the compute device is the input's.
 """
 
@@ -37,6 +49,7 @@ __all__ = [
     "QuantConfig",
     "QTensor",
     "q_max",
+    "step_for",
     "dfp_frac_bits",
     "quantize",
     "quantize_blocks",
@@ -57,18 +70,20 @@ class QuantConfig(Config):
 
     #: total bits of the signed code, sign included (codes -(2**(bits-1)-1) .. 2**(bits-1)-1)
     bits: int = 8
-    #: "static": binary point fixed by frac_bits; "dynamic": chosen from the data range (DFP, DATE 2019)
-    mode: Literal["static", "dynamic"] = "dynamic"
+    #: "static": binary point fixed by frac_bits; "dynamic": chosen from the data range (DFP, DATE
+    #: 2019); "scaled": real-valued step max|x| / q_max (CrossSim, aihwkit)
+    mode: Literal["static", "dynamic", "scaled"] = "dynamic"
     #: static mode only: bits after the binary point (step 2**-frac_bits); may be negative
     frac_bits: int = 6
-    #: dynamic mode only: one binary point per "layer" or per crossbar "tile" (block of the tensor)
-    granularity: Literal["layer", "tile"] = "layer"
+    #: dynamic / scaled modes: one step per "layer", per crossbar "tile" (block of the tensor), or
+    #: per "vector" (row of a 2-D input: one input vector)
+    granularity: Literal["layer", "tile", "vector"] = "layer"
 
     def __post_init__(self) -> None:
         check_int_range("bits", self.bits, 2, 24)
-        check_choice("mode", self.mode, ("static", "dynamic"))
+        check_choice("mode", self.mode, ("static", "dynamic", "scaled"))
         check_int_range("frac_bits", self.frac_bits, _F_MIN, _F_MAX)
-        check_choice("granularity", self.granularity, ("layer", "tile"))
+        check_choice("granularity", self.granularity, ("layer", "tile", "vector"))
 
 
 def q_max(bits: int) -> int:
@@ -79,6 +94,20 @@ def q_max(bits: int) -> int:
 def code_dtype(bits: int) -> torch.dtype:
     """Smallest integer dtype holding ``bits``-bit codes (int8 / int16 / int32)."""
     return torch.int8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
+
+
+def step_for(max_abs: torch.Tensor, cfg: QuantConfig) -> torch.Tensor:
+    """The quantization step (float64, ``max_abs``'s shape) that ``cfg`` gives data of range ``max_abs``.
+
+    static: ``2**-frac_bits``; dynamic: ``2**-F`` with ``F`` from :func:`dfp_frac_bits`;
+    scaled: ``max_abs / q_max`` (an all-zero range gets step 1: any step represents it exactly).
+    """
+    m = max_abs.detach().to(torch.float64)
+    if cfg.mode == "static":
+        return torch.full_like(m, 2.0 ** -cfg.frac_bits)
+    if cfg.mode == "dynamic":
+        return torch.exp2(-dfp_frac_bits(m, cfg.bits).to(torch.float64))
+    return torch.where(m > 0, m / q_max(cfg.bits), torch.ones_like(m))
 
 
 def dfp_frac_bits(max_abs: torch.Tensor, bits: int) -> torch.Tensor:
@@ -110,7 +139,9 @@ class QTensor:
     ``q``: integer codes, the input's shape, dtype :func:`code_dtype`.
     ``frac_bits``: int64, shape ``()`` (one binary point) or ``(nb_0, nb_1)`` (one per block of
     ``block`` elements over the last two dimensions, DFP per tile).
-    ``clipped``: number of elements that saturated at ``+-q_max`` (always 0 for DFP).
+    ``clipped``: number of elements that saturated at ``+-q_max`` (always 0 for DFP and scaled).
+    ``step``: float64 real-valued step(s), shape of ``frac_bits`` (scaled format); None for the
+    fixed-point formats, whose step is ``2**-frac_bits``.
     """
 
     q: torch.Tensor
@@ -118,10 +149,20 @@ class QTensor:
     bits: int
     block: tuple[int, int] | None = None
     clipped: int = 0
+    step: torch.Tensor | None = None
 
     def scale(self) -> torch.Tensor:
-        """``2**-frac_bits``, float64, shape of ``frac_bits``."""
+        """The step: ``2**-frac_bits`` (fixed point) or :attr:`step` (scaled), float64, shape of ``frac_bits``."""
+        if self.step is not None:
+            return self.step
         return torch.exp2(-self.frac_bits.to(torch.float64))
+
+    def to(self, device: str | torch.device) -> "QTensor":
+        """A copy with its tensors on ``device``."""
+        return dataclasses.replace(
+            self, q=self.q.to(device), frac_bits=self.frac_bits.to(device),
+            step=None if self.step is None else self.step.to(device),
+        )
 
     def scale_full(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The step of every element, broadcastable to ``q`` (per-block steps expanded)."""
@@ -137,9 +178,12 @@ class QTensor:
         return self.q.to(dtype) * self.scale_full(dtype)
 
 
-def _round_clip(x: torch.Tensor, f: torch.Tensor, bits: int) -> tuple[torch.Tensor, int]:
+def _round_clip(x: torch.Tensor, f: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     qm = q_max(bits)
-    y = torch.floor(x.to(torch.float64) * torch.exp2(f.to(torch.float64)) + 0.5)  # round half up
+    if step is None:
+        y = torch.floor(x.to(torch.float64) * torch.exp2(f.to(torch.float64)) + 0.5)  # round half up
+    else:
+        y = torch.floor(x.to(torch.float64) / step + 0.5)
     clipped = int(((y > qm) | (y < -qm)).sum())
     return y.clamp_(-qm, qm), clipped
 
@@ -154,6 +198,12 @@ def quantize(x: torch.Tensor, cfg: QuantConfig, *, frac_bits: int | torch.Tensor
         raise ValueError(f"quantize expects a floating-point tensor, got {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("cannot quantize a tensor with NaN or infinite values")
+    if frac_bits is None and cfg.mode == "scaled":
+        m = x.detach().abs().max() if x.numel() else torch.zeros((), device=x.device)
+        step = step_for(m, cfg)
+        f = torch.zeros((), dtype=torch.int64, device=x.device)
+        q, clipped = _round_clip(x, f, cfg.bits, step)
+        return QTensor(q=q.to(code_dtype(cfg.bits)), frac_bits=f, bits=cfg.bits, clipped=clipped, step=step)
     if frac_bits is not None:
         f = torch.as_tensor(frac_bits, dtype=torch.int64, device=x.device).reshape(())
     elif cfg.mode == "static":
@@ -180,15 +230,21 @@ def block_max_abs(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 def quantize_blocks(x: torch.Tensor, cfg: QuantConfig, block: tuple[int, int]) -> QTensor:
     """Quantize a 2-D tensor with one binary point per ``block`` (used for DFP per crossbar tile).
 
-    For a static format, or dynamic with ``granularity == "layer"``, this is :func:`quantize`
-    (one binary point). Otherwise ``frac_bits`` has shape ``(ceil(rows/b0), ceil(cols/b1))``.
+    For a static format, or ``granularity != "tile"``, this is :func:`quantize` (one step).
+    Otherwise ``frac_bits`` (and ``step``, scaled format) have shape ``(ceil(rows/b0), ceil(cols/b1))``.
     """
     if x.ndim != 2:
         raise ValueError(f"quantize_blocks expects a 2-D tensor, got shape {tuple(x.shape)}")
-    if cfg.mode == "static" or cfg.granularity == "layer":
+    if cfg.mode == "static" or cfg.granularity != "tile":
         return quantize(x, cfg)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("cannot quantize a tensor with NaN or infinite values")
+    if cfg.mode == "scaled":
+        step = step_for(block_max_abs(x, block), cfg)
+        s_full = step.repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)[: x.shape[0], : x.shape[1]]
+        f0 = torch.zeros(step.shape, dtype=torch.int64, device=x.device)
+        q, clipped = _round_clip(x, f0, cfg.bits, s_full)
+        return QTensor(q=q.to(code_dtype(cfg.bits)), frac_bits=f0, bits=cfg.bits, block=tuple(block), clipped=clipped, step=step)
     f = dfp_frac_bits(block_max_abs(x, block), cfg.bits)
     f_full = f.repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)[: x.shape[0], : x.shape[1]]
     q, clipped = _round_clip(x, f_full, cfg.bits)

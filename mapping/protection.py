@@ -100,7 +100,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from crossbar.engine import FREE, NEG, POS, CrossbarConfig, ProgrammedMatrix, TileLayout
+from crossbar.engine import FREE, NEG, POS, CrossbarConfig, ProgrammedMatrix, TileLayout, with_folded
+from crossbar.pipeline import fold, level_step_s
+from crossbar.read import CHUNK_ELEMS, adc_convert, add_read_noise, dac_cycles
 from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
 from mapping.plan import Copy, LayerPlan, MappingError, MappingPlan
 
@@ -663,6 +665,9 @@ class ProtectedMatrix:
     represented: Any
     #: agreement tolerance of the vote rules (ProtectionConfig.vote_tol)
     tol: float = 0.5
+    #: ``(R, N)`` factor bringing each voted column's ADC output to the units of its group's
+    #: first replica (per-slice calibrated ADCs: MSB copies sit in other slices); None = all 1
+    unit: torch.Tensor | None = None
 
     @property
     def out_features(self) -> int:
@@ -680,7 +685,11 @@ class ProtectedMatrix:
         return self.matvec(x, generator)
 
     def matvec(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(batch..., in) -> (batch..., out)``: the unvoted read plus the voted columns."""
+        """``(batch..., in) -> (batch..., out)``: the unvoted read plus the voted columns.
+
+        The voted columns go through the engine's own read pieces (:mod:`crossbar.read`: DAC
+        cycles, read noise, ADC), each replica converted by the ADC of its own slice, then
+        brought to the units of the group's first replica (``unit``) and voted."""
         pm = self.base
         lead = x.shape[:-1]
         xf = x.reshape(-1, pm.in_features)
@@ -689,50 +698,38 @@ class ProtectedMatrix:
             return y.to(x.dtype).reshape(*lead, pm.out_features)
         cfg, lay = pm.cfg, pm.layout
         R, tr = lay.n_row_blocks, lay.tile_rows
-        xq, sx = pm._dac(xf)
-        planes, a = _dac_cycles(xq, cfg)  # (K, n, in)
+        xq, sx = pm.dac(xf)
+        sx_r, post = pm.split_input_step(sx)
+        planes, a = dac_cycles(xq, cfg)  # (K, n, in)
         K, n = planes.shape[0], planes.shape[1]
-        planes = torch.cat([planes, planes.new_zeros(K, n, 1)], dim=2)
-        gather = pm._row_gather()
-        sx_r = sx.new_zeros(R).scatter_(0, pm._in_block(), sx) if sx.ndim else sx.expand(R)
+        xw = pm.word_lines(planes)  # (K, R, n, rows)
         N = self.voted.shape[-1]
         adc = cfg.adc_bits is not None
-        lo, hi = (-(2 ** (cfg.adc_bits - 1)), 2 ** (cfg.adc_bits - 1) - 1) if adc else (0, 0)
-        nc = max(1, min(n, (1 << 22) // max(1, R * K * N)))
+        nc = max(1, min(n, CHUNK_ELEMS // 2 // max(1, R * K * N)))
         for i0 in range(0, n, nc):  # chunks of the batch (memory), never tiles or replicas
             i1 = min(n, i0 + nc)
             m = i1 - i0
-            X = planes[:, i0:i1].index_select(2, gather).view(K * m, R, tr).transpose(0, 1)  # (R, K*m, rows)
+            X = xw[:, :, i0:i1].permute(1, 0, 2, 3).reshape(R, K * m, tr)  # (R, K*m, rows), cycle-major
             cur = torch.bmm(X, self.voted)  # (R, K*m, N)
             if self.voted_var is not None:
-                sd = torch.bmm(X * X, self.voted_var).clamp_(min=0).sqrt_()
-                cur.addcmul_(sd, torch.randn(cur.shape, generator=generator, dtype=cur.dtype, device=cur.device))
+                add_read_noise(cur, X, self.voted_var, generator, torch.bmm)
             if adc:
-                cur.round_().clamp_(lo, hi)
+                adc_convert(cur, cfg)
             if K > 1:
                 cur = torch.matmul(a.view(1, 1, K), cur.view(R, K, m * N))
             cur = cur.view(R, m, N)
+            if self.unit is not None:
+                cur = cur * self.unit.view(R, 1, N)
             for p in self.parts:
                 G = p.out_idx.numel()
                 v = cur[:, :, p.start : p.start + p.k * G].view(R, m, p.k, G)
                 w = vote(v, p.rule, self.tol, p.sel)  # (R, m, G)
-                contrib = (w * (p.fac * sx_r.view(R, 1)).view(R, 1, G)).sum(0)  # (m, G)
+                fac = p.fac if sx_r is None else p.fac * sx_r.to(p.fac.dtype).view(R, 1)
+                contrib = (w * fac.view(R, 1, G)).sum(0)  # (m, G)
+                if post is not None:
+                    contrib = contrib * (post[i0:i1] if post.ndim else post).to(contrib.dtype)
                 y[i0:i1].index_add_(1, p.out_idx, contrib)
         return y.to(x.dtype).reshape(*lead, pm.out_features)
-
-
-def _dac_cycles(xq: torch.Tensor, cfg: CrossbarConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Word-line inputs per DAC cycle ``(K, n, in)`` and the cycles' weights ``(K,)``: the whole
-    code (multi-bit) or its two's-complement bits, the MSB cycle weighing ``-2**(B-1)``."""
-    if cfg.dac == "multi_bit":
-        return xq.unsqueeze(0), torch.ones(1, dtype=xq.dtype, device=xq.device)
-    B = cfg.input_bits
-    u = torch.remainder(xq.to(torch.int64), 1 << B)
-    k = torch.arange(B, device=xq.device)
-    planes = ((u.unsqueeze(0) >> k.view(B, 1, 1)) & 1).to(xq.dtype)
-    a = torch.exp2(k.to(torch.float64))
-    a[-1] = -a[-1]
-    return planes, a.to(xq.dtype)
 
 
 def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMatrix:
@@ -743,8 +740,6 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
     engine readout (:attr:`ProtectedMatrix.base`), the voted columns and their replicas into one
     voted readout. Costs one draw of the layer's cells (the fault-aware rule reads its fault map).
     """
-    from crossbar.engine import _draw, _fold, _level_step_s
-
     if not isinstance(pm, ProgrammedMatrix):
         raise ValueError(f"expected a ProgrammedMatrix, got {type(pm).__name__}")
     cfg, lay = pm.cfg, pm.layout
@@ -756,7 +751,7 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
         stored, kept = embed_msb(pm.qweight, cfg, prot.msb_copies)
     else:
         stored = kept = pm.qweight
-    st = _draw(stored, lay, cfg, pm.levels, pm.faults, pm.seed, pm.circuit, pm.irdrop)
+    st = pm.cells(stored)  # the same chip, bit-identically (same seed, same steps)
     role, sl, co, cp = lay.col_role, lay.col_slice, lay.col_out, lay.col_copy
     # main column of every (output, slice, role)
     where: dict[tuple[int, int, int], tuple[int, int]] = {}
@@ -800,24 +795,18 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
         for rl in (POS, NEG):
             c, j = where[(o, s, rl)]
             lay_u.col_copy[c, j] = True
-    dg = _level_step_s(pm.levels)
-    folded = _fold(st.m_s, stored, lay_u, cfg, dg, pm.device, pm.dtype)
-    base = dataclasses.replace(pm, qweight=stored, layout=lay_u, **folded)
-    if cfg.adc_bits is not None:
-        base = base._with_adc_step(pm.adc_step, calibrated=pm.calibrated)
+    dg = level_step_s(pm.levels)
+    base = with_folded(pm, fold(st.m_s, stored, lay_u, cfg, dg, pm.device, pm.dtype), qweight=stored, layout=lay_u)
     # voted readout: partitions by (replica count, rule), replica-major inside a partition
-    m = torch.from_numpy(st.m_s).view(R, C, tr, tc)
-    if cfg.adc_bits is not None:  # weight step x ADC step per (row block, output)
-        out_scale = base.out_scale.detach().to(torch.float64).cpu().view(R, out_f)
-    else:  # ideal ADC: the engine folds the weight step into its readout; here it is applied after the vote
-        ws = stored.scale().cpu()
-        out_scale = ws.expand(R, out_f) if ws.ndim == 0 else ws.repeat_interleave(stored.block[0], 0)[:out_f].T
-    step = base.adc_step.detach().to(torch.float64).cpu().view(R, 1, 1) if cfg.adc_bits is not None else None
+    m = st.m_s.detach().to(device="cpu", dtype=torch.float64).view(R, C, tr, tc)
+    adc = cfg.adc_bits is not None
+    w_step = base.w_step.detach().to(torch.float64).cpu()  # (R, out)
+    adc_step = base.adc_step.detach().to(torch.float64).cpu()  # (R, S_adc): level steps per ADC code
     sig = cfg.read_noise_sigma_rel
     driven = torch.from_numpy(((lay.row_in >= 0) & ~lay.row_copy).astype(np.int64))  # (R, tr)
-    fmap = torch.from_numpy((st.faults != 0).astype(np.int64)).view(R, C, tr, tc)
+    fmap = (st.faults != 0).to(torch.int64).cpu().view(R, C, tr, tc)
     keys = sorted({(len(g[2]), g[3]) for g in groups})
-    cols, var, parts, start = [], [], [], 0
+    cols, var, parts, steps, units, start = [], [], [], [], [], 0
     for k, rule in keys:
         sel_g = [g for g in groups if (len(g[2]), g[3]) == (k, rule)]
         G = len(sel_g)
@@ -828,8 +817,19 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
         if sig > 0:
             var.append((sig**2 * (mp**2 + mn**2) / dg**2).permute(1, 2, 0))
         o_idx = torch.tensor([g[0] for g in sel_g], dtype=torch.int64)
+        s_grp = torch.tensor([g[1] for g in sel_g], dtype=torch.int64)
         beta = torch.tensor([2.0 ** (g[1] * cfg.bits_per_cell) for g in sel_g], dtype=torch.float64)
-        fac = out_scale[:, o_idx] * beta.view(1, G)
+        fac = w_step[:, o_idx] * beta.view(1, G)
+        if adc:
+            # each replica is converted by the ADC of its own slice, then expressed in the
+            # units of the group's slice (the one the shift-and-add weighs)
+            s_rep = torch.from_numpy(sl[reps[:, :, 0].T.reshape(-1), reps[:, :, 1].T.reshape(-1)].astype(np.int64))
+            a_col = adc_step.shape[1] > 1
+            st_rep = adc_step[:, s_rep] if a_col else adc_step[:, :1].expand(R, k * G)
+            st_grp = adc_step[:, s_grp] if a_col else adc_step[:, :1].expand(R, G)
+            fac = fac * st_grp
+            steps.append(st_rep)
+            units.append(st_rep / st_grp.repeat(1, k))
         sel = None
         if rule == "fault_aware":
             bad_p = (fmap[:, cb, :, jp] * driven.view(1, R, tr)).sum(-1)  # (k*G, R) faulty driven cells
@@ -840,18 +840,22 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
         parts.append(_Part(start=start, k=k, rule=rule, out_idx=o_idx.to(pm.device),
                            fac=fac.to(device=pm.device, dtype=pm.dtype), sel=sel))
         start += k * G
+    unit = None
     if cols:
         voted = torch.cat(cols, dim=2)
         vv = torch.cat(var, dim=2) if var else None
+        if adc:
+            step = torch.cat(steps, dim=1).view(R, 1, -1)
+            voted = voted / step
+            vv = None if vv is None else vv / (step * step)
+            u = torch.cat(units, dim=1)
+            unit = None if bool((u == 1).all()) else u.to(device=pm.device, dtype=pm.dtype)
     else:
         voted, vv = torch.zeros(R, tr, 0, dtype=torch.float64), None
-    if step is not None:
-        voted = voted / step
-        vv = None if vv is None else vv / (step * step)
     out = ProtectedMatrix(
         base=base, voted=voted.to(device=pm.device, dtype=pm.dtype).contiguous(),
         voted_var=None if vv is None else vv.to(device=pm.device, dtype=pm.dtype).contiguous(),
-        parts=tuple(parts), source=pm, represented=kept, tol=float(prot.vote_tol),
+        parts=tuple(parts), source=pm, represented=kept, tol=float(prot.vote_tol), unit=unit,
     )
     return out
 

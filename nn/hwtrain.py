@@ -22,8 +22,8 @@ Crossbar-matched variation (``noise_scale > 0``)
     ``mu(d)``, ``sigma(d)``: mean and (population) standard deviation of level ``d``'s samples,
     which the engine resamples uniformly (synthetic tables: ``sigma ~ sigma_rel * g_target``).
     Both depend on the code alone, so they are tabulated once per config for every code
-    (:func:`code_statistics`, by running the engine's own slicing ``_cell_levels`` and fold
-    ``_fold`` on a matrix holding each code once), and a training step is a quantization and two
+    (:func:`code_statistics`, by running the engine's own slicing ``cell_digits`` and fold
+    ``fold`` on a matrix holding each code once), and a training step is a quantization and two
     table look-ups: ``w_hw = E[w_eff | q] + noise_scale * sqrt(Var[w_eff | q]) * z``,
     ``z ~ N(0, 1)`` per weight from the training generator. The noise of a small weight is not
     proportional to it: a zero weight still has ``2 * n_slices`` HRS cells, each weighted by its
@@ -56,7 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossbar.engine import CrossbarConfig, _cell_levels, _check_levels, _fold, _level_step_s, default_layout
+from crossbar.engine import CrossbarConfig, default_layout
+from crossbar.pipeline import cell_digits, check_levels, fold, level_step_s
 from crossbar.quant import QTensor, code_dtype, q_max, quantize_blocks
 from device.config import ConfigError
 
@@ -91,7 +92,7 @@ def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
     """Per-code mean and std of the effective weight a chip programmed with ``cfg`` and ``levels``
     (a ``device.programming.LevelTable``) reads back with an ideal ADC and no IR drop.
 
-    Runs the engine's slicing (``_cell_levels``) and fold (``_fold``) on an ``(n_codes, 1)``
+    Runs the engine's slicing (:func:`crossbar.pipeline.cell_digits`) and fold (:func:`crossbar.pipeline.fold`) on an ``(n_codes, 1)``
     matrix holding every code once: the mean folds the level means ``mu(d)``; the variance folds
     the per-cell standard deviation ``sqrt(sigma(d)**2 + sigma_r**2 (mu(d)**2 + sigma(d)**2))``
     through the engine's read-noise path (``read_noise_sigma_rel=1``), which sums
@@ -100,7 +101,7 @@ def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
     """
     if not isinstance(cfg, CrossbarConfig):
         raise ValueError(f"cfg must be a CrossbarConfig, got {type(cfg).__name__}")
-    _check_levels(levels, cfg)
+    check_levels(levels, cfg)
     qm = q_max(cfg.weight_bits)
     n = 2 * qm + 1
     lut_cfg = cfg.replace(
@@ -110,16 +111,16 @@ def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
     codes = torch.arange(-qm, qm + 1, dtype=torch.int64).view(n, 1)
     qt = QTensor(q=codes.to(code_dtype(cfg.weight_bits)), frac_bits=torch.zeros((), dtype=torch.int64), bits=cfg.weight_bits)
     layout = default_layout(n, 1, lut_cfg)
-    digits = _cell_levels(qt, layout, lut_cfg)  # (tiles, 1, cols)
+    digits = cell_digits(qt, layout, lut_cfg).numpy()  # (tiles, 1, cols)
     g = np.asarray(levels.g_samples_s, dtype=np.float64)
     mu = g.mean(axis=1)
     var = g.var(axis=1)  # ddof=0: the engine draws uniformly from exactly these samples
     sig_r = cfg.read_noise_sigma_rel
     sd = np.sqrt(var + sig_r**2 * (mu**2 + var))
-    dg = _level_step_s(levels)
+    dg = level_step_s(levels)
     cpu = torch.device("cpu")
-    mean = _fold(mu[digits], qt, layout, lut_cfg, dg, cpu, torch.float64)["readout"][:, 0]
-    nv = _fold(sd[digits], qt, layout, lut_cfg.replace(read_noise_sigma_rel=1.0), dg, cpu, torch.float64)["noise_var"]
+    mean = fold(torch.from_numpy(mu[digits]), qt, layout, lut_cfg, dg, cpu, torch.float64).readout[:, 0]
+    nv = fold(torch.from_numpy(sd[digits]), qt, layout, lut_cfg.replace(read_noise_sigma_rel=1.0), dg, cpu, torch.float64).noise_var
     std = np.sqrt(nv[:, 0].numpy()) if nv is not None else np.zeros(n)
     return CodeStats(q_max=qm, mean=mean.numpy().copy(), std=std, dg_s=dg)
 

@@ -27,7 +27,7 @@ K = 5.0
 
 def _integer_reference(pm, x):
     """``sum over tiles of step_x * step_w * (x_codes @ w_codes.T)`` in float64 (exact integers)."""
-    xq, sx = pm._dac(x)
+    xq, sx = pm.dac(x)
     w = pm.qweight.q.to(torch.float64) * pm.qweight.scale_full(torch.float64)
     return (xq.to(torch.float64) * sx.to(torch.float64)) @ w.T, xq
 
@@ -79,7 +79,8 @@ def test_exact_with_per_tile_formats_and_batch_shapes():
     w = _rand((21, 40), 3)
     w[:4] *= 10.0  # tiles with a 10x range get their own binary point
     x = _rand((2, 3, 40), 4)
-    pm = program_matrix(w, cfg, ideal_levels(2), None, np.random.default_rng(0), dtype=torch.float64)
+    # per-row-block input steps are fixed once on calibration data (never from the read's batch)
+    pm = program_matrix(w, cfg, ideal_levels(2), None, np.random.default_rng(0), dtype=torch.float64).calibrate(x)
     assert pm.qweight.frac_bits.numel() > 1 and int(pm.qweight.frac_bits.max()) > int(pm.qweight.frac_bits.min())
     y = pm.matvec(x)
     assert y.shape == (2, 3, 21)
@@ -152,7 +153,7 @@ def test_read_noise_has_the_predicted_variance():
     y0 = quiet.matvec(x)
     y = pm.matvec(x, generator=torch.Generator().manual_seed(0))
     # predicted per-read sigma from the cells: sigma_rel * G per cell, differential pair, slices
-    xq, sx = pm._dac(x)
+    xq, sx = pm.dac(x)
     st = pm.tile_state()
     lv = ideal_levels(2)
     dg = (lv.g_target_s[-1] - lv.g_target_s[0]) / 3
@@ -224,11 +225,11 @@ def test_exact_ir_drop_equals_the_circuit_solver_on_the_same_tile():
     st = pm.tile_state()
     np.testing.assert_allclose(st.m_s, effective_matrix(st.g_s, circuit), rtol=1e-12, atol=0)
     # an independent path: solve each tile's circuit for the DAC voltages, decode digitally
-    xq, sx = pm._dac(x)
+    xq, sx = pm.dac(x)
     v_lsb = cfg.v_read_v / q_max(cfg.input_bits)
     v = (xq.numpy() * v_lsb).T  # (rows, batch)
     i_cols = np.stack([solve(st.g_s[t], v, circuit).i_out_a.T for t in range(pm.n_tiles)], axis=1)  # (batch, tiles, cols)
-    y_solver = _decode_columns(pm, i_cols, v_lsb) * float(sx) * float(pm.qweight.scale())
+    y_solver = _decode_columns(pm, i_cols, v_lsb) * sx.numpy() * float(pm.qweight.scale())  # sx: (batch, 1) per vector
     y = pm.matvec(x).numpy()
     np.testing.assert_allclose(y, y_solver, rtol=1e-9, atol=1e-12 * np.abs(y_solver).max())
     # the IR drop is really there: the ideal-wire result differs by more than round-off

@@ -1,4 +1,4 @@
-"""The bit-serial read from tables of partial currents (``crossbar.engine._lut_bit_serial``) against
+"""The bit-serial read from tables of partial currents (``crossbar.bitserial.lut_bit_serial``) against
 the batched-matmul read it replaces on the CPU: the same ADC codes, hence the same outputs, exactly
 for integer-valued currents (ideal devices) and in float64."""
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import crossbar.engine as engine
+import crossbar.bitserial as bitserial
+import crossbar.read as read
 from crossbar.engine import CrossbarConfig, program_matrix
 from device.faults import FaultConfig
 from device.programming import LevelTable
@@ -26,14 +27,14 @@ def _rand(shape, seed, dtype=torch.float64):
 def _both(pm, x, monkeypatch):
     """``(table read, matmul read)`` of ``x``; fails unless the table read was actually taken."""
     calls = []
-    lut = engine._lut_bit_serial
-    monkeypatch.setattr(engine, "_lut_bit_serial", lambda *a: calls.append(1) or lut(*a))
+    lut = read.lut_bit_serial
+    monkeypatch.setattr(read, "lut_bit_serial", lambda *a: calls.append(1) or lut(*a))
     y_lut = pm.matvec(x)
     assert calls, "the table read was not used"
-    monkeypatch.setattr(engine, "_BIT_SERIAL_LUT", False)
+    monkeypatch.setattr(read, "BIT_SERIAL_LUT", False)
     y_mm = pm.matvec(x)
     assert len(calls) == 1
-    monkeypatch.setattr(engine, "_BIT_SERIAL_LUT", True)
+    monkeypatch.setattr(read, "BIT_SERIAL_LUT", True)
     return y_lut, y_mm
 
 
@@ -54,8 +55,8 @@ def test_table_read_is_the_integer_matmul_read_exactly(tile_rows, input_bits, bi
 
 
 def test_blocks_that_straddle_slices_and_a_ragged_last_token_block(monkeypatch):
-    monkeypatch.setattr(engine, "_LUT_COLS", 7)  # blocks of 7 channels straddle the slices of 19 outputs
-    monkeypatch.setattr(engine, "_LUT_TOKENS", 5)  # 37 tokens: 7 blocks of 5 and one of 2
+    monkeypatch.setattr(bitserial, "LUT_COLS", 7)  # blocks of 7 channels straddle the slices of 19 outputs
+    monkeypatch.setattr(bitserial, "LUT_TOKENS", 5)  # 37 tokens: 7 blocks of 5 and one of 2
     cfg = CrossbarConfig(tile_rows=16, tile_cols=16, weight_bits=8, bits_per_cell=2, dac="bit_serial",
                          input_bits=8, adc_bits=24, adc_scope="column")
     w, x = _rand((19, 40), 3), _rand((37, 40), 4)
@@ -72,7 +73,7 @@ def test_clipping_adc_and_device_effects_in_float64(monkeypatch, tmp_path):
     w, x = _rand((40, 70), 5), _rand((64, 70), 6)
     pm = program_matrix(w, cfg, _levels(2, 0.05), FaultConfig(rate=0.02), np.random.default_rng(1),
                         dtype=torch.float64).calibrate(x[:2])
-    assert pm._adc_can_clip(-16, 15)
+    assert read.adc_can_clip(pm.readout, pm.noise_var, pm.cfg)
     y_lut, y_mm = _both(pm, x, monkeypatch)
     assert torch.equal(y_lut, y_mm)
 
@@ -98,7 +99,7 @@ def test_float32_read_agrees_with_the_matmul_read(monkeypatch):
 @pytest.mark.parametrize("bits,n,rows", itertools.product([3, 8, 12], [1, 9], [8, 24]))
 def test_plane_bytes_are_the_bit_planes(bits, n, rows):
     u = torch.randint(0, 1 << bits, (2, n, rows), generator=torch.Generator().manual_seed(bits))
-    got = engine._plane_bytes(u, bits, 4)  # (R, blocks, bits, 4, rows // 8)
+    got = bitserial.plane_bytes(u, bits, 4)  # (R, blocks, bits, 4, rows // 8)
     nb = -(-n // 4)
     assert got.shape == (2, nb, bits, 4, rows // 8)
     up = torch.nn.functional.pad(u, (0, 0, 0, nb * 4 - n)).view(2, nb, 1, 4, rows // 8, 8)
@@ -113,7 +114,7 @@ def test_per_tile_formats_use_per_output_factors(monkeypatch):
     w = _rand((21, 40), 3)
     w[:4] *= 10.0  # tiles with a 10x range get their own binary point
     x = _rand((2, 3, 40), 4)
-    pm = program_matrix(w, cfg, _levels(2), None, np.random.default_rng(0), dtype=torch.float64)
+    pm = program_matrix(w, cfg, _levels(2), None, np.random.default_rng(0), dtype=torch.float64).calibrate(x)
     assert pm.qweight.frac_bits.numel() > 1
     y_lut, y_mm = _both(pm, x, monkeypatch)
     assert torch.equal(y_lut, y_mm)

@@ -1,0 +1,175 @@
+"""The crossbar configuration: how a weight matrix is quantized, sliced, mapped, programmed and read.
+
+One frozen :class:`CrossbarConfig` holds every setting of the tile engine (:mod:`crossbar.engine`);
+its fields are reachable from the CLI as ``--set crossbar.FIELD=VALUE``. Which physical effect
+each field switches on, when that effect is sampled and which function applies it is tabulated
+in ``CONTRIBUTING.md`` ("Physical effects").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from crossbar.quant import QuantConfig
+from device.config import Config, ConfigError, check_choice, check_int_range, check_positive, check_range, config
+
+__all__ = ["CrossbarConfig", "DEFAULT_G_ON_S", "DEFAULT_G_OFF_S"]
+
+#: default level window when no table is given: 10 kOhm LRS, 1 MOhm HRS, the range of the
+#: crossbar figures in docs/REFERENCES.md ("10 kohm-1 Mohm cells"); no programming variation
+DEFAULT_G_ON_S = 100e-6
+DEFAULT_G_OFF_S = 1e-6
+
+
+@config
+class CrossbarConfig(Config):
+    """How a weight matrix is quantized, sliced, mapped, programmed and read on crossbar tiles."""
+
+    #: word lines per tile (NeuroSim default sub-array: 128)
+    tile_rows: int = 128
+    #: bit lines per tile
+    tile_cols: int = 128
+    #: bits of the signed weight code, sign included (symmetric, see crossbar.quant)
+    weight_bits: int = 8
+    #: weight number format: "static" or "dynamic" fixed point (DFP, Long et al. DATE 2019), or
+    #: "scaled" (real-valued step max|w| / q_max, as CrossSim and aihwkit; see crossbar.quant)
+    weight_format: Literal["static", "dynamic", "scaled"] = "dynamic"
+    #: static weight format: bits after the binary point
+    weight_frac_bits: int = 6
+    #: dynamic / scaled weight format: one step per "layer" or per "tile"
+    weight_granularity: Literal["layer", "tile"] = "layer"
+    #: bits stored per cell (levels 2**bits_per_cell), 1..4
+    bits_per_cell: int = 2
+    #: when bits_per_cell does not divide the code bits: "msb" (top slice holds the rest) or "error"
+    partial_slice: Literal["msb", "error"] = "msb"
+    #: signed weights: "differential" (G+ and G- columns) or "offset" (code + 2**(N-1), reference column)
+    mapping: Literal["differential", "offset"] = "differential"
+    #: bits of the signed input code at the DAC, sign included
+    input_bits: int = 8
+    #: input number format at the DAC: "static" or "dynamic" fixed point, or "scaled" (real step)
+    input_format: Literal["static", "dynamic", "scaled"] = "dynamic"
+    #: static input format: bits after the binary point
+    input_frac_bits: int = 4
+    #: dynamic / scaled input format: one step per input "vector" (set by each vector itself, as a
+    #: per-vector shifter does: the default, needs no calibration data), or one per "layer" / per
+    #: row block ("tile") fixed once by ProgrammedMatrix.calibrate on calibration data. Never set
+    #: from the batch: a vector's output does not depend on which other vectors share its batch.
+    input_granularity: Literal["vector", "layer", "tile"] = "vector"
+    #: "multi_bit": the whole input code as one bipolar voltage; "bit_serial": one bit per cycle
+    dac: Literal["multi_bit", "bit_serial"] = "multi_bit"
+    #: word-line voltage of a full-scale input (multi_bit) or of a '1' bit (bit_serial), V
+    v_read_v: float = 0.2
+    #: ADC resolution in bits, signed; None = ideal (no quantization of column currents)
+    adc_bits: int | None = None
+    #: ADC range: "full_scale" (largest possible sum) or "calibrated" (largest seen on data)
+    adc_range: Literal["full_scale", "calibrated"] = "full_scale"
+    #: what one ADC conversion digitizes: each slice "column" per cycle, or the "tile" partial sum
+    adc_scope: Literal["column", "tile"] = "column"
+    #: IR-drop model: "ideal" (none), "table" (crossbar.irdrop LUT), "exact" (crossbar.solver)
+    ir_drop: Literal["ideal", "table", "exact"] = "ideal"
+    #: read noise: relative sigma of each cell's conductance, drawn on every read
+    read_noise_sigma_rel: float = 0.0
+    #: time between programming and the reads, s: conductance relaxation (0 = off; needs a
+    #: relaxation model, device.relaxation, passed to program_matrix)
+    read_time_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int_range("tile_rows", self.tile_rows, 1, 4096)
+        check_int_range("tile_cols", self.tile_cols, 2, 4096)
+        check_int_range("weight_bits", self.weight_bits, 2, 16)
+        check_choice("weight_format", self.weight_format, ("static", "dynamic", "scaled"))
+        check_choice("weight_granularity", self.weight_granularity, ("layer", "tile"))
+        check_int_range("bits_per_cell", self.bits_per_cell, 1, 4)
+        check_choice("partial_slice", self.partial_slice, ("msb", "error"))
+        check_choice("mapping", self.mapping, ("differential", "offset"))
+        check_int_range("input_bits", self.input_bits, 2, 16)
+        check_choice("input_format", self.input_format, ("static", "dynamic", "scaled"))
+        check_choice("input_granularity", self.input_granularity, ("vector", "layer", "tile"))
+        check_choice("dac", self.dac, ("multi_bit", "bit_serial"))
+        check_positive("v_read_v", self.v_read_v)
+        check_choice("adc_range", self.adc_range, ("full_scale", "calibrated"))
+        check_choice("adc_scope", self.adc_scope, ("column", "tile"))
+        check_choice("ir_drop", self.ir_drop, ("ideal", "table", "exact"))
+        check_range("read_noise_sigma_rel", self.read_noise_sigma_rel, 0.0, 1.0)
+        check_range("read_time_s", self.read_time_s, 0.0, 1e9)
+        # the quantization sub-configs validate the fraction bits
+        self.weight_quant, self.input_quant  # noqa: B018
+        if self.partial_slice == "error" and self.code_bits % self.bits_per_cell:
+            what = (
+                f"the {self.code_bits} magnitude bits of a {self.weight_bits}-bit weight on a differential pair"
+                if self.mapping == "differential"
+                else f"the {self.code_bits} bits of a {self.weight_bits}-bit offset-coded weight"
+            )
+            raise ConfigError(
+                f"bits_per_cell={self.bits_per_cell} does not divide {what}; set partial_slice='msb' to store "
+                f"the remaining {self.code_bits % self.bits_per_cell} bit(s) in the most-significant slice"
+            )
+        if self.outputs_per_tile < 1:
+            need = 2 * self.n_slices
+            raise ConfigError(
+                f"tile_cols={self.tile_cols} is invalid: one {self.mapping} output with {self.n_slices} slice(s) "
+                f"needs {need} columns; use tile_cols >= {need}"
+            )
+        if self.adc_bits is not None:
+            if isinstance(self.adc_bits, bool) or not isinstance(self.adc_bits, int):
+                raise ConfigError(f"adc_bits={self.adc_bits!r} is invalid: must be an integer or None")
+            lo = self.bits_per_cell + 1
+            if self.adc_bits < lo:
+                raise ConfigError(
+                    f"adc_bits={self.adc_bits} is invalid: a signed ADC needs at least bits_per_cell + 1 = {lo} bits "
+                    f"to resolve one level step of a {self.bits_per_cell}-bit cell"
+                )
+            check_int_range("adc_bits", self.adc_bits, lo, 32)
+
+    @property
+    def code_bits(self) -> int:
+        """Bits of the unsigned code stored per column: magnitude (differential) or offset code."""
+        return self.weight_bits - 1 if self.mapping == "differential" else self.weight_bits
+
+    @property
+    def n_slices(self) -> int:
+        """Cells (columns) per weight per polarity: ``ceil(code_bits / bits_per_cell)``."""
+        return -(-self.code_bits // self.bits_per_cell)
+
+    @property
+    def slice_bits(self) -> tuple[int, ...]:
+        """Bits held by each slice, least significant first (the last may be partial)."""
+        b, c = self.bits_per_cell, self.code_bits
+        return tuple(min(b, c - s * b) for s in range(self.n_slices))
+
+    @property
+    def outputs_per_tile(self) -> int:
+        """Outputs one tile holds in the default layout."""
+        s = self.n_slices
+        return self.tile_cols // (2 * s) if self.mapping == "differential" else (self.tile_cols - s) // s
+
+    @property
+    def weight_quant(self) -> QuantConfig:
+        return QuantConfig(
+            bits=self.weight_bits, mode=self.weight_format, frac_bits=self.weight_frac_bits,
+            granularity=self.weight_granularity,
+        )
+
+    @property
+    def input_quant(self) -> QuantConfig:
+        return QuantConfig(
+            bits=self.input_bits, mode=self.input_format, frac_bits=self.input_frac_bits,
+            granularity=self.input_granularity,
+        )
+
+    @property
+    def input_needs_calibration(self) -> bool:
+        """Whether the DAC's input step is fixed once on calibration data (dynamic or scaled
+        input format with ``input_granularity`` "layer" or "tile")."""
+        return self.input_format != "static" and self.input_granularity != "vector"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether :meth:`crossbar.engine.ProgrammedMatrix.calibrate` must run before the first read."""
+        return self.input_needs_calibration or (self.adc_bits is not None and self.adc_range == "calibrated")
+
+    @property
+    def cycles(self) -> int:
+        """DAC cycles per read: input_bits (bit_serial) or 1."""
+        return self.input_bits if self.dac == "bit_serial" else 1
+

@@ -1,0 +1,500 @@
+"""Programming a weight matrix onto crossbar tiles: one ordered list of physical effects.
+
+A chip is made by running :data:`PROGRAMMING_STEPS` in order on a :class:`CellState` (every cell
+of every tile of one layer, ``(tiles, rows, cols)`` tensors on the weight's device), then
+:func:`fold` turns the cells into what a read uses. Each step is a public function
+``step(state, ctx) -> state`` that models one physical effect, says when it is sampled and the
+range it is valid for, and raises outside it. A new effect is one new step here plus its config
+fields (``CONTRIBUTING.md``, "Physical effects", has the table of effect -> when sampled ->
+config field -> function).
+
+==================  =============================================  ===============================
+step                what it models                                 sampled
+==================  =============================================  ===============================
+cell_digits_step    slicing of the weight codes into cell digits   deterministic
+fault_map_step      stuck-at map (drawn, or given by a chip test)  once per chip
+encode_step         fault-map-aware re-encoding (mapping layer)    once per chip (deterministic)
+variation_step      programming (write-verify) variation           once per chip
+relaxation_step     conductance relaxation after ``read_time_s``   once per chip and read time
+stuck_at_step       stuck cells read g_sa0_s / g_sa1_s             once per chip
+ir_drop_step        wire resistance: effective matrix ``M(G)``     once per chip (linear cells)
+==================  =============================================  ===============================
+
+Read noise is sampled on every read and lives in the read (:mod:`crossbar.read`).
+
+Randomness: every step draws from its own ``torch.Generator`` on the tensors' device, seeded from
+the chip's seed and the step's name (:meth:`ProgramContext.generator`), so a chip is a pure
+function of ``(weights, config, tables, seed)``, adding a step never changes the draws of the
+others, and the same seed gives a bit-identical chip on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from crossbar.config import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig
+from crossbar.layout import FREE, NEG, POS, REF, TileLayout
+from crossbar.quant import QTensor, q_max
+from device.config import ConfigError
+
+__all__ = [
+    "CellState",
+    "ProgramContext",
+    "PROGRAMMING_STEPS",
+    "cell_digits",
+    "cell_digits_step",
+    "fault_map_step",
+    "encode_step",
+    "variation_step",
+    "relaxation_step",
+    "stuck_at_step",
+    "ir_drop_step",
+    "run_pipeline",
+    "fold",
+    "level_step_s",
+    "check_levels",
+    "default_levels",
+    "load_irdrop",
+    "weight_steps",
+    "FoldedReadout",
+]
+
+_DATA = Path(__file__).resolve().parents[1] / "data"
+
+#: cells per chunk of tiles when applying the IR-drop table (~1 MiB of float64)
+_TILE_CHUNK_CELLS = 1 << 17
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CellState:
+    """Every cell of one layer's tiles, ``(tiles, rows, cols)``, tiles ``t = r * C + c``.
+
+    ``digits``: uint8 digit written to each cell (0 = HRS; free cells 0).
+    ``faults``: int8 :class:`device.faults.Fault` codes (0 none, 1 SA0, 2 SA1), or None before
+    :func:`fault_map_step`.
+    ``g_s``: float64 read conductance, S (after variation, relaxation, faults), or None.
+    ``m_s``: float64 effective matrix with IR drop, S (``i_out = v_in @ m_s`` per tile), or None.
+    """
+
+    digits: torch.Tensor
+    faults: torch.Tensor | None = None
+    g_s: torch.Tensor | None = None
+    m_s: torch.Tensor | None = None
+
+    def replace(self, **kw: Any) -> "CellState":
+        return dataclasses.replace(self, **kw)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProgramContext:
+    """What the programming steps of one layer read: the configuration, the codes, the layout,
+    the device tables and the chip's seed.
+
+    ``levels``: a ``device.programming.LevelTable``; ``faults``: a ``device.faults.FaultConfig``
+    or None; ``fault_map``: a given ``(tiles, rows, cols)`` fault map (a tested chip) or None (then
+    drawn from ``faults``); ``circuit``: a ``crossbar.solver.CircuitConfig`` or None;
+    ``irdrop``: a ``crossbar.irdrop.IRDropTable`` (``ir_drop="table"``) or None; ``relaxation``:
+    a model with ``sample_torch(g_s, time_s, generator)`` (``device.relaxation``) or None;
+    ``encoder``: ``encoder(digits, faults, ctx) -> digits`` (fault-map-aware re-encoding, supplied
+    by the mapping layer) or None.
+    """
+
+    cfg: CrossbarConfig
+    qweight: QTensor
+    layout: TileLayout
+    levels: Any
+    seed: int
+    device: torch.device
+    faults: Any = None
+    fault_map: Any = None
+    circuit: Any = None
+    irdrop: Any = None
+    relaxation: Any = None
+    encoder: Callable[..., torch.Tensor] | None = None
+
+    def generator(self, step: str) -> torch.Generator:
+        """The ``torch.Generator`` of step ``step`` on :attr:`device`: seeded from the chip's seed
+        and the step's name (independent streams, stable when steps are added)."""
+        s = np.random.SeedSequence([int(self.seed) & (2**64 - 1), zlib.crc32(step.encode())])
+        g = torch.Generator(device=self.device)
+        g.manual_seed(int(s.generate_state(1, np.uint64)[0]) & (2**63 - 1))
+        return g
+
+    def numpy_rng(self, step: str) -> np.random.Generator:
+        """A numpy Generator for steps whose statistics live in numpy code (fault patterns)."""
+        return np.random.default_rng([int(self.seed) & (2**64 - 1), zlib.crc32(step.encode())])
+
+
+# --------------------------------------------------------------------------------------------
+# level tables and IR-drop tables (the device-side inputs of the steps)
+
+
+def default_levels(bits_per_cell: int):
+    """Level table used when none is given: ``LevelTable.synthetic`` between
+    :data:`crossbar.config.DEFAULT_G_OFF_S` (1 MOhm, level 0) and ``DEFAULT_G_ON_S`` (10 kOhm),
+    evenly spaced in conductance, no programming variation (``sigma_rel=0``)."""
+    from device.programming import LevelTable
+
+    return LevelTable.synthetic(
+        bits_per_cell=bits_per_cell, g_on_s=DEFAULT_G_ON_S, g_off_s=DEFAULT_G_OFF_S, sigma_rel=0.0,
+        rng=np.random.default_rng(0),
+    )
+
+
+def level_step_s(levels: Any) -> float:
+    """The conductance of one digit step, S: ``(g_target[-1] - g_target[0]) / (levels - 1)``.
+
+    The read decodes column currents in these units (the ADC's LSB is a multiple of it). Where a
+    table's levels are not equally spaced (measured tables), digit ``d`` reads
+    ``(g_d - g_0) / step``, not ``d``: that error is part of the simulation, not assumed away."""
+    g = np.asarray(levels.g_target_s, dtype=np.float64)
+    return float((g[-1] - g[0]) / (g.size - 1))
+
+
+def check_levels(levels: Any, cfg: CrossbarConfig) -> None:
+    """Raise :class:`ConfigError` unless ``levels`` has ``cfg.bits_per_cell`` bits per cell and
+    ascending targets."""
+    if int(levels.bits_per_cell) != cfg.bits_per_cell:
+        raise ConfigError(
+            f"level table has {levels.bits_per_cell} bit(s) per cell but the crossbar config has "
+            f"bits_per_cell={cfg.bits_per_cell}"
+        )
+    g = np.asarray(levels.g_target_s, dtype=np.float64)
+    if g.shape != (2**cfg.bits_per_cell,) or not np.all(np.diff(g) > 0):
+        raise ConfigError(f"level table g_target_s must hold {2**cfg.bits_per_cell} ascending conductances")
+
+
+def load_irdrop(irdrop: Any, cfg: CrossbarConfig):
+    """The IR-drop table for ``ir_drop="table"``: ``irdrop`` (a table or a path), or the shipped
+    ``data/irdrop_default.h5``; raises unless it covers ``cfg``'s tile size."""
+    from crossbar.irdrop import IRDropTable
+
+    if irdrop is None:
+        irdrop = _DATA / "irdrop_default.h5"
+        if not irdrop.exists():
+            raise ConfigError(f"ir_drop='table' needs an IR-drop table: the default {irdrop} is missing; pass irdrop=PATH")
+    if isinstance(irdrop, (str, Path)):
+        irdrop = IRDropTable.load(irdrop)
+    sizes = tuple(int(s) for s in np.atleast_1d(irdrop.rows))
+    if cfg.tile_rows != cfg.tile_cols or cfg.tile_rows not in sizes:
+        raise ConfigError(
+            f"IR-drop table covers square tiles of sizes {list(sizes)} but the crossbar config uses "
+            f"{cfg.tile_rows}x{cfg.tile_cols} tiles; tabulate this size or use ir_drop='exact'"
+        )
+    return irdrop
+
+
+# --------------------------------------------------------------------------------------------
+# the steps
+
+
+def cell_digits(qweight: QTensor, layout: TileLayout, cfg: CrossbarConfig, device: Any = None) -> torch.Tensor:
+    """Target digit of every cell, ``(tiles, rows, cols)`` uint8 on ``device`` (default: the codes').
+
+    Differential: G+ holds the slices of ``max(q, 0)``, G- those of ``max(-q, 0)``; offset: the
+    column holds ``q + 2**(weight_bits-1)`` and the reference column ``2**(weight_bits-1)``. Slice
+    ``s`` of a code is ``(code >> s * bits_per_cell) & (2**slice_bits[s] - 1)``. Free cells, free
+    rows and free columns hold 0 (HRS).
+    """
+    dev = torch.device(device) if device is not None else qweight.q.device
+    R, C, tr, tc = layout.n_row_blocks, layout.n_col_blocks, layout.tile_rows, layout.tile_cols
+    it = torch.int16 if cfg.weight_bits <= 14 else torch.int32
+    q = qweight.q.to(device=dev, dtype=it)
+    out_f, in_f = q.shape
+    qp = torch.zeros(out_f + 1, in_f + 1, dtype=it, device=dev)  # index -1 -> zero padding
+    qp[:out_f, :in_f] = q
+    role = layout.col_role
+    half = 1 << (cfg.weight_bits - 1)
+    # code = max(q * mul + add, 0) per column: one multiply-add for every mapping and role
+    if cfg.mapping == "differential":
+        mul = np.where(role == POS, 1, np.where(role == NEG, -1, 0))
+        add = np.zeros_like(mul)
+    else:
+        mul = np.where(role == POS, 1, 0)
+        add = np.where((role == POS) | (role == REF), half, 0)
+    sl = np.maximum(layout.col_slice, 0).astype(np.int64)
+    shift = sl * cfg.bits_per_cell
+    mask = np.where(role == FREE, 0, (1 << np.asarray(cfg.slice_bits, np.int64)[sl]) - 1)
+    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=it, device=dev).view(1, C, 1, tc)  # noqa: E731
+    cols = torch.as_tensor(layout.col_out.astype(np.int64), device=dev).view(1, C, 1, tc)
+    rows = torch.as_tensor(layout.row_in.astype(np.int64), device=dev).view(R, 1, tr, 1)
+    qq = qp[cols, rows]  # (R, C, tr, tc); -1 indices read the zero padding
+    code = qq.mul_(t(mul)).add_(t(add)).clamp_(min=0)
+    code = code.bitwise_right_shift_(t(shift)).bitwise_and_(t(mask))
+    code.mul_((rows >= 0).to(it))  # free rows stay in HRS (offset reference cells included)
+    return code.to(torch.uint8).view(R * C, tr, tc)
+
+
+def cell_digits_step(state: CellState | None, ctx: ProgramContext) -> CellState:
+    """Slicing: the digit each cell is written to (:func:`cell_digits`). Deterministic."""
+    return CellState(digits=cell_digits(ctx.qweight, ctx.layout, ctx.cfg, ctx.device))
+
+
+def fault_map_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """Stuck-at faults: the chip's fault map, once per chip. A given ``ctx.fault_map`` (a chip
+    tested after fabrication) is used as it is; otherwise the map is drawn from ``ctx.faults``
+    (``device.faults.sample_fault_map``: the one place fault statistics live; random, clustered,
+    row and column patterns). Valid for any rate in [0, 1]."""
+    shape = tuple(state.digits.shape)
+    if ctx.fault_map is not None:
+        fm = torch.as_tensor(np.asarray(ctx.fault_map) if not isinstance(ctx.fault_map, torch.Tensor) else ctx.fault_map)
+        if tuple(fm.shape) != shape:
+            raise ConfigError(f"the given fault map has shape {tuple(fm.shape)}, the layer's tiles are {shape}")
+        if fm.numel() and (int(fm.min()) < 0 or int(fm.max()) > 2):
+            raise ConfigError("a fault map holds codes 0 (none), 1 (SA0) and 2 (SA1) only")
+        return state.replace(faults=fm.to(device=ctx.device, dtype=torch.int8))
+    if ctx.faults is None or ctx.faults.rate == 0:
+        return state.replace(faults=torch.zeros(shape, dtype=torch.int8, device=ctx.device))
+    from device.faults import sample_fault_map
+
+    fm = np.asarray(sample_fault_map(shape, ctx.faults, ctx.numpy_rng("faults")), dtype=np.int8)
+    return state.replace(faults=torch.from_numpy(fm).to(ctx.device))
+
+
+def encode_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """Fault-map-aware re-encoding: ``ctx.encoder(digits, faults, ctx)`` chooses the digits of the
+    healthy cells knowing the stuck ones (the mapping layer supplies it; None: unchanged).
+    Deterministic given the fault map. The encoder must return digits of the same shape, in
+    ``[0, 2**bits_per_cell)``."""
+    if ctx.encoder is None:
+        return state
+    d = ctx.encoder(state.digits, state.faults, ctx)
+    if not isinstance(d, torch.Tensor) or tuple(d.shape) != tuple(state.digits.shape):
+        raise ValueError("the encoder must return a digits tensor of the same shape")
+    if d.numel() and int(d.max()) >= 2**ctx.cfg.bits_per_cell:
+        raise ValueError(f"the encoder returned a digit >= {2**ctx.cfg.bits_per_cell}")
+    return state.replace(digits=d.to(torch.uint8))
+
+
+def variation_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """Programming variation: each cell's read conductance is drawn from its digit's samples in
+    the level table (``LevelTable.sample_torch``: measured or write-verify-simulated spread,
+    each digit its own distribution, so unequally spaced measured levels stay unequal). Once per
+    chip. Valid for the table's read voltage (``LevelTable.v_read_v``)."""
+    return state.replace(g_s=ctx.levels.sample_torch(state.digits, ctx.generator("variation")))
+
+
+def relaxation_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """Conductance relaxation: the cells' conductances ``read_time_s`` after programming, drawn
+    from the relaxation model given the programmed conductance
+    (``ctx.relaxation.sample_torch(g_s, time_s, generator)``, e.g. ``device.relaxation``). Once
+    per chip and read time; off at ``read_time_s = 0``. Valid inside the model's fitted time and
+    conductance range (the model raises outside it)."""
+    t = ctx.cfg.read_time_s
+    if t == 0:
+        return state
+    if ctx.relaxation is None:
+        raise ConfigError(f"read_time_s={t:g} needs a relaxation model (a relaxation table; see device.relaxation)")
+    g = ctx.relaxation.sample_torch(state.g_s, float(t), ctx.generator("relaxation"))
+    return state.replace(g_s=g.to(torch.float64))
+
+
+def stuck_at_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """Stuck cells read the level table's stuck conductances whatever was written: SA0 ->
+    ``g_sa0_s`` (HRS), SA1 -> ``g_sa1_s`` (LRS). Once per chip (after variation and relaxation:
+    a stuck cell neither programs nor relaxes)."""
+    fm = state.faults
+    if fm is None or not bool(fm.any()):
+        return state
+    bad = torch.nonzero(fm.view(-1)).view(-1)  # ~rate of the cells: overwrite only those
+    g = state.g_s if state.g_s._base is None and state.g_s.is_contiguous() else state.g_s.contiguous().clone()
+    stuck = torch.tensor([0.0, float(ctx.levels.g_sa0_s), float(ctx.levels.g_sa1_s)], dtype=g.dtype, device=g.device)
+    vals = stuck[fm.view(-1)[bad].to(torch.int64)]
+    g.view(-1)[bad] = vals
+    return state.replace(g_s=g)
+
+
+def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """IR drop on the row and column wires: the effective matrix ``M`` of each tile with
+    ``i_out = v_in @ M`` (input-independent for linear cells). ``ideal``: ``M = G``; ``table``:
+    ``M = G * A(G)`` from the tabulated model (:class:`crossbar.irdrop.IRDropTable`, valid for the
+    circuits and conductance window it was fitted on); ``exact``: the nodal solution of every tile
+    (:func:`crossbar.solver.effective_matrix`). Once per chip."""
+    cfg = ctx.cfg
+    g = state.g_s
+    if cfg.ir_drop == "ideal":
+        return state.replace(m_s=g)
+    gn = g.detach().cpu().numpy()
+    if cfg.ir_drop == "table":
+        from crossbar.solver import CircuitConfig
+
+        c = ctx.circuit if ctx.circuit is not None else CircuitConfig()
+        if c.r_wire_row_ohm != c.r_wire_col_ohm:
+            raise ConfigError(
+                f"the IR-drop table models equal row and column wires; circuit has r_wire_row_ohm={c.r_wire_row_ohm} "
+                f"and r_wire_col_ohm={c.r_wire_col_ohm} (use ir_drop='exact')"
+            )
+        r_ohm = float(c.r_wire_row_ohm)
+        m = np.empty_like(gn)
+        # tile by tile in cache-sized chunks (bit-identical to one call on all tiles, ~2.5x faster)
+        step = max(1, _TILE_CHUNK_CELLS // (gn.shape[1] * gn.shape[2]))
+        for t0 in range(0, gn.shape[0], step):
+            gt = gn[t0 : t0 + step]
+            np.multiply(gt, np.asarray(ctx.irdrop.attenuation(gt, r_ohm), dtype=np.float64), out=m[t0 : t0 + step])
+    else:
+        from crossbar.solver import CircuitConfig, effective_matrix
+
+        m = np.asarray(effective_matrix(gn, ctx.circuit if ctx.circuit is not None else CircuitConfig()), dtype=np.float64)
+    return state.replace(m_s=torch.from_numpy(m).to(g.device))
+
+
+#: the effects in the order a chip is made (see the module docstring)
+PROGRAMMING_STEPS: tuple[Callable[[CellState, ProgramContext], CellState], ...] = (
+    cell_digits_step,
+    fault_map_step,
+    encode_step,
+    variation_step,
+    relaxation_step,
+    stuck_at_step,
+    ir_drop_step,
+)
+
+
+def run_pipeline(ctx: ProgramContext, steps: tuple = PROGRAMMING_STEPS) -> CellState:
+    """Run ``steps`` in order from nothing: the cells of one chip (bit-identical for one seed)."""
+    state: CellState | None = None
+    for step in steps:
+        state = step(state, ctx)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# the fold: cells -> what a read uses
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FoldedReadout:
+    """What a read of one layer uses (see :func:`fold`).
+
+    ``readout``: ``(out, in)`` effective weights (ideal ADC, weight steps folded in) or
+    ``(R, tile_rows, L)`` signed column currents per unit input code in ADC steps, ``L = S * out``
+    (column-scope ADC, channel ``s * out + o``) or ``out`` (tile scope).
+    ``noise_var``: read-noise variance matrix of the same shape, or None.
+    ``w_step``: ``(R, out)`` weight step per row block and output.
+    ``adc_step``: ``(R, S_adc)`` level steps per ADC code (ones for an ideal ADC); ``S_adc`` is
+    the number of slices for a column-scope ADC, 1 otherwise.
+    """
+
+    readout: torch.Tensor
+    noise_var: torch.Tensor | None
+    w_step: torch.Tensor
+    adc_step: torch.Tensor
+
+
+def weight_steps(qweight: QTensor, n_row_blocks: int) -> torch.Tensor:
+    """``(R, out)`` float64 weight step per row block and output (per-tile formats: blocks of the
+    default layout)."""
+    out_f = qweight.q.shape[0]
+    ws = qweight.scale().detach().to(torch.float64).cpu()
+    if ws.ndim == 0:
+        return ws.expand(n_row_blocks, out_f).clone()
+    return ws.repeat_interleave(qweight.block[0], 0)[:out_f].T.contiguous()  # (R, out)
+
+
+def _channel_columns(layout: TileLayout, cfg: CrossbarConfig, out_f: int) -> tuple[np.ndarray, ...]:
+    """Flat column index ``c * tile_cols + j`` of the G+ (or offset) column, the G- (or reference)
+    column of every channel ``s * out + o``; ``-1`` where the channel is not mapped."""
+    S = cfg.n_slices
+    role, sl, co, cp = layout.col_role, layout.col_slice, layout.col_out, layout.col_copy
+    tc = layout.tile_cols
+    pos = np.full(S * out_f, -1, np.int64)
+    neg = np.full(S * out_f, -1, np.int64)
+    main = ~cp
+    c_i, j_i = np.nonzero((role == POS) & main)
+    pos[sl[c_i, j_i].astype(np.int64) * out_f + co[c_i, j_i]] = c_i * tc + j_i
+    if cfg.mapping == "differential":
+        c_i, j_i = np.nonzero((role == NEG) & main)
+        neg[sl[c_i, j_i].astype(np.int64) * out_f + co[c_i, j_i]] = c_i * tc + j_i
+    else:
+        c_i, j_i = np.nonzero((role == POS) & main)
+        ch = sl[c_i, j_i].astype(np.int64) * out_f + co[c_i, j_i]
+        for c in np.unique(c_i):
+            for s in np.unique(sl[c][(role[c] == POS) & main[c]]):
+                ref = np.flatnonzero((role[c] == REF) & (sl[c] == s) & main[c])[0]
+                pick = (c_i == c) & (sl[c_i, j_i] == s)
+                neg[ch[pick]] = c * tc + ref
+    return pos, neg
+
+
+def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarConfig, dg_s: float, device: Any,
+         dtype: torch.dtype) -> FoldedReadout:
+    """Fold slices, polarity / reference columns, IR drop and the weight step into the readout the
+    read mode needs (linear cells: everything between DAC and ADC is linear).
+
+    ``m_s``: ``(tiles, rows, cols)`` effective matrices, S. ``dg_s``: the level step
+    (:func:`level_step_s`). With read noise (``read_noise_sigma_rel > 0``) the variance matrix of
+    the folded currents (``sigma^2 M^2`` per cell, summed like the currents) comes along. With
+    an ideal ADC the result is one ``(out, in)`` matrix (a read is one matmul); with an ADC it is
+    per row block, in ADC steps of the full-scale range (:meth:`crossbar.engine.ProgrammedMatrix.calibrate`
+    sets calibrated ranges).
+    """
+    R, C, tr, tc = layout.n_row_blocks, layout.n_col_blocks, layout.tile_rows, layout.tile_cols
+    out_f, in_f = qweight.q.shape
+    S = cfg.n_slices
+    sig = cfg.read_noise_sigma_rel
+    m = m_s.detach().to(device="cpu", dtype=torch.float64)
+    # (R, rows, C * cols) plus one zero column for unmapped channels, in level steps
+    mm = torch.zeros(R, tr, C * tc + 1, dtype=torch.float64)
+    mm[:, :, : C * tc].view(R, tr, C, tc).copy_(m.view(R, C, tr, tc).permute(0, 2, 1, 3))
+    mm.mul_(1.0 / dg_s)
+    pos, neg = _channel_columns(layout, cfg, out_f)
+    zero = C * tc
+    pos_t = torch.from_numpy(np.where(pos < 0, zero, pos))
+    neg_t = torch.from_numpy(np.where(neg < 0, zero, neg))
+    mp, mn = mm.index_select(2, pos_t), mm.index_select(2, neg_t)
+    d = mp - mn  # (R, tr, S * out): G+ - G- (differential) or column - reference (offset)
+    v = None
+    if sig > 0:
+        v = (mp.square_().add_(mn.square_())).mul_(sig**2)
+    del mp, mn, mm
+    w_step = weight_steps(qweight, R)  # (R, out)
+    beta = torch.from_numpy(2.0 ** (np.arange(S) * cfg.bits_per_cell))
+    if cfg.adc_bits is None:
+        t = (d.view(R, tr, S, out_f) * beta.view(1, 1, S, 1)).sum(2) * w_step.view(R, 1, out_f)
+        inv = _input_rows(layout, in_f)
+        w_eff = torch.cat([t.reshape(R * tr, out_f), t.new_zeros(1, out_f)]).index_select(0, inv)  # (in, out)
+        nv = None
+        if v is not None:
+            tv = (v.view(R, tr, S, out_f) * beta.square().view(1, 1, S, 1)).sum(2) * w_step.square().view(R, 1, out_f)
+            nv = torch.cat([tv.reshape(R * tr, out_f), tv.new_zeros(1, out_f)]).index_select(0, inv)
+            nv = nv.T.contiguous().to(device=device, dtype=dtype)
+        return FoldedReadout(
+            readout=w_eff.T.contiguous().to(device=device, dtype=dtype), noise_var=nv,
+            w_step=w_step.to(device=device, dtype=dtype), adc_step=torch.ones(R, 1, dtype=dtype, device=device),
+        )
+    rows_used = np.sum((layout.row_in >= 0) & ~layout.row_copy, axis=1)
+    x_max = 1 if cfg.dac == "bit_serial" else q_max(cfg.input_bits)
+    if cfg.adc_scope == "tile":
+        d = (d.view(R, tr, S, out_f) * beta.view(1, 1, S, 1)).sum(2)
+        if v is not None:
+            v = (v.view(R, tr, S, out_f) * beta.square().view(1, 1, S, 1)).sum(2)
+        d_max = (2**cfg.code_bits - 1) if cfg.mapping == "differential" else 2 ** (cfg.weight_bits - 1)
+        n_adc = 1
+    else:
+        d_max = 2 ** min(cfg.bits_per_cell, cfg.code_bits) - 1
+        n_adc = S
+    fs = torch.from_numpy(rows_used * float(d_max) * x_max)
+    step = torch.clamp(fs / (2 ** (cfg.adc_bits - 1) - 1), min=1.0).view(R, 1).expand(R, n_adc).contiguous()
+    d = d / step[:, :1].view(R, 1, 1)  # full scale: one step per row block for all slices
+    if v is not None:
+        v = v / step[:, :1].square().view(R, 1, 1)
+    return FoldedReadout(
+        readout=d.to(device=device, dtype=dtype).contiguous(),
+        noise_var=None if v is None else v.to(device=device, dtype=dtype).contiguous(),
+        w_step=w_step.to(device=device, dtype=dtype), adc_step=step.to(device=device, dtype=dtype),
+    )
+
+
+def _input_rows(layout: TileLayout, in_f: int) -> torch.Tensor:
+    """``(in,)`` flat row ``r * tile_rows + i`` holding each input (``R * tile_rows``: none)."""
+    inv = np.full(in_f, layout.n_row_blocks * layout.tile_rows, np.int64)
+    m = (layout.row_in >= 0) & ~layout.row_copy
+    flat = np.arange(layout.row_in.size).reshape(layout.row_in.shape)
+    inv[layout.row_in[m]] = flat[m]
+    return torch.from_numpy(inv)

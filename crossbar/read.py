@@ -1,0 +1,324 @@
+"""Reading programmed tiles: DAC, analog column sums, ADC, shift-and-add.
+
+Every read of a layer (:meth:`crossbar.engine.ProgrammedMatrix.matvec`, the voted read of
+:mod:`mapping.protection`, calibration) goes through these functions; each piece of the read
+lives in exactly one of them.
+
+DAC (:func:`input_step`, :func:`dac_codes`, :func:`dac_cycles`)
+    Inputs are quantized to ``input_bits``-bit symmetric codes with a step from the input format
+    (:mod:`crossbar.quant`): static fixed point, or a dynamic (power-of-two) or scaled (real)
+    step set per input vector (``input_granularity="vector"``, the default: what a per-vector
+    shifter does; a vector's read never depends on the other vectors of its batch) or fixed
+    once on calibration data per layer / row block. Codes are applied either all at once as a
+    bipolar voltage (``dac="multi_bit"``) or one two's-complement bit per cycle
+    (``dac="bit_serial"``; the MSB cycle weighs ``-2**(input_bits-1)``).
+Analog sum
+    Column currents per unit input code are the folded readout (:func:`crossbar.pipeline.fold`);
+    differential subtraction (G+ minus G-, or column minus reference) happens in the analog
+    domain, before the ADC. Read noise (``read_noise_sigma_rel``) perturbs each cell by
+    ``N(0, (sigma M)^2)`` on every read; it enters as a Gaussian column current with the exact
+    variance ``sum_i v_i^2 sigma^2 M_ij^2`` (:func:`add_read_noise`), drawn from a ``torch.Generator``.
+ADC (:func:`adc_convert`)
+    ``adc_bits`` signed codes ``[-2**(adc_bits-1), 2**(adc_bits-1) - 1]``; the step (in level
+    steps) per row block and slice is the full-scale range or calibrated on data
+    (:meth:`crossbar.engine.ProgrammedMatrix.calibrate`, each slice its own ADC reference, as
+    CrossSim calibrates per slice). ``adc_scope="column"`` converts every slice column in every
+    cycle, ``"tile"`` the shift-added partial sum of each output.
+Shift-and-add
+    Digital: over DAC cycles (``2**k``, the MSB negative) and slices (``2**(s * bits_per_cell)``),
+    times each channel's output scale, summed over row blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from crossbar.bitserial import lut_bit_serial
+from crossbar.config import CrossbarConfig
+from crossbar.quant import q_max, step_for
+from device.config import ConfigError
+from device.errors import InputError
+
+__all__ = [
+    "input_step",
+    "calibrate_input_step",
+    "dac_codes",
+    "dac_cycles",
+    "cycle_weights",
+    "slice_weights",
+    "adc_code_range",
+    "adc_convert",
+    "adc_can_clip",
+    "add_read_noise",
+    "read_ideal_adc",
+    "read_adc",
+    "BIT_SERIAL_LUT",
+    "CHUNK_ELEMS",
+]
+
+#: target number of float elements of one chunk of a bit-serial / column-ADC read
+CHUNK_ELEMS = 1 << 23
+
+#: bit-serial reads on the CPU sum each cycle's column currents from tables of partial currents
+#: of 8 rows (:func:`crossbar.bitserial.lut_bit_serial`); False forces the batched-matmul path
+#: (benchmarks, tests)
+BIT_SERIAL_LUT = True
+
+
+# --------------------------------------------------------------------------------------------
+# DAC
+
+
+def _check_finite_max(a: torch.Tensor) -> None:
+    if not bool(torch.isfinite(a).all()):
+        raise InputError("input holds NaN or infinite values")
+
+
+def input_step(xf: torch.Tensor, cfg: CrossbarConfig, calibrated: torch.Tensor | None, in_block: torch.Tensor | None) -> torch.Tensor:
+    """The DAC step of inputs ``xf`` ``(n, in)``, float64, broadcastable to ``(n, in)``.
+
+    Static format: a scalar ``2**-input_frac_bits``. Dynamic / scaled with
+    ``input_granularity="vector"``: ``(n, 1)``, each vector's own step from its ``max|x|``.
+    "layer" / "tile": the step fixed by calibration (``calibrated``: a scalar, or ``(R,)`` per row
+    block expanded to ``(in,)`` through ``in_block``); raises if not calibrated. Raises on NaN/inf.
+    """
+    x = xf.detach()
+    if cfg.input_format != "static" and cfg.input_granularity == "vector":
+        m = x.abs().amax(1, keepdim=True) if x.shape[1] else x.new_zeros(x.shape[0], 1)
+        _check_finite_max(m)
+        return step_for(m, cfg.input_quant)
+    m = torch.linalg.vector_norm(x, ord=float("inf")) if x.numel() else x.new_zeros(())
+    _check_finite_max(m)
+    if cfg.input_format == "static":
+        return torch.tensor(2.0 ** -cfg.input_frac_bits, dtype=torch.float64, device=x.device)
+    if calibrated is None:
+        raise ConfigError(
+            f"input_granularity={cfg.input_granularity!r} fixes the DAC step once on calibration data: call "
+            "ProgrammedMatrix.calibrate(x) first (or use input_granularity='vector')"
+        )
+    return calibrated if calibrated.ndim == 0 else calibrated[in_block]
+
+
+def calibrate_input_step(xf: torch.Tensor, cfg: CrossbarConfig, n_row_blocks: int, in_block: torch.Tensor) -> torch.Tensor | None:
+    """The calibrated DAC step for ``input_granularity`` "layer" (scalar) or "tile" (``(R,)``, per
+    row block) from calibration inputs ``xf`` ``(n, in)``; None when the format needs none."""
+    if not cfg.input_needs_calibration:
+        return None
+    a = xf.detach().abs()
+    _check_finite_max(torch.linalg.vector_norm(a, ord=float("inf")) if a.numel() else a.new_zeros(()))
+    if cfg.input_granularity == "layer":
+        return step_for(a.max() if a.numel() else a.new_zeros(()), cfg.input_quant)
+    col_max = a.amax(0) if a.shape[0] else a.new_zeros(a.shape[1])
+    m = torch.zeros(n_row_blocks, dtype=a.dtype, device=a.device)
+    m = m.scatter_reduce(0, in_block, col_max, reduce="amax", include_self=True)
+    return step_for(m, cfg.input_quant)
+
+
+def dac_codes(xf: torch.Tensor, step: torch.Tensor, cfg: CrossbarConfig, dtype: torch.dtype) -> torch.Tensor:
+    """Input codes ``(n, in)``, integer-valued in ``dtype`` (a new tensor): ``x / step`` rounded
+    half to even and saturated at ``+-q_max(input_bits)`` (only static formats and calibrated
+    steps ever saturate). For power-of-two steps the division is exact."""
+    qm = q_max(cfg.input_bits)
+    xq = xf.to(dtype) / step.to(dtype)
+    return xq.round_().clamp_(-qm, qm)
+
+
+def cycle_weights(cfg: CrossbarConfig, dtype: torch.dtype, device) -> torch.Tensor:
+    """``(K,)`` weight of each DAC cycle: ``[1]`` (multi-bit) or ``2**k`` with the MSB cycle
+    ``-2**(input_bits-1)`` (bit-serial two's complement)."""
+    if cfg.dac == "multi_bit":
+        return torch.ones(1, dtype=dtype, device=device)
+    a = torch.exp2(torch.arange(cfg.input_bits, device=device, dtype=torch.float64))
+    a[-1] = -a[-1]
+    return a.to(dtype)
+
+
+def dac_cycles(xq: torch.Tensor, cfg: CrossbarConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word-line inputs per DAC cycle ``(K, n, in)`` in input-LSB units and the cycles' weights
+    ``(K,)``: the whole code (multi-bit) or its two's-complement bits (bit-serial)."""
+    a = cycle_weights(cfg, xq.dtype, xq.device)
+    if cfg.dac == "multi_bit":
+        return xq.unsqueeze(0), a
+    B = cfg.input_bits
+    u = torch.remainder(xq.to(torch.int64), 1 << B)  # two's complement
+    k = torch.arange(B, device=xq.device)
+    return ((u.unsqueeze(0) >> k.view(B, 1, 1)) & 1).to(xq.dtype), a
+
+
+def slice_weights(cfg: CrossbarConfig, n: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``(n,)`` shift-and-add weights of the slices: ``2**(s * bits_per_cell)``."""
+    return torch.exp2(torch.arange(n, device=device, dtype=torch.float64) * cfg.bits_per_cell).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# analog sum and ADC
+
+
+def adc_code_range(cfg: CrossbarConfig) -> tuple[int, int]:
+    """The ADC's signed output codes ``(lo, hi)``."""
+    return -(2 ** (cfg.adc_bits - 1)), 2 ** (cfg.adc_bits - 1) - 1
+
+
+def adc_convert(cur: torch.Tensor, cfg: CrossbarConfig, clip: bool = True) -> torch.Tensor:
+    """The ADC, in place: currents in ADC steps -> rounded codes, clamped to the code range when
+    ``clip`` (skip the clamp only when :func:`adc_can_clip` proved it a no-op)."""
+    cur.round_()
+    if clip:
+        cur.clamp_(*adc_code_range(cfg))
+    return cur
+
+
+def adc_can_clip(readout: torch.Tensor, noise_var: torch.Tensor | None, cfg: CrossbarConfig) -> bool:
+    """Whether any column current can round outside the ADC codes: the sum of the positive
+    (negative) readout entries of a column bounds its current for 0/1 bit-serial inputs, times
+    ``q_max`` for multi-bit codes. Read noise is unbounded. The 0.25-step margin covers float
+    round-off of the sums; when it holds the clamp is a no-op and is skipped."""
+    if noise_var is not None:
+        return True
+    lo, hi = adc_code_range(cfg)
+    d = readout
+    if cfg.dac == "bit_serial":
+        top, bottom = d.clamp(min=0).sum(1).max(), d.clamp(max=0).sum(1).min()
+    else:
+        top = d.abs().sum(1).max() * q_max(cfg.input_bits)
+        bottom = -top
+    return not (float(top) < hi + 0.25 and float(bottom) > lo - 0.25)
+
+
+def add_read_noise(cur: torch.Tensor, x: torch.Tensor, noise_var: torch.Tensor, generator: torch.Generator, matmul) -> torch.Tensor:
+    """Read noise, in place: ``cur += sqrt(matmul(x * x, noise_var)) * N(0, 1)`` (the exact
+    variance of the column current when each cell's conductance has relative sigma
+    ``read_noise_sigma_rel``; the variance matrix is folded like the currents). Every read."""
+    sd = matmul(x * x, noise_var).clamp_(min=0).sqrt_()
+    return cur.addcmul_(sd, torch.randn(cur.shape, generator=generator, dtype=cur.dtype, device=cur.device))
+
+
+def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: torch.Tensor, sx: torch.Tensor,
+                   cfg: CrossbarConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Read with an ideal ADC: ``readout`` ``(out, in)`` has slices, polarity, IR drop and weight
+    steps folded in, so a read is one matmul of the dequantized inputs (``xq * sx``), plus read
+    noise. Returns ``(n, out)``. Consumes ``xq``."""
+    if noise_var is not None and cfg.dac == "bit_serial":
+        planes, a = dac_cycles(xq, cfg)
+        xv = torch.einsum("k,kni->ni", a * a, planes) * (sx * sx)
+    xs = xq.mul_(sx.to(xq.dtype))
+    y = torch.nn.functional.linear(xs, readout)
+    if noise_var is not None:
+        if cfg.dac != "bit_serial":
+            xv = xs * xs
+        std = torch.nn.functional.linear(xv, noise_var).clamp_(min=0).sqrt_()
+        y = y + std * torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+    return y
+
+
+def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: torch.Tensor, xw: torch.Tensor,
+             cfg: CrossbarConfig, generator: torch.Generator | None, *, quantize: bool = True,
+             measure: bool = False) -> torch.Tensor:
+    """Per-cycle, per-tile reads with an ADC on each channel.
+
+    ``readout`` ``(R, rows, L)`` in ADC steps, ``L = S * out`` (column scope, channel
+    ``s * out + o``) or ``out`` (tile scope, ``S = 1``); ``chan_scale`` ``(R, L)`` output units
+    per ADC code (weight step x ADC step x slice weight x per-row-block input step); ``xw``
+    ``(R, n, rows)`` word-line input codes (free and copy rows 0). Returns ``(n, out)``; with
+    ``measure`` the ``(R, S)`` largest unquantized |current| in ADC steps instead (calibration).
+
+    The DAC cycles are stacked into the token dimension: per chunk of ``m`` tokens one
+    ``(R, K * m, rows) @ (R, rows, L)`` bmm gives every cycle's column currents, which are then
+    rounded in place, clamped only when the ADC range can be exceeded (:func:`adc_can_clip`), and
+    shift-added: cycles and row blocks by one ``(1, R * K)`` GEMV per chunk when the channel
+    scales are one factor per row block times the slice weight (layer-wide weight step, equal ADC
+    steps over slices), slices once for the whole batch; otherwise a weighted sum over row blocks
+    and slices. In the compute dtype: with float32 the rounded ADC codes and their shift-and-add
+    sums are integers below ``2**24`` (``|code| <= 2**(adc_bits-1)``, times ``2**input_bits`` and
+    ``2**code_bits``), hence exact whenever ``adc_bits + input_bits + code_bits + log2(K * S) <=
+    24``; otherwise rounded like any float32 matmul (use float64 for exact checks).
+
+    On the CPU without read noise, bit-serial reads (``K > 1``) take
+    :func:`crossbar.bitserial.lut_bit_serial` (same ADC per cycle and column, currents summed
+    from 8-row tables; ``bench/bench_engine.py``); ``measure``, read noise, multi-bit DACs and
+    GPUs keep the ``bmm``.
+    """
+    R, tr, L = readout.shape
+    n = xw.shape[1]
+    S = cfg.n_slices if cfg.adc_scope == "column" else 1
+    out = L // S
+    K, dt, dev = cfg.cycles, readout.dtype, readout.device
+    lo, hi = adc_code_range(cfg)
+    clip = quantize and not measure and adc_can_clip(readout, noise_var, cfg)
+    a = cycle_weights(cfg, dt, dev)
+    beta = slice_weights(cfg, S, dt, dev)
+    base = chan_scale.view(R, S, out) / beta.view(1, S, 1)  # exact: beta is a power of two
+    ak = None
+    if bool((base == base[:, :1, :1]).all()):
+        # the usual case: chan_scale[r, s*out+o] = c_r * 2**(s*bits_per_cell), so cycles and row
+        # blocks contract in one (1, R*K) GEMV over the whole chunk
+        ak = (base[:, 0, :1] * a.view(1, K)).reshape(1, R * K)
+        w_s = beta.view(1, S, 1)
+    if (BIT_SERIAL_LUT and K > 1 and not measure and noise_var is None and dev.type == "cpu"
+            and dt in (torch.float32, torch.float64)):
+        u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)  # two's complement codes
+        if ak is not None:
+            ak_r, col_fac = ak.view(R, 1, K), None
+        else:  # per-channel factors: (R, L), channel s * out + o
+            ak_r, col_fac = a.view(1, 1, K).expand(R, 1, K), base.reshape(R, L)
+        return lut_bit_serial(u, cfg.input_bits, readout, ak_r, out, 2.0**cfg.bits_per_cell,
+                              quantize, (lo, hi) if clip else None, col_fac)
+    if ak is not None:
+        zs = torch.empty(n * L, dtype=dt, device=dev)  # (n, S, out) cycle- and block-summed codes
+    nc = max(1, min(n, CHUNK_ELEMS // max(1, R * K * L)))  # tokens per chunk
+    n_chunks = -(-n // nc)
+    if K > 1:
+        # two's complement bits of all cycles as 0/1 bytes, laid out chunk by chunk,
+        # (R, chunks, K, nc, rows), so that a chunk's bmm operand (R, K * nc, rows) is a view;
+        # converted to the compute dtype a group of chunks at a time (few, large ops)
+        it = torch.uint8 if cfg.input_bits <= 8 else torch.int16
+        u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)
+        if it == torch.int16:
+            u = u - ((u >> 15) << 16)  # reinterpret the top bit as sign so the int16 cast is exact
+        u = torch.nn.functional.pad(u.to(it), (0, 0, 0, n_chunks * nc - n)).view(R, n_chunks, 1, nc, tr)
+        shifts = torch.arange(K, dtype=it, device=dev).view(1, 1, K, 1, 1)
+        bits = (u >> shifts) & 1
+        del u
+        group = max(1, (1 << 24) // (R * K * nc * tr))
+    y = torch.empty(n, out, dtype=dt, device=dev)
+    peak = torch.zeros(R, S, dtype=dt, device=dev)
+    base_l = base.reshape(R, L)
+    for i0 in range(0, n, nc):  # chunks of the batch (memory), never tiles or bits
+        i1 = min(n, i0 + nc)
+        m = i1 - i0
+        if K > 1:  # bit planes (R, K, m, rows) -> rows of the bmm ordered (cycle, token)
+            c, j = divmod(i0 // nc, group)
+            if j == 0:
+                planes = bits[:, c * group : (c + 1) * group].to(dt)
+            X = planes[:, j].view(R, K * nc, tr) if m == nc else planes[:, j, :, :m].reshape(R, K * m, tr)
+        else:
+            X = xw[:, i0:i1]
+        cur = torch.bmm(X, readout)  # (R, K*m, L) in ADC steps
+        if noise_var is not None:
+            add_read_noise(cur, X, noise_var, generator, torch.bmm)
+        if measure:
+            peak = torch.maximum(peak, cur.abs().view(R, K * m, S, out).amax(dim=(1, 3)))
+            continue
+        if quantize:
+            adc_convert(cur, cfg, clip)
+        if ak is not None:
+            # cur is (R * K, m * L) row-major: cycles and row blocks in one GEMV
+            torch.mm(ak, cur.view(R * K, m * L), out=zs[i0 * L : i1 * L].view(1, m * L))
+            continue
+        # shift-and-add over DAC cycles (two's complement; exact: integer codes, powers of two),
+        # then row blocks weighted by the channel factors, then slices: the order of the table
+        # read, so the two paths agree bit for bit
+        z = torch.matmul(a.view(1, 1, K), cur.view(R, K, m * L)) if K > 1 else cur  # (R, 1, m*L)
+        z = z.view(R, m, L)
+        acc = torch.mul(z[0], base_l[0])
+        for r in range(1, R):
+            acc.addcmul_(z[r], base_l[r])
+        yc = y[i0:i1]
+        yc.zero_()
+        for s_ in range(S):
+            yc.add_(acc[:, s_ * out : (s_ + 1) * out], alpha=float(2.0 ** (s_ * cfg.bits_per_cell)))
+    if measure:
+        return peak
+    if ak is not None:  # slices, once for the whole batch (few large ops: see CHUNK_ELEMS)
+        torch.sum(zs.view(n, S, out) * w_s, dim=1, out=y)
+    return y
