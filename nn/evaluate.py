@@ -11,20 +11,36 @@ Columns :data:`CSV_COLUMNS`: ``task, split, method, mode`` (``digital`` / ``simu
 ``trial`` (-1 for digital), ``seed``, ``n_examples``, the metric columns (``accuracy, f1, mcc,
 pearson, spearman, score``; empty where the task has no such metric), ``model``,
 ``max_examples``, ``max_length``, ``config_hash``, ``sim_config`` (the full
-:class:`nn.sim.SimConfig` as JSON), ``wall_s``, ``created``.
+:class:`nn.sim.SimConfig` as JSON), ``wall_s``, ``created``, then what produced the row:
+``model_sha256``, ``data_sha256``, ``tables_sha256`` (JSON ``{config field: sha256}``) and
+``software_version`` (:mod:`nn.provenance`).
 
-``config_hash`` hashes what decides a result: model, task, split, subset, max_length, method and,
-for simulated rows, the sim config (a digital row's hash leaves the sim config out, so one digital
-row serves every sim config of a study). A rerun skips rows whose ``(config_hash, trial, seed)``
-are already in the file: a killed run resumes where it stopped. A partly written last line (a
-kill during a write) is dropped on restart.
+The key rule
+~~~~~~~~~~~~
+``config_hash`` hashes everything that decides a result, by *content*: the model weights, config
+and tokenizer files (:func:`nn.provenance.model_digest`), the evaluated data file
+(:func:`nn.provenance.data_digest`), task, split, subset, max_length, method, the software version
+and, for simulated rows, the sim config with every table it reads replaced by the table's sha256
+(:func:`nn.provenance.table_digests`: levels, IR drop, relaxation, fault maps) and the protection
+config of a protection method. A digital row's hash leaves the sim config out, so one digital
+row serves every sim config of a study. A row is identified by ``(config_hash, trial, seed)``; a
+rerun skips the rows already in the file, so a killed run resumes where it stopped, while
+re-fine-tuning into the same directory, other data under ``--glue-dir``, a table replaced in
+place or another toolkit version gives new keys and new rows. Paths do not enter the key: a
+model or table moved elsewhere still matches its rows.
+
+Writers (:class:`ResultsFile`) check the header before touching a file, repair only a partial
+last line of a file that is recognisably theirs, and serialize on a ``flock`` of the sidecar
+``.<name>.lock`` so that concurrent runs into one file never write the same key twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
 import sys
@@ -35,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from device.errors import UserError
+from device.io import atomic_write_bytes, atomic_write_text, check_writable, software_version
 from nn.sim import SimConfig, config_hash
 
 __all__ = [
@@ -42,6 +59,9 @@ __all__ = [
     "METRIC_COLUMNS",
     "EvalSession",
     "ResultsFile",
+    "ResultsFileError",
+    "LEGACY_CSV_COLUMNS",
+    "result_key",
     "evaluate_glue",
     "predict",
     "read_results",
@@ -50,46 +70,130 @@ __all__ = [
 ]
 
 METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "score")
-CSV_COLUMNS = (
+#: the columns of files written before rows were keyed by content (still read by read_results)
+LEGACY_CSV_COLUMNS = (
     "task", "split", "method", "mode", "trial", "seed", "n_examples", *METRIC_COLUMNS,
     "model", "max_examples", "max_length", "config_hash", "sim_config", "wall_s", "created",
 )
+CSV_COLUMNS = LEGACY_CSV_COLUMNS + ("model_sha256", "data_sha256", "tables_sha256", "software_version")
 
 
 # --------------------------------------------------------------------------------------------
 # the results file
 
 
+class ResultsFileError(UserError):
+    """A results path that is not a results file of this toolkit (or of an older layout)."""
+
+
+def _header_line(columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    return buf.getvalue()
+
+
+_HEADER = _header_line(CSV_COLUMNS)
+_LEGACY_HEADER = _header_line(LEGACY_CSV_COLUMNS)
+
+
 class ResultsFile:
-    """An append-only results CSV with a fixed header; see the module docstring."""
+    """An append-only results CSV with a fixed header, safe for concurrent writers; see the
+    module docstring.
+
+    Opening never modifies a file that is not recognisably a results file of this toolkit: the
+    header line is checked first (read-only), and only then is a partial last line (a writer
+    killed mid-row) dropped. Every change (the repair, the header of a new file, each appended
+    row) happens under an exclusive ``fcntl.flock`` on the sidecar ``.<name>.lock``; before
+    appending, the rows other writers added since are read, and a row whose key is already
+    there is not written again (:meth:`append` returns False). The header of a new file is
+    written atomically (:func:`device.io.atomic_write_text`), so a file never holds a partial header.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.done: set[tuple[str, int, int]] = set()
-        self._repair_and_load()
+        self._pos = 0  # bytes of the file already parsed into ``done``
+        self._ino: int | None = None
+        if self.path.is_dir():
+            raise ResultsFileError(f"results file {self.path} is a directory")
+        check_writable(self.path)
+        self._check_header()
+        if self.path.exists():  # a new file: nothing to repair or read, and nothing is created yet
+            with self._locked():
+                self._repair()
+                self._refresh()
 
-    def _repair_and_load(self) -> None:
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    def _check_header(self) -> None:
+        """Raise unless the file is missing, empty, or starts with this toolkit's header (read-only)."""
         p = self.path
         if not p.exists():
             return
-        if p.is_dir():
-            raise ValueError(f"results file {p} is a directory")
-        text = p.read_text(encoding="utf-8")
-        if not text:
+        with open(p, "rb") as f:
+            head = f.read(len(_HEADER.encode()) + 1)
+        if not head:
             return
-        if not text.endswith("\n"):  # killed during a write: drop the partial last line
-            text = text[: text.rfind("\n") + 1]
-            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, p)
-        rows = list(csv.reader(io.StringIO(text)))
-        if not rows:
-            return
-        if tuple(rows[0]) != CSV_COLUMNS:
-            raise ValueError(
-                f"{p} is not a reram-cosim results file (its header differs); choose another --out or delete it"
+        first = head.decode("utf-8", errors="replace")
+        if first.startswith(_LEGACY_HEADER):
+            raise ResultsFileError(
+                f"{p} is a results file of an older reram-cosim whose rows are not keyed by the content of the "
+                "model, data and tables; its rows can still be read (read_results), but choose another --out "
+                "for new results"
             )
-        for r in rows[1:]:
+        if not first.startswith(_HEADER):
+            raise ResultsFileError(
+                f"{p} is not a reram-cosim results file (its header differs); it was left untouched: "
+                "choose another --out or delete it"
+            )
+
+    @contextlib.contextmanager
+    def _locked(self):
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _repair(self) -> None:
+        """Under the lock, on a file whose header was checked: drop a partial last line."""
+        p = self.path
+        if not p.exists() or p.stat().st_size == 0:
+            return
+        data = p.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        self._check_header()  # re-checked under the lock: the file may have been replaced
+        atomic_write_bytes(p, data[: data.rfind(b"\n") + 1])
+
+    def _refresh(self) -> None:
+        """Under the lock: add the keys of rows written since the last refresh (by any writer)."""
+        p = self.path
+        if not p.exists():
+            self._pos, self._ino = 0, None
+            return
+        st = p.stat()
+        if st.st_ino != self._ino or st.st_size < self._pos:  # replaced (repaired): read it all again
+            self._pos, self._ino = 0, st.st_ino
+            self.done.clear()
+        with open(p, "rb") as f:
+            f.seek(self._pos)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        if self._pos == 0:
+            if not data[:end].startswith(_HEADER.encode()):
+                if end:  # replaced by something else meanwhile
+                    self._check_header()
+                return
+            chunk = data[len(_HEADER.encode()) : end]
+        else:
+            chunk = data[:end]
+        for r in csv.reader(io.StringIO(chunk.decode("utf-8"))):
             if len(r) != len(CSV_COLUMNS):
                 continue
             d = dict(zip(CSV_COLUMNS, r))
@@ -97,41 +201,57 @@ class ResultsFile:
                 self.done.add((d["config_hash"], int(d["trial"]), int(d["seed"])))
             except ValueError:
                 continue
+        self._pos += end
+
+    def refresh(self) -> None:
+        """Read the rows other writers appended since this object last looked (under the lock)."""
+        with self._locked():
+            self._refresh()
 
     def has(self, h: str, trial: int, seed: int) -> bool:
         return (h, int(trial), int(seed)) in self.done
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Write one row (header first if the file is new), flush and fsync."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            if new:
-                w.writerow(CSV_COLUMNS)
-            w.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
-            f.flush()
-            os.fsync(f.fileno())
-        self.done.add((str(row["config_hash"]), int(row["trial"]), int(row["seed"])))
+    def append(self, row: dict[str, Any]) -> bool:
+        """Write one row (header first if the file is new), flush and fsync, under the lock.
+        Returns False, writing nothing, when a row with the same key is already in the file."""
+        key = (str(row["config_hash"]), int(row["trial"]), int(row["seed"]))
+        with self._locked():
+            self._refresh()
+            if key in self.done:
+                return False
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                atomic_write_text(self.path, _HEADER)
+                self._refresh()
+            else:
+                self._check_header()
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
+                f.flush()
+                os.fsync(f.fileno())
+            self._refresh()
+        return True
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a results CSV as dicts (metrics and ints converted; empty metrics are NaN)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"results file {p} does not exist")
+        raise ResultsFileError(f"results file {p} does not exist")
     out = []
     with open(p, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
             return []
-        if tuple(header) != CSV_COLUMNS:
-            raise ValueError(f"{p} is not a reram-cosim results file (its header differs)")
+        if tuple(header) not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
+            raise ResultsFileError(f"{p} is not a reram-cosim results file (its header differs)")
+        cols = tuple(header)
         for r in reader:
-            if len(r) != len(CSV_COLUMNS):
+            if len(r) != len(cols):
                 continue
-            d: dict[str, Any] = dict(zip(CSV_COLUMNS, r))
+            d: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
+            d.update(zip(cols, r))
             for c in METRIC_COLUMNS + ("wall_s",):
                 d[c] = float(d[c]) if d[c] != "" else math.nan
             for c in ("trial", "seed", "n_examples", "max_length"):
@@ -183,6 +303,46 @@ def _threads(num_threads: int | None) -> int | None:
     return resolve(num_threads)
 
 
+def _sim_key(sim_cfg: SimConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """The sim config as it enters a key: table paths replaced by None, their sha256 beside."""
+    from nn.provenance import table_digests, table_paths
+
+    d = sim_cfg.to_dict()
+    for role in table_paths(sim_cfg):
+        node, parts = d, role.split(".")
+        for part in parts[:-1]:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = None
+    return d, table_digests(sim_cfg)
+
+
+def result_key(
+    *,
+    model_sha256: str,
+    data_sha256: str,
+    task: str,
+    split: str,
+    max_examples: int | None,
+    max_length: int,
+    method: str,
+    sim_cfg: SimConfig | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """The ``config_hash`` of a row (see "The key rule" in the module docstring). ``sim_cfg=None``:
+    the digital row. ``extra``: more settings that decide a simulated result (a protection config)."""
+    k: dict[str, Any] = {
+        "model_sha256": model_sha256, "data_sha256": data_sha256, "task": task, "split": split,
+        "max_examples": max_examples, "max_length": max_length, "method": method,
+        "software_version": software_version(),
+    }
+    if sim_cfg is not None:
+        k["sim"], k["tables"] = _sim_key(sim_cfg)
+        if extra:  # e.g. the protection config of a protection method (nn.protect)
+            k.update(extra)
+    return config_hash(k)
+
+
 @dataclasses.dataclass
 class EvalSession:
     """A loaded model and its tokenized dev split, reused across sim configs (studies).
@@ -199,6 +359,12 @@ class EvalSession:
     max_length: int
     batch_size: int
     n_examples: int
+    #: content hashes of the model files and of the evaluated data (:mod:`nn.provenance`)
+    model_sha256: str = ""
+    data_sha256: str = ""
+    #: what the model is patched with now: ``(sim config JSON, prepare token)``, or None
+    _patched: tuple[str, Any] | None = dataclasses.field(default=None, repr=False)
+    _programmed: bool = dataclasses.field(default=False, repr=False)
 
     @classmethod
     def open(
@@ -217,7 +383,8 @@ class EvalSession:
         once. ``max_examples``: a stratified subset drawn with ``default_rng(0)`` (the same rows
         for every seed and config)."""
         from nn.glue import get_task, load_split, subsample, tokenize
-        from nn.models import load_classifier
+        from nn.models import check_token_lengths, load_classifier
+        from nn.provenance import data_digest, model_digest
 
         t = get_task(task)
         if batch_size < 1:
@@ -225,38 +392,88 @@ class EvalSession:
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"max_examples={max_examples} is invalid: must be >= 1 (or None for all)")
         data = load_split(t, split, glue_dir)
+        data_sha = data_digest(data)
         data = subsample(data, max_examples, np.random.default_rng(0))
-        model, tok = load_classifier(model_dir, None, task=t.name, require_finetuned=True, device=device,
-                                     max_length=max_length)
+        model, tok = load_classifier(model_dir, None, task=t.name, require_finetuned=True, device=device)
         enc = tokenize(data, tok, max_length)
+        check_token_lengths(model, enc.lengths, max_length, str(model_dir))
         return cls(
             model_dir=str(model_dir), task=t.name, split=split, model=model, encoded=enc, max_examples=max_examples,
-            max_length=max_length, batch_size=batch_size, n_examples=len(enc),
+            max_length=max_length, batch_size=batch_size, n_examples=len(enc), model_sha256=model_digest(model_dir),
+            data_sha256=data_sha,
         )
 
-    def _key(self, method: str, sim_cfg: SimConfig | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        k = {
-            "model": str(Path(self.model_dir).expanduser().resolve()) if Path(self.model_dir).exists() else self.model_dir,
-            "task": self.task, "split": self.split, "max_examples": self.max_examples,
-            "max_length": self.max_length, "method": method,
-        }
-        if sim_cfg is not None:
-            k["sim"] = sim_cfg.to_dict()
-            if extra:  # e.g. the protection config of a protection method (nn.protect)
-                k.update(extra)
-        return k
+    def key(self, method: str, sim_cfg: SimConfig | None, extra: dict[str, Any] | None = None) -> str:
+        """The ``config_hash`` of this session's rows for ``method`` and ``sim_cfg`` (None: digital),
+        see :func:`result_key`."""
+        return result_key(
+            model_sha256=self.model_sha256, data_sha256=self.data_sha256, task=self.task, split=self.split,
+            max_examples=self.max_examples, max_length=self.max_length, method=method, sim_cfg=sim_cfg, extra=extra,
+        )
+
+    def digital_metrics(self) -> dict[str, float]:
+        """GLUE metrics of the digital model (unpatching it first if a chip is patched in)."""
+        from nn.metrics import glue_score
+
+        self.unpatch()
+        return glue_score(self.task, self.predict(), self.encoded.labels)
+
+    def simulated_metrics(self, sim_cfg: SimConfig, trial: int, seed: int, *, prepare: Any = None,
+                          prepare_token: Any = None) -> dict[str, float]:
+        """GLUE metrics of chip ``trial``: programmed from ``numpy.random.default_rng([seed, trial])``,
+        so a trial gives the same numbers alone, after other trials, in any process. The model is
+        patched with ``sim_cfg`` (and ``prepare(model, sim_cfg)`` run) unless it already is for the
+        same ``(sim_cfg, prepare_token)``; then only the chip is redrawn (same draw as a fresh
+        programming)."""
+        from nn.crossbar_linear import calibrate_model, patch_model, program_model, reprogram_model, set_simulated
+        from nn.metrics import glue_score
+
+        want = (sim_cfg.to_json(), prepare_token if prepare_token is not None else id(prepare))
+        if self._patched != want:
+            self.unpatch()
+            patch_model(self.model, sim_cfg)
+            self._patched, self._programmed = want, False
+            if prepare is not None:
+                prepare(self.model, sim_cfg)
+        rng = np.random.default_rng([seed, trial])
+        if self._programmed:
+            reprogram_model(self.model, rng)
+        else:
+            program_model(self.model, rng)
+            self._programmed = True
+        set_simulated(self.model, True)
+        try:
+            if sim_cfg.crossbar.needs_calibration:  # calibrated ADC ranges or per-layer DAC steps
+                calibrate_model(self.model, self._calibration_batch())
+            return glue_score(self.task, self.predict(), self.encoded.labels)
+        finally:
+            set_simulated(self.model, False)
+
+    def unpatch(self) -> None:
+        """Put the plain digital layers back (no-op when the model is not patched)."""
+        if self._patched is not None:
+            from nn.crossbar_linear import unpatch_model
+
+            unpatch_model(self.model)
+            self._patched, self._programmed = None, False
 
     def predict(self) -> np.ndarray:
         """Model outputs ``(n, num_labels)`` on the split (:func:`predict`)."""
         return predict(self.model, self.encoded, self.batch_size)
 
-    def _row(self, mode: str, trial: int, seed: int, metrics: dict[str, float], h: str, sim_cfg: SimConfig,
-             method: str, wall: float) -> dict[str, Any]:
+    def row(self, mode: str, trial: int, seed: int, metrics: dict[str, float], h: str, sim_cfg: SimConfig,
+            method: str, wall: float) -> dict[str, Any]:
+        """One results row (see :data:`CSV_COLUMNS`)."""
+        from nn.provenance import table_digests
+
+        tables = table_digests(sim_cfg) if mode == "simulated" else {}
         row: dict[str, Any] = {
             "task": self.task, "split": self.split, "method": method, "mode": mode, "trial": trial, "seed": seed,
             "n_examples": self.n_examples, "model": self.model_dir, "max_examples": self.max_examples,
             "max_length": self.max_length, "config_hash": h, "sim_config": sim_cfg.to_json(),
             "wall_s": f"{wall:.3f}", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
+            "tables_sha256": json.dumps(tables, sort_keys=True), "software_version": software_version(),
         }
         for c in METRIC_COLUMNS:
             if c in metrics:
@@ -287,8 +504,7 @@ class EvalSession:
         into the simulated rows' ``config_hash``."""
         import torch
 
-        from nn.crossbar_linear import calibrate_model, patch_model, program_model, reprogram_model, set_simulated, unpatch_model
-        from nn.metrics import glue_score
+        from nn.provenance import check_tables
 
         if not isinstance(sim_cfg, SimConfig):
             raise ValueError(f"sim_cfg must be a SimConfig, got {type(sim_cfg).__name__}")
@@ -296,9 +512,12 @@ class EvalSession:
             raise ValueError(f"trials={trials!r} is invalid: must be an integer >= 0")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} is invalid: must be an integer >= 0")
+        # before any work: the output can be written and every table loads (not after the digital pass)
         res = ResultsFile(out_csv)
-        h_dig = config_hash(self._key(method, None))
-        h_sim = config_hash(self._key(method, sim_cfg, key_extra))
+        if trials:
+            check_tables(sim_cfg)
+        h_dig = self.key(method, None)
+        h_sim = self.key(method, sim_cfg, key_extra)
         todo = ([("digital", -1)] if digital and not res.has(h_dig, -1, seed) else [])
         todo += [("simulated", t) for t in range(trials) if not res.has(h_sim, t, seed)]
         written = 0
@@ -310,41 +529,26 @@ class EvalSession:
 
         bar = tqdm(total=len(todo), desc=f"{self.task} {method}", unit="pass", disable=not progress, file=sys.stderr,
                    leave=False)
-        patched = False
         try:
-            programmed_once = False
             for mode, trial in todo:
                 if stop_after_rows is not None and written >= stop_after_rows:
                     break
+                h = h_dig if mode == "digital" else h_sim
+                res.refresh()
+                if res.has(h, trial, seed):  # a concurrent run wrote it meanwhile
+                    bar.update(1)
+                    continue
                 t0 = time.perf_counter()
                 if mode == "digital":
-                    metrics = glue_score(self.task, self.predict(), self.encoded.labels)
-                    h = h_dig
+                    metrics = self.digital_metrics()
                 else:
-                    if not patched:
-                        patch_model(self.model, sim_cfg)
-                        patched = True
-                        if prepare is not None:
-                            prepare(self.model, sim_cfg)
-                    rng = np.random.default_rng([seed, trial])
-                    if programmed_once:
-                        reprogram_model(self.model, rng)
-                    else:
-                        program_model(self.model, rng)
-                        programmed_once = True
-                    set_simulated(self.model, True)
-                    if sim_cfg.crossbar.adc_bits is not None and sim_cfg.crossbar.adc_range == "calibrated":
-                        calibrate_model(self.model, self._calibration_batch())
-                    metrics = glue_score(self.task, self.predict(), self.encoded.labels)
-                    set_simulated(self.model, False)
-                    h = h_sim
-                res.append(self._row(mode, trial, seed, metrics, h, sim_cfg, method, time.perf_counter() - t0))
-                written += 1
+                    metrics = self.simulated_metrics(sim_cfg, trial, seed, prepare=prepare)
+                if res.append(self.row(mode, trial, seed, metrics, h, sim_cfg, method, time.perf_counter() - t0)):
+                    written += 1
                 bar.update(1)
         finally:
             bar.close()
-            if patched:
-                unpatch_model(self.model)
+            self.unpatch()
             torch.set_num_threads(old_nt)
         rows = [
             r for r in read_results(out_csv)
@@ -388,6 +592,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def preflight(out_csv: str | os.PathLike, sim_cfgs: list[SimConfig]) -> None:
+    """Fail before any work: ``out_csv`` must be writable (its directory exists; nothing is
+    created, :func:`device.io.check_writable`) and a results file of this toolkit if it exists,
+    and every table of every config must load (:func:`nn.provenance.check_tables`)."""
+    from nn.provenance import check_tables
+
+    ResultsFile(out_csv)
+    for cfg in sim_cfgs:
+        check_tables(cfg)
+
+
 def evaluate_glue(
     model_dir: str | os.PathLike,
     task: str,
@@ -411,7 +626,9 @@ def evaluate_glue(
     """Evaluate ``model_dir`` on ``task``'s ``split``: one digital row and ``trials`` simulated
     chips, appended to ``out_csv`` (resumable, see the module docstring). Returns a summary dict
     (``digital`` metrics, ``simulated`` ``{metric: {n, mean, std}}``, ``rows``) and prints
-    mean +- std when ``verbose``."""
+    mean +- std when ``verbose``. The output path and every table are checked before the model
+    is loaded (:func:`preflight`)."""
+    preflight(out_csv, [sim_cfg] if trials else [])
     sess = EvalSession.open(
         model_dir, task, glue_dir, split=split, max_examples=max_examples, max_length=max_length,
         batch_size=batch_size, device=device,

@@ -575,10 +575,14 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     if cfg.max_train_examples:
         train = glue_mod.subsample(train, cfg.max_train_examples, np.random.default_rng(_derive_seed(cfg.seed, 3)))
 
-    model, tokenizer = load_classifier(base, task.num_labels, task=task.name, device=device, max_length=cfg.max_length)
-    out.mkdir(parents=True, exist_ok=True)
+    from nn.models import check_token_lengths
+
+    model, tokenizer = load_classifier(base, task.num_labels, task=task.name, device=device)
     enc_train = glue_mod.tokenize(train, tokenizer, cfg.max_length)
     enc_dev = {s: glue_mod.tokenize(d, tokenizer, cfg.max_length) for s, d in dev.items()}
+    for e in (enc_train, *enc_dev.values()):
+        check_token_lengths(model, e.lengths, cfg.max_length, base)
+    out.mkdir(parents=True, exist_ok=True)
 
     n = len(enc_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)

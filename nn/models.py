@@ -34,6 +34,7 @@ __all__ = [
     "load_classifier",
     "resolve_device",
     "max_positions",
+    "check_token_lengths",
     "num_threads",
 ]
 
@@ -190,18 +191,23 @@ def is_finetuned_classifier(config: Any) -> bool:
 
 
 class _quiet_transformers:
-    """Silence transformers' load report (missing keys are checked by load_classifier itself)."""
+    """Silence transformers' load report and its "Loading weights" progress bar (missing keys are
+    checked by load_classifier itself; stderr stays for our own messages)."""
 
     def __enter__(self):
         from transformers.utils import logging as hf_logging
 
         self._logging = hf_logging
         self._level = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         return self
 
     def __exit__(self, *exc):
         self._logging.set_verbosity(self._level)
+        if self._bars:
+            self._logging.enable_progress_bar()
         return False
 
 
@@ -212,7 +218,6 @@ def load_classifier(
     task: str | None = None,
     require_finetuned: bool = False,
     device: Any = "cpu",
-    max_length: int | None = None,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)``: an ``AutoModelForSequenceClassification`` and its tokenizer.
 
@@ -220,10 +225,10 @@ def load_classifier(
     own count (and is an error for a base encoder). ``task`` (a GLUE task name) fills in
     ``num_labels`` when it is None and names the labels of a fresh head. With
     ``require_finetuned=True`` a base encoder (which would get an untrained head) is refused.
-    The model is returned in eval mode on ``device`` (checked first: :func:`resolve_device`).
-    ``max_length``: tokens per example the caller will feed; more than the model's position
-    embeddings (:func:`max_positions`) raises :class:`ModelLoadError`. A truncated or corrupt
-    weights file and a pickled checkpoint are refused with :class:`ModelLoadError` too.
+    The model is returned in eval mode on ``device`` (checked first: :func:`resolve_device`). A
+    truncated or corrupt weights file and a pickled checkpoint are refused with
+    :class:`ModelLoadError`. Token rows longer than the model's positions are caught after
+    tokenization by :func:`check_token_lengths`.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -296,13 +301,6 @@ def load_classifier(
         ) from exc
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model or tokenizer from {model}: {_first_line(exc)}") from exc
-    if max_length is not None:
-        n_pos = max_positions(net)
-        if n_pos is not None and max_length > n_pos:
-            raise ModelLoadError(
-                f"max_length={max_length} is invalid for {model}: its position embeddings hold {n_pos} tokens "
-                f"(use --max-length {n_pos} or less)"
-            )
     # transformers only logs missing weights; here a missing encoder weight is an error. A fresh
     # head (base encoder) and a missing pooler (encoders saved without one) are expected.
     prefix = getattr(net, "base_model_prefix", "") + "."
@@ -316,6 +314,24 @@ def load_classifier(
     net.to(device)
     net.eval()
     return net, tok
+
+
+def check_token_lengths(model: Any, lengths: Any, max_length: int, name: str = "the model") -> None:
+    """Raise :class:`ModelLoadError` when a tokenized row (``lengths``, tokens per row) is longer
+    than ``model``'s position embeddings (:func:`max_positions`): such a row cannot be embedded
+    (it would fail inside the forward pass). A ``max_length`` above the limit is harmless as long
+    as no row reaches it."""
+    import numpy as np
+
+    n_pos = max_positions(model)
+    lengths = np.asarray(lengths)
+    if n_pos is None or lengths.size == 0 or int(lengths.max()) <= n_pos:
+        return
+    k = int(np.count_nonzero(lengths > n_pos))
+    raise ModelLoadError(
+        f"max_length={max_length} is too long for {name}: its position embeddings hold {n_pos} tokens and "
+        f"{k} example(s) tokenize to more (longest {int(lengths.max())}); use --max-length {n_pos} or less"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,265 @@
+"""Bad input at the command line (issue "The edges"): each case gives exactly one ``error:`` line on
+stderr, exit status 2, no traceback, and leaves no file behind. A bug (any exception that is not a
+:class:`device.errors.UserError`) is not dressed up as a user error; ``--debug`` shows the
+traceback of user errors too."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nn.cli import main
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from _tiny_bert import write_glue, write_tiny_classifier  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--set", "crossbar.tile_rows=32", "--set", "crossbar.tile_cols=32", "--set", "levels.source=synthetic"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("edges")
+    return {"model": write_tiny_classifier(root / "model"), "glue": write_glue(root / "glue")}
+
+
+def _listing(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+def user_error(capsys, argv, where: Path, *needles: str) -> str:
+    """Run ``reram-cosim argv``: exit 2, one ``error:`` line naming ``needles``, no traceback,
+    no new file under ``where``."""
+    before = _listing(where)
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+    assert _listing(where) == before, "a file was left behind"
+    return err
+
+
+def eval_args(model, glue, out, *extra):
+    return ["eval", "--model", model, "--task", "sst2", "--glue-dir", glue, "--out", out, "--no-progress",
+            "--batch-size", "8", "--trials", "0", *SMALL, *extra]
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def test_max_length_above_position_embeddings(files, tmp_path, capsys):
+    # the tiny BERT has 64 position embeddings: a row of 80 words at --max-length 100 used to fail
+    # inside the forward pass ("The size of tensor a (..) must match ..")
+    long_row = " ".join(["the film was good"] * 20)
+    glue = _glue_with_dev(tmp_path, f"sentence\tlabel\ngood film \t1\n{long_row} \t1\n")
+    user_error(capsys, eval_args(files["model"], glue, tmp_path / "r.csv", "--max-length", "100"), tmp_path,
+               "max_length=100 is too long", "position embeddings hold 64", "1 example(s)", "--max-length 64")
+    # a limit above the positions that no row reaches is harmless: the short rows evaluate
+    out = tmp_path / "ok.csv"
+    assert main([str(a) for a in eval_args(files["model"], files["glue"], out, "--max-length", "100")]) == 0
+    assert out.is_file()
+
+
+def test_truncated_safetensors(files, tmp_path, capsys):
+    bad = tmp_path / "model"
+    shutil.copytree(files["model"], bad)
+    st = bad / "model.safetensors"
+    st.write_bytes(st.read_bytes()[:5])
+    user_error(capsys, eval_args(bad, files["glue"], tmp_path / "r.csv"), tmp_path, "truncated or corrupt")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this ran while unpickling",))
+
+
+def test_pickled_checkpoint_refused_plainly(files, tmp_path, capsys):
+    bad = tmp_path / "model"
+    shutil.copytree(files["model"], bad)
+    (bad / "model.safetensors").unlink()
+    with open(bad / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"payload": _Payload()}, f)
+    err = user_error(capsys, eval_args(bad, files["glue"], tmp_path / "r.csv"), tmp_path,
+                     "pickled checkpoints are refused")
+    assert "weights_only" not in err
+    assert "this ran while unpickling" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda(files, tmp_path, capsys):
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--device", "cuda"), tmp_path,
+               "CUDA is not available")
+
+
+def test_unknown_device(files, tmp_path, capsys):
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--device", "tpu9"), tmp_path,
+               "--device")
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/model", "./no/such/model", "~/no-such-model-dir"])
+def test_missing_local_model_is_reported_as_missing(files, tmp_path, capsys, path):
+    err = user_error(capsys, eval_args(path, files["glue"], tmp_path / "r.csv"), tmp_path, "does not exist")
+    assert "Repo id" not in err and "repo id" not in err
+
+
+# --- GLUE files --------------------------------------------------------------------------------
+
+
+def _glue_with_dev(tmp_path: Path, dev_text: str, name: str = "glue") -> Path:
+    d = tmp_path / name / "SST-2"
+    d.mkdir(parents=True)
+    (d / "train.tsv").write_text("sentence\tlabel\ngood film \t1\n")
+    (d / "dev.tsv").write_text(dev_text, encoding="utf-8")
+    return tmp_path / name
+
+
+def test_dev_file_with_malformed_rows_is_refused_with_line_numbers(files, tmp_path, capsys):
+    rows = ["sentence\tlabel", "good film \t1", "bad film \t0", "a fine story \t1", "dull plot \t7",
+            "the actors were superb", "boring \t0"]
+    glue = _glue_with_dev(tmp_path, "\n".join(rows) + "\n")
+    user_error(capsys, eval_args(files["model"], glue, tmp_path / "r.csv"), tmp_path,
+               "2 malformed row(s) at line(s) 5, 6", "label '7'", "has 1 fields", "must be complete")
+
+
+def test_utf8_bom_in_any_task_file(files, tmp_path, capsys):
+    text = (files["glue"] / "SST-2" / "dev.tsv").read_text()
+    glue = _glue_with_dev(tmp_path, "\ufeff" + text)
+    out = tmp_path / "r.csv"
+    capsys.readouterr()
+    assert main([str(a) for a in eval_args(files["model"], glue, out)]) == 0
+    assert "\\ufeff" not in capsys.readouterr().err and out.is_file()
+
+
+# --- device and tables -------------------------------------------------------------------------
+
+
+def test_fault_map_larger_than_memory(tmp_path, capsys):
+    user_error(capsys, ["device", "faults", "--rows", "100000", "--cols", "100000", "--rate", "0.5",
+                        "--out", tmp_path / "f.h5"], tmp_path, "GiB of memory", "are available")
+
+
+def test_cluster_size_inf(tmp_path, capsys):
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")  # no numpy RuntimeWarning on the way
+        user_error(capsys, ["device", "faults", "--rows", "8", "--cols", "8", "--rate", "0.1", "--pattern", "clustered",
+                            "--cluster-size", "inf", "--out", tmp_path / "f.h5"], tmp_path, "cluster_size=inf is invalid")
+
+
+def test_program_set_errors_name_the_flag(tmp_path, capsys):
+    err = user_error(capsys, ["device", "program", "--bits-per-cell", "1", "--devices", "4", "--program-set", "nope=1",
+                              "--out", tmp_path / "l.h5"], tmp_path, "--program-set nope", "unknown key 'nope'")
+    assert "--set nope" not in err
+
+
+def _levels_table(path: Path, g_s: np.ndarray, g_units: str = "S") -> Path:
+    from device import tables
+
+    return tables.write_table(path, kind="levels", arrays={
+        "level": tables.Array(np.arange(2), "index"),
+        "g_target_s": tables.Array(np.array([1e-6, 1e-4]), "S", ("level",)),
+        "g_s": tables.Array(g_s, g_units, ("level", "device")),
+        "r_ohm": tables.Array(1 / np.abs(g_s), "ohm", ("level", "device")),
+        "pulses": tables.Array(np.ones((2, 3), np.int32), "1", ("level", "device")),
+    })
+
+
+def test_tables_validate_checks_finiteness_and_units(tmp_path, capsys):
+    g = np.array([[1e-6, 1.1e-6, 0.9e-6], [1e-4, 1.01e-4, 0.99e-4]])
+    ok = _levels_table(tmp_path / "ok.h5", g)
+    assert main(["tables", "validate", str(ok)]) == 0
+    g_nan = g.copy()
+    g_nan[1, 2] = np.nan
+    nan = _levels_table(tmp_path / "nan.h5", g_nan)
+    user_error(capsys, ["tables", "validate", nan], tmp_path, "g_s holds 1 NaN or infinite value")
+    uS = _levels_table(tmp_path / "us.h5", g * 1e6, g_units="uS")
+    user_error(capsys, ["tables", "validate", uS], tmp_path, "g_s has units 'uS'", "declares 'S'")
+
+
+def test_tables_validate_unknown_kind(tmp_path, capsys):
+    g = np.array([[1e-6, 1.1e-6, 0.9e-6], [1e-4, 1.01e-4, 0.99e-4]])
+    ok = _levels_table(tmp_path / "ok.h5", g)
+    user_error(capsys, ["tables", "validate", ok, "--kind", "nosuch"], tmp_path, "unknown table kind 'nosuch'")
+
+
+# --- the entry point's contract ----------------------------------------------------------------
+
+
+def test_a_bug_is_not_a_user_error(monkeypatch, tmp_path, capsys):
+    import device.cli as dcli
+
+    def boom(args):
+        raise ValueError("numpy said something")  # a plain ValueError is a bug, not bad input
+
+    monkeypatch.setattr(dcli, "_cmd_faults", boom)
+    with pytest.raises(ValueError, match="numpy said"):
+        main(["device", "faults", "--rows", "4", "--cols", "4", "--rate", "0", "--out", str(tmp_path / "f.h5")])
+
+
+def test_debug_shows_the_traceback_of_user_errors(tmp_path):
+    argv = [sys.executable, "-m", "nn.cli", "--debug", "device", "faults", "--rows", "4", "--cols", "4", "--rate", "2",
+            "--out", str(tmp_path / "f.h5")]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "Traceback" in r.stderr and "ConfigError" in r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith("error: rate=2.0 is invalid")
+    r = subprocess.run(argv[:3] + argv[4:], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+# --- configuration reachable from the command line -----------------------------------------------
+
+
+def test_preset_names_in_help_come_from_the_registry(monkeypatch, capsys):
+    import nn.sim
+
+    monkeypatch.setitem(nn.sim.PRESETS, "zz_test_chip", nn.sim.PRESETS["ideal"])
+    for argv in (["eval", "--help"], ["crossbar", "mvm", "--help"], ["finetune", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "zz_test_chip" in capsys.readouterr().out.replace("\n", " ").replace("  ", " "), argv
+    capsys.readouterr()
+    assert main(["crossbar", "mvm", "--preset", "zz_test_chip", "--show-config"]) == 0
+
+
+def test_every_finetune_field_is_reachable_with_set(capsys):
+    import dataclasses
+    import json
+
+    from nn.finetune import FinetuneConfig
+
+    values = {"task": "mrpc", "epochs": 2, "max_steps": 7, "batch_size": 4, "lr": 1e-4, "warmup_ratio": 0.06,
+              "weight_decay": 0.0, "max_grad_norm": 0.5, "max_length": 64, "max_train_examples": 100, "eval_every": 3,
+              "checkpoint_every": 0, "group_by_length": False, "seed": 5, "dva_sigma": 0.0,
+              "dva_distribution": "lognormal", "dva_target": ["query"], "prune_rows_cols": 0.3, "prune_phase": 0.5,
+              "prune_scope": "global", "dva_mode": "weight", "dva_quantize": True, "dva_noise_scale": 2.0,
+              "qat_msb_copies": 1}
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    assert fields - set(values) <= {"sim"} | (fields - set(values) - {"sim"}), "sim is the chip (--preset/--set)"
+    argv = ["finetune", "--task", "sst2", "--out", "unused", "--show-config"]
+    for k, v in values.items():
+        argv += ["--set", f"train.{k}={json.dumps(v)}"]
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    for k, v in values.items():
+        assert shown[k] == v, k
+    assert shown["sim"] is not None  # dva_quantize / qat_msb_copies need the chip: --preset default
+    assert not Path("unused").exists()
+    user_error(capsys, ["finetune", "--task", "sst2", "--out", "unused", "--set", "train.warmup=0.1", "--show-config"],
+               ROOT, "--set train.warmup", "unknown key 'warmup'")
+    user_error(capsys, ["finetune", "--task", "sst2", "--out", "unused", "--set", "train.warmup_ratio=2", "--show-config"],
+               ROOT, "warmup_ratio=2")
