@@ -55,6 +55,7 @@ Shipped examples: ``examples/study_faults.json``, ``examples/study_variation.jso
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -64,65 +65,99 @@ from typing import Any, Callable
 
 import numpy as np
 
-from device.config import apply_overrides
+from device.config import Config, ConfigError, apply_overrides, check_int_range, config
 from nn.sim import PRESETS, SimConfig, get_preset
 
-__all__ = ["StudySpec", "load_spec", "study_points", "run_study", "plot_study"]
-
-_KEYS = {"name", "model", "glue_dir", "preset", "set", "axes", "tasks", "methods", "trials", "seed",
-         "max_examples", "max_length", "batch_size"}
+__all__ = ["StudySpec", "load_spec", "study_points", "plan_study", "run_study", "plot_study", "check_output_dir"]
 
 
-class StudySpec:
-    """A validated study spec (see the module docstring)."""
+@config
+class StudySpec(Config):
+    """A study: tasks x methods x the product of the sweep axes, ``trials`` chips per point (see
+    the module docstring). Built from JSON with :meth:`from_dict` / :func:`load_spec` and
+    validated like every config (unknown keys, types, ranges); every sim config of the product
+    is built at construction, so a bad axis key or value fails before anything runs."""
 
-    def __init__(self, data: dict[str, Any], *, where: str = "study spec") -> None:
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a JSON object")
-        unknown = sorted(set(data) - _KEYS)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
-        self.name = str(data.get("name", "study"))
-        self.model = data.get("model")
-        self.glue_dir = data.get("glue_dir")
-        self.preset = data.get("preset", "default")
-        if self.preset not in PRESETS:
-            raise ValueError(f"{where}: unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
-        self.overrides = _str_list(data.get("set", []), f"{where}: set")
-        axes = data.get("axes", {})
-        if not isinstance(axes, dict) or not axes:
-            raise ValueError(f"{where}: axes must be a non-empty object {{\"key.path\": [values, ...]}}")
-        self.axes: dict[str, list[Any]] = {}
-        for k, v in axes.items():
-            if not isinstance(v, list) or not v:
-                raise ValueError(f"{where}: axis {k!r} must have a non-empty list of values")
-            self.axes[str(k)] = list(v)
-        tasks = data.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            raise ValueError(f"{where}: tasks must be a non-empty list of GLUE task names")
+    #: free text, used in plot titles
+    name: str = "study"
+    #: fine-tuned classifier directory or hub id, or {task: model}; "cache:NAME" is
+    #: nn.models.finetuned_model_dir(NAME); --model on the command line overrides it
+    model: str | dict[str, str] | None = None
+    #: local GLUE directory (null: $GLUE_DIR, else the hub); --glue-dir overrides it
+    glue_dir: str | None = None
+    #: a key of nn.sim.PRESETS
+    preset: str = "default"
+    #: --set style overrides of the preset, e.g. ["levels.source=synthetic"]
+    set: tuple[str, ...] = ()
+    #: sweep axes, SimConfig key path -> values; several axes are crossed (cartesian product)
+    axes: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    #: GLUE task names
+    tasks: tuple[str, ...] = ()
+    #: method name -> overrides (applied after "set", before the axis values); "protection.*"
+    #: overrides and names of nn.protect.PROTECTION_METHODS select a protection
+    methods: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=lambda: {"baseline": ()})
+    #: chips per point (trial t is programmed from numpy default_rng([seed, t]))
+    trials: int = 1
+    #: seed of the chips
+    seed: int = 0
+    #: stratified dev subset per task; null = all
+    max_examples: int | None = None
+    #: tokens per example
+    max_length: int = 128
+    #: examples per forward pass
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
         from nn.glue import get_task
-
-        self.tasks = [get_task(t).name for t in tasks]
-        methods = data.get("methods", {"baseline": []})
-        if not isinstance(methods, dict) or not methods:
-            raise ValueError(f"{where}: methods must be a non-empty object {{name: [overrides]}}")
-        self.methods = {str(k): _str_list(v, f"{where}: method {k}") for k, v in methods.items()}
         from nn.protect import method_protection
 
-        try:  # protection bundles / protection.* overrides, checked now like the sim configs
-            self.protections = {m: method_protection(m, ov) for m, ov in self.methods.items()}
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        self.trials = _int(data.get("trials", 1), f"{where}: trials", 0)
-        self.seed = _int(data.get("seed", 0), f"{where}: seed", 0)
-        me = data.get("max_examples")
-        self.max_examples = None if me is None else _int(me, f"{where}: max_examples", 1)
-        self.max_length = _int(data.get("max_length", 128), f"{where}: max_length", 8)
-        self.batch_size = _int(data.get("batch_size", 64), f"{where}: batch_size", 1)
-        self.data = data
+        if not isinstance(self.name, str):
+            raise ConfigError(f"name={self.name!r} is invalid: must be a string")
+        m = self.model
+        if not (m is None or isinstance(m, str) or (
+                isinstance(m, dict) and m and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()))):
+            raise ConfigError(f"model={m!r} is invalid: must be a path or hub id, or {{task: model}}")
+        if self.glue_dir is not None and not isinstance(self.glue_dir, str):
+            raise ConfigError(f"glue_dir={self.glue_dir!r} is invalid: must be a path or null")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset={self.preset!r} is invalid: unknown preset; known: {', '.join(PRESETS)}")
+        _strings("set", self.set)
+        axes = self.axes
+        if not isinstance(axes, dict) or not axes:
+            raise ConfigError("axes must be a non-empty object {\"key.path\": [values, ...]}")
+        for k, v in axes.items():
+            if not isinstance(v, (list, tuple)) or not v:
+                raise ConfigError(f"axes[{k!r}] must be a non-empty list of values")
+        object.__setattr__(self, "axes", {str(k): tuple(v) for k, v in axes.items()})
+        if not isinstance(self.tasks, tuple) or not self.tasks:
+            raise ConfigError("tasks must be a non-empty list of GLUE task names")
+        object.__setattr__(self, "tasks", tuple(get_task(t).name for t in self.tasks))
+        methods = self.methods
+        if not isinstance(methods, dict) or not methods:
+            raise ConfigError("methods must be a non-empty object {name: [overrides]}")
+        for k, v in methods.items():
+            _strings(f"methods[{k!r}]", v)
+        object.__setattr__(self, "methods", {str(k): tuple(v) for k, v in methods.items()})
+        check_int_range("trials", self.trials, 0)
+        check_int_range("seed", self.seed, 0)
+        if self.max_examples is not None:
+            check_int_range("max_examples", self.max_examples, 1)
+        check_int_range("max_length", self.max_length, 8)
+        check_int_range("batch_size", self.batch_size, 1)
+        # protection bundles / protection.* overrides, checked now like the sim configs
+        object.__setattr__(self, "_protections", {k: method_protection(k, v) for k, v in self.methods.items()})
         # build every config now: a bad key or value fails before anything runs
-        for _m, _p, _cfg in self.points():
-            pass
+        object.__setattr__(self, "_points", self._build_points())
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``set`` overrides as a list."""
+        return list(self.set)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The spec as a JSON-able dict (written to ``<out>/study.json``)."""
+        return json.loads(json.dumps(self.to_dict()))
 
     def base(self, method: str) -> SimConfig:
         sim = [o for o in self.methods[method] if not o.startswith("protection.")]
@@ -130,10 +165,9 @@ class StudySpec:
 
     def protection(self, method: str) -> Any:
         """The method's ``mapping.protection.ProtectionConfig``, or None for a plain method."""
-        return self.protections[method]
+        return self._protections[method]  # type: ignore[attr-defined]
 
-    def points(self) -> list[tuple[str, dict[str, Any], SimConfig]]:
-        """``(method, {axis: value}, sim_cfg)`` for the whole product, in run order."""
+    def _build_points(self) -> list[tuple[str, dict[str, Any], SimConfig]]:
         out = []
         keys = list(self.axes)
         for method in self.methods:
@@ -144,14 +178,18 @@ class StudySpec:
                 out.append((method, point, apply_overrides(base, sets)))
         return out
 
+    def points(self) -> list[tuple[str, dict[str, Any], SimConfig]]:
+        """``(method, {axis: value}, sim_cfg)`` for the whole product, in run order."""
+        return list(self._points)  # type: ignore[attr-defined]
+
     def model_for(self, task: str, override: str | None = None) -> str:
         m = override if override is not None else self.model
         if isinstance(m, dict):
             if task not in m:
-                raise ValueError(f"study spec: model has no entry for task {task!r}")
+                raise ConfigError(f"study spec: model has no entry for task {task!r}")
             m = m[task]
         if m is None:
-            raise ValueError("study spec gives no model; add \"model\" to the spec or pass --model")
+            raise ConfigError("study spec gives no model; add \"model\" to the spec or pass --model")
         m = str(m)
         if m.startswith("cache:"):
             from nn.models import finetuned_model_dir
@@ -160,34 +198,90 @@ class StudySpec:
         return m
 
 
-def _str_list(v: Any, what: str) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ValueError(f"{what} must be a list of \"key=value\" strings")
-    return list(v)
-
-
-def _int(v: Any, what: str, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{what}={v!r} is invalid: must be an integer >= {lo}")
-    return v
+def _strings(what: str, v: Any) -> None:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{what} must be a list of \"key=value\" strings")
 
 
 def load_spec(path: str | os.PathLike) -> StudySpec:
     """Read and validate a study spec JSON file."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"study spec {p} does not exist")
+        raise ConfigError(f"study spec {p} does not exist")
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"study spec {p} is not valid JSON: {exc}") from None
-    return StudySpec(data, where=str(p))
+        raise ConfigError(f"study spec {p} is not valid JSON: {exc}") from None
+    try:
+        return StudySpec.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
 
 
 def study_points(spec: StudySpec) -> int:
     """Number of evaluation rows the study writes (digital rows included)."""
     n_pts = math.prod(len(v) for v in spec.axes.values())
     return len(spec.tasks) * len(spec.methods) * (1 + n_pts * spec.trials)
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """The rule for an output *directory* (``study --out``, ``demo --out``), the same as for an
+    output file (:func:`device.io.check_writable`): its parent directory must exist and be
+    writable; nothing above it is ever created. The directory itself may exist (it is reused)."""
+    from device.io import OutputPathError, check_writable
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"cannot use {out} as the output directory: it is a file")
+    if out.is_dir():
+        check_writable(out / "results.csv")
+    else:
+        check_writable(out)
+    return out
+
+
+def plan_study(
+    spec: StudySpec,
+    *,
+    model: str | None = None,
+    glue_dir: str | os.PathLike | None = None,
+    prepare: dict[str, Callable[[Any, SimConfig], None]] | None = None,
+    num_threads: int | None = None,
+    device: str = "cpu",
+) -> list[Any]:
+    """Every row of ``spec`` as a :class:`nn.executor.RowTask`, in run order (per GLUE task and
+    method: the digital row, then the chips of each point), keyed by content. Checks every table
+    and every protection (masks beside the model) first."""
+    from nn.executor import Source, plan_rows, source_digests
+    from nn.provenance import check_tables
+
+    gd = glue_dir if glue_dir is not None else spec.glue_dir
+    if gd is None:
+        from nn.glue import default_glue_dir
+
+        gd = default_glue_dir()
+    points = spec.points()
+    if spec.trials:
+        for _m, _p, cfg in points:
+            check_tables(cfg)
+    tasks = []
+    for task in spec.tasks:
+        m = spec.model_for(task, model)
+        model_sha, data_sha = source_digests(m, task, "dev", gd)
+        src = Source(m, task, "dev", None if gd is None else str(gd), spec.max_examples, spec.max_length,
+                     spec.batch_size, device, num_threads, model_sha, data_sha)
+        seen_digital: set[str] = set()
+        for method, point, cfg in points:
+            hook = (prepare or {}).get(method)
+            prot = spec.protection(method)
+            if hook is None and prot is not None and prot.prune:
+                from nn.protect import masks_for
+
+                masks_for(m)  # the masks must be there before anything runs
+            tasks += plan_rows(src, method, cfg, spec.trials, spec.seed, protection=None if hook else prot,
+                               prepare=hook, digital=method not in seen_digital, point=point)
+            seen_digital.add(method)
+    return tasks
 
 
 def run_study(
@@ -201,62 +295,67 @@ def run_study(
     prepare: dict[str, Callable[[Any, SimConfig], None]] | None = None,
     num_threads: int | None = None,
     plot: bool = True,
+    executor: str = "serial",
+    workers: int | None = None,
+    address: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run every point of ``spec`` into ``<out_dir>/results.csv`` (resumable) and draw the plots.
 
-    ``stop_after_rows``: stop after writing that many new rows (rerun to continue; plots are
-    drawn from what is there). ``prepare``: ``{method: fn(model, sim_cfg)}`` hooks run after
-    patching. Returns ``{"csv": path, "plots": [paths], "written": n, "complete": bool}``.
+    Before any work: the output directory (:func:`check_output_dir`), the results file, every
+    table and every protection are checked, and every row is keyed (:func:`plan_study`). Then
+    the missing rows run on ``executor`` (``"serial"`` or ``"dask"``, :mod:`nn.executor`;
+    ``workers`` local processes, or the cluster at ``address``); the driver writes each row as
+    it arrives. ``stop_after_rows``: stop after that many new rows (rerun to continue; plots
+    are drawn from what is there). ``prepare``: ``{method: fn(model, sim_cfg)}`` hooks run after
+    patching (with Dask they are pickled to the workers). Returns ``{"csv": path, "plots":
+    [paths], "written": n, "complete": bool}``.
     """
-    from nn.evaluate import EvalSession, format_summary
+    from device.io import atomic_write_text
+    from nn.evaluate import ResultsFile, format_summary, read_results, summarize
+    from nn.executor import check_executor, run_tasks
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_executor(executor, workers, address)
+    out = check_output_dir(out_dir)
     csv_path = out / "results.csv"
-    spec_copy = out / "study.json"
-    tmp = out / f".study.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(spec.data, indent=2))
-    os.replace(tmp, spec_copy)
-    gd = glue_dir if glue_dir is not None else spec.glue_dir
-    if gd is None:
-        from nn.glue import default_glue_dir
-
-        gd = default_glue_dir()
-    budget = stop_after_rows
-    written, complete = 0, True
-    points = spec.points()
-    for task in spec.tasks:
-        if budget is not None and budget <= 0:
-            complete = False
-            break
-        sess = EvalSession.open(
-            spec.model_for(task, model), task, gd, max_examples=spec.max_examples, max_length=spec.max_length,
-            batch_size=spec.batch_size,
-        )
-        for method, point, cfg in points:
-            if budget is not None and budget <= 0:
-                complete = False
-                break
-            hook = (prepare or {}).get(method)
-            prot = spec.protection(method)
-            if hook is None and prot is not None:
-                from nn.protect import make_prepare
-
-                hook = make_prepare(prot, sess.model_dir)
-            s = sess.run(
-                cfg, spec.trials, spec.seed, csv_path, method=method, progress=progress, stop_after_rows=budget,
-                prepare=hook, num_threads=num_threads,
-                key_extra=None if prot is None else {"protection": prot.to_dict()},
-            )
-            written += s["written"]
-            if budget is not None:
-                budget -= s["written"]
-            complete = complete and s["complete"]
-            if progress:
-                where = ", ".join(f"{k}={v}" for k, v in point.items())
-                print(f"[{where}] {format_summary(s)}", flush=True)
-    plots = plot_study(spec, csv_path, out / "plots") if plot else []
+    if out.is_dir():
+        ResultsFile(csv_path)  # a foreign file is refused before any work
+    tasks = plan_study(spec, model=model, glue_dir=glue_dir, prepare=prepare, num_threads=num_threads, device=device)
+    out.mkdir(exist_ok=True)  # one level: its parent was checked to exist
+    atomic_write_text(out / "study.json", json.dumps(spec.data, indent=2))
+    res = ResultsFile(csv_path)
+    written = run_tasks(tasks, res, executor=executor, workers=workers, address=address, progress=progress,
+                        stop_after_rows=stop_after_rows)
+    res.refresh()
+    complete = all(res.has(*t.row_id) for t in tasks)
+    if progress and csv_path.exists():
+        rows = read_results(csv_path)
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_key.setdefault(r["config_hash"], []).append(r)
+        shown = set()
+        for t in tasks:
+            if t.mode != "simulated" or t.key in shown:
+                continue
+            shown.add(t.key)
+            sim = [r for r in by_key.get(t.key, []) if r["seed"] == spec.seed]
+            dig_t = next((d for d in tasks if d.mode == "digital" and d.source == t.source and d.method == t.method), None)
+            dig = next((r for r in by_key.get(dig_t.key, []) if r["seed"] == spec.seed), None) if dig_t else None
+            summary = {
+                "task": t.source.task, "method": t.method,
+                "digital": None if dig is None else {c: dig[c] for c in _metrics(dig)},
+                "simulated": {c: summarize(sim, c) for c in (_metrics(sim[0]) if sim else [])},
+            }
+            where = ", ".join(f"{k}={v}" for k, v in t.point)
+            print(f"[{where}] {format_summary(summary)}", flush=True)
+    plots = plot_study(spec, csv_path, out / "plots") if plot and csv_path.exists() else []
     return {"csv": csv_path, "plots": plots, "written": written, "complete": complete}
+
+
+def _metrics(row: dict[str, Any]) -> list[str]:
+    from nn.evaluate import METRIC_COLUMNS
+
+    return [c for c in METRIC_COLUMNS if not math.isnan(row[c])]
 
 
 def _get(d: dict[str, Any], path: str) -> Any:

@@ -455,7 +455,7 @@ def test_study_methods_name_protections():
     from nn.protect import method_protection
     from nn.study import StudySpec
 
-    spec = StudySpec({
+    spec = StudySpec.from_dict({
         "axes": {"faults.rate": [0.0]}, "tasks": ["sst2"],
         "methods": {"unprotected": [], "prune+dup+msb": [], "msb": ["faults.sa0_fraction=0"],
                     "mine": ["protection.prune=true", "protection.duplicate=true", "protection.vote=fault_aware"],
@@ -468,7 +468,7 @@ def test_study_methods_name_protections():
     assert spec.protection("mine").vote == "fault_aware"
     assert spec.base("msb").faults.sa0_fraction == 0.0
     with pytest.raises(ValueError, match="n_copies"):
-        StudySpec({"axes": {"faults.rate": [0.0]}, "tasks": ["sst2"], "methods": {"x": ["protection.n_copies=5"]}})
+        StudySpec.from_dict({"axes": {"faults.rate": [0.0]}, "tasks": ["sst2"], "methods": {"x": ["protection.n_copies=5"]}})
     assert method_protection("prune", ["protection.regrid=true"]).regrid
 
 
@@ -490,7 +490,7 @@ def test_study_runs_protection_methods(tmp_path):
         "methods": {"unprotected": [], "prune+dup": [], "msb": []},
     }
     with pytest.raises(ProtectionError, match="pruning_masks.safetensors"):
-        run_study(StudySpec(spec), tmp_path / "out0", progress=False, plot=False)
+        run_study(StudySpec.from_dict(spec), tmp_path / "out0", progress=False, plot=False)
     # a pruned checkpoint: pruned weights zero, masks beside it
     model, tok = load_classifier(d, None, task="sst2", require_finetuned=False)
     weights = {n: m.weight for n, m in model.named_modules()
@@ -500,7 +500,7 @@ def test_study_runs_protection_methods(tmp_path):
         h.remove()
     model.save_pretrained(str(d))
     save_masks(d / "pruning_masks.safetensors", masks)
-    res = run_study(StudySpec(spec), tmp_path / "out", progress=False, plot=False)
+    res = run_study(StudySpec.from_dict(spec), tmp_path / "out", progress=False, plot=False)
     assert res["complete"]
     rows = read_results(res["csv"])
     sim = {r["method"]: r for r in rows if r["mode"] == "simulated"}

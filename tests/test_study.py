@@ -65,11 +65,11 @@ def test_shipped_examples_are_valid():
 )
 def test_bad_specs(files, change, match):
     with pytest.raises(ValueError, match=match):
-        StudySpec(spec_dict(files, **change))
+        StudySpec.from_dict(spec_dict(files, **change))
 
 
 def test_study_runs_resumes_and_plots(files, tmp_path):
-    spec = StudySpec(spec_dict(files))
+    spec = StudySpec.from_dict(spec_dict(files))
     n = study_points(spec)
     assert n == 2 * (1 + 4 * 2)
     r1 = run_study(spec, tmp_path, progress=False, stop_after_rows=5, plot=False)
