@@ -67,10 +67,9 @@ def run_device_demo(out_dir: str | Path, *, seed: int = 0, n_devices: int = 256,
         sweep_onoff[ratio] = cell_error_rate(t)
     summary["synthetic_sigma_0.05"] = {"cell_error_vs_bits": sweep_bits, "cell_error_vs_on_off_2bit": sweep_onoff}
 
-    text = json.dumps(summary, indent=1, default=str)
-    tmp = out / ".device_summary.json.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "device_summary.json")
+    from device.io import atomic_write_text
+
+    atomic_write_text(out / "device_summary.json", json.dumps(summary, indent=1, default=str))
     if verbose:
         print(_format(summary))
     return summary

@@ -6,7 +6,6 @@ Usage: ``.venv/bin/python docs/make_figures.py`` (writes next to this file, atom
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -118,11 +117,9 @@ def main() -> None:
     draw_layout(axes[0], cfg)
     draw_dup(axes[1])
     fig.tight_layout()
-    out = HERE / "msb_layout.png"
-    tmp = HERE / f".msb_layout.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=140)
-    os.replace(tmp, out)
-    print(out)
+    from device.plots import save_figure
+
+    print(save_figure(fig, HERE / "msb_layout.png", dpi=140)[0])
 
 
 if __name__ == "__main__":

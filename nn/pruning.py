@@ -160,7 +160,9 @@ class RowColPruner:
         masks = pruner.finalize()   # removes the gates, zeroes pruned weights, keeps them at zero
     """
 
-    def __init__(self, model: nn.Module, cfg: PruningConfig, *, generator: torch.Generator | None = None) -> None:
+    def __init__(self, model: nn.Module, cfg: PruningConfig, *, generator: torch.Generator) -> None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError("RowColPruner needs generator, a seeded torch.Generator (the gates' noise is drawn from it)")
         self.cfg = cfg
         self.model = model
         pattern = re.compile(cfg.target_modules)

@@ -69,7 +69,7 @@ def test_pruning_reaches_target_and_prunes_irrelevant_inputs():
 
 def test_masks_round_trip(tmp_path):
     model = _Toy()
-    pruner = RowColPruner(model, PruningConfig(target_sparsity=0.25, target_modules=r"dense$"))
+    pruner = RowColPruner(model, PruningConfig(target_sparsity=0.25, target_modules=r"dense$"), generator=torch.Generator().manual_seed(0))
     masks = pruner.finalize()
     p = save_masks(tmp_path / "m.safetensors", masks)
     back = load_masks(p)
@@ -84,9 +84,16 @@ def test_bad_config(kw, msg):
         PruningConfig(**kw)
 
 
+def test_generator_is_required():
+    with pytest.raises(TypeError, match="generator"):
+        RowColPruner(_Toy(), PruningConfig(target_modules="dense$"))  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="torch.Generator"):
+        RowColPruner(_Toy(), PruningConfig(target_modules="dense$"), generator=None)  # type: ignore[arg-type]
+
+
 def test_no_matching_module():
     with pytest.raises(ValueError, match="no nn.Linear module name matches"):
-        RowColPruner(_Toy(), PruningConfig(target_modules="attention"))
+        RowColPruner(_Toy(), PruningConfig(target_modules="attention"), generator=torch.Generator().manual_seed(0))
 
 
 def _tiny_run(tmp_path, name, stop_after=None, **kw):
@@ -146,7 +153,7 @@ def test_finalize_preserves_the_eval_mode_function_of_kept_lines():
     torch.manual_seed(0)
     model = _Toy()
     name = "encoder.dense"
-    pruner = RowColPruner(model, PruningConfig(target_sparsity=0.25, target_modules=r"encoder\.dense$"))
+    pruner = RowColPruner(model, PruningConfig(target_sparsity=0.25, target_modules=r"encoder\.dense$"), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # spread the gates so that some lines go and kept ones have z < 1
         pruner.row_gates[name].log_alpha.copy_(torch.linspace(-3, 3, 16))
         pruner.col_gates[name].log_alpha.copy_(torch.linspace(-3, 3, 12))
