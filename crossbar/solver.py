@@ -55,18 +55,18 @@ __all__ = ["CircuitConfig", "CrossbarSolution", "solve", "effective_matrix", "id
 class CircuitConfig(Config):
     """Parasitics of a crossbar tile (see the module docstring for the circuit)."""
 
+    #: Word-line wire resistance per segment (one segment per cell pitch), ohm; 0 = ideal wire.
     r_wire_row_ohm: float = 1.0
-    """Word-line wire resistance per segment (one segment per cell pitch), ohm; 0 = ideal wire."""
+    #: Bit-line wire resistance per segment, ohm; 0 = ideal wire.
     r_wire_col_ohm: float = 1.0
-    """Bit-line wire resistance per segment, ohm; 0 = ideal wire."""
+    #: Output resistance of each word-line driver, ohm (>= 0).
     r_source_ohm: float = 0.0
-    """Output resistance of each word-line driver, ohm (>= 0)."""
+    #: Input resistance of the bit-line sense circuit, ohm; 0 = ideal virtual ground.
     r_sense_ohm: float = 0.0
-    """Input resistance of the bit-line sense circuit, ohm; 0 = ideal virtual ground."""
+    #: Word lines driven from the left end only, or from both ends by the same voltage.
     drive: Literal["one_side", "both_sides"] = "one_side"
-    """Word lines driven from the left end only, or from both ends by the same voltage."""
+    #: 0 = linear cells; > 0: read I-V ``I = g v0 sinh(V/v0)`` (Stanford-PKU V0 = 0.25 V).
     cell_v0_v: float = 0.0
-    """0 = linear cells; > 0: read I-V ``I = g v0 sinh(V/v0)`` (Stanford-PKU V0 = 0.25 V)."""
 
     def __post_init__(self) -> None:
         check_range("r_wire_row_ohm", self.r_wire_row_ohm, 0.0, 1e6)
