@@ -80,11 +80,13 @@ class PruningConfig(Config):
     beta: float = 2.0 / 3.0
     #: stretch interval (gamma < 0 < 1 < zeta), Louizos et al. 2018: (-0.1, 1.1)
     gamma: float = -0.1
+    #: upper end of the stretch interval (see gamma)
     zeta: float = 1.1
     #: initial keep probability of every gate
     init_keep: float = 0.95
-    #: learning rate of the gate logits and of the Lagrange multipliers
+    #: learning rate of the gate logits
     lr_gates: float = 0.05
+    #: learning rate of the Lagrange multipliers (gradient ascent)
     lr_lambda: float = 0.05
     #: fraction of the pruning phase over which the target ramps linearly from 0 to target_sparsity
     warmup_fraction: float = 0.5
