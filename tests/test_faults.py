@@ -89,3 +89,38 @@ def test_zero_and_full_rate():
     assert not sample_fault_map((4, 8), FaultConfig(rate=0.0), np.random.default_rng(0)).any()
     m = sample_fault_map((4, 8), FaultConfig(rate=1.0, sa0_fraction=1.0), np.random.default_rng(0))
     assert np.all(m == Fault.SA0)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.7, 0.95])
+def test_random_pattern_is_unbiased_on_small_maps(rate):
+    # Many small independent maps (8x8: the dense branch, k > n/2, is taken about half the time
+    # at rate 0.5). The count of faulty cells per map must be Binomial(64, rate): mean within
+    # K standard errors and variance within K standard errors of n p (1 - p). The sampler once
+    # redrew the count in the dense branch and realised 0.4929 at rate 0.5 (0.475 on 8x8 maps).
+    rng = np.random.default_rng(11)
+    n, maps = 64, 4000
+    counts = np.array([np.count_nonzero(sample_fault_map((8, 8), FaultConfig(rate=rate), rng)) for _ in range(maps)])
+    mean, var = n * rate, n * rate * (1 - rate)
+    assert abs(counts.mean() - mean) <= K * np.sqrt(var / maps)
+    # standard error of a sample variance of a near-normal count: var * sqrt(2 / (maps - 1))
+    assert abs(counts.var(ddof=1) - var) <= K * var * np.sqrt(2 / (maps - 1)) + 0.5
+    # every cell position is equally likely to fail
+    per_cell = np.zeros(n)
+    for seed in range(400):
+        per_cell += sample_fault_map((8, 8), FaultConfig(rate=rate), np.random.default_rng([5, seed])).ravel() != 0
+    assert np.all(np.abs(per_cell / 400 - rate) <= K * np.sqrt(rate * (1 - rate) / 400))
+
+
+def test_cluster_size_must_be_finite():
+    with pytest.raises(ConfigError, match="cluster_size=inf is invalid"):
+        FaultConfig(pattern="clustered", rate=0.1, cluster_size=float("inf"))
+    with pytest.raises(ConfigError, match="cluster_size"):
+        FaultConfig(cluster_size=float("nan"))
+
+
+def test_sample_bytes_bounds_the_map():
+    from device.faults import sample_bytes
+
+    cfg = FaultConfig(rate=0.5)
+    assert sample_bytes((100_000, 100_000), cfg) > 100_000 * 100_000  # at least the int8 map
+    assert sample_bytes((128, 128), FaultConfig(rate=0.0)) == 128 * 128

@@ -324,3 +324,47 @@ def test_tokenize_dynamic_padding(tmp_path):
     assert b["labels"].tolist() == [0, 1]
     with pytest.raises(ValueError):
         glue.tokenize(s, tok, max_length=2)
+
+
+# --- dev files must be complete; training files may skip bad rows -------------------------------
+
+
+def test_qqp_dev_with_malformed_rows_is_refused_with_line_numbers(mnli_qqp_dir):
+    dev = mnli_qqp_dir / "QQP" / "dev.tsv"
+    rows = dev.read_text().splitlines()
+    rows.insert(2, "201842\t303952\tHow can I stop")  # a row cut by a line break, as in QQP train
+    rows.insert(3, "being sad?\t0")
+    rows.append("172975\t11024\t11025\tIs it?\tIs it not?\tmaybe")  # unknown label
+    dev.write_text("\n".join(rows) + "\n")
+    with pytest.raises(GlueDataError, match=r"3 malformed row\(s\) at line\(s\) 3, 4, 7") as e:
+        glue.load_split("qqp", "dev", mnli_qqp_dir)
+    assert "label 'maybe'" in str(e.value) and "must be complete" in str(e.value)
+    tr = glue.load_split("qqp", "train", mnli_qqp_dir)  # training file: skipped and counted
+    assert tr.skipped == 2
+
+
+@pytest.mark.parametrize("task,rows", [
+    ("sst2", ["sentence\tlabel", "fine film \t1", "dull \t0"]),
+    ("rte", ["index\tsentence1\tsentence2\tlabel", "0\ta\tb\tentailment", "1\tc\td\tnot_entailment"]),
+    ("cola", ["gj04\t1\t\tThe sailors rode the breeze clear of the rocks.", "gj04\t0\t*\tThe more books."]),
+])
+def test_utf8_bom_in_any_task_file(tmp_path, task, rows):
+    t = glue.get_task(task)
+    p = tmp_path / t.dir_name / "dev.tsv"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(("\ufeff" + "\n".join(rows) + "\n").encode("utf-8"))
+    s = glue.load_split(task, "dev", tmp_path)
+    assert len(s) == 2 and not s.text_a[0].startswith("\ufeff")
+
+
+def test_non_utf8_file_is_a_glue_error(tmp_path):
+    p = tmp_path / "SST-2" / "dev.tsv"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"sentence\tlabel\nna\xefve \t1\n")
+    with pytest.raises(GlueDataError, match="not UTF-8"):
+        glue.load_split("sst2", "dev", tmp_path)
+
+
+def test_unknown_task_is_a_glue_error():
+    with pytest.raises(GlueDataError, match="unknown GLUE task 'nosuch'"):
+        glue.get_task("nosuch")

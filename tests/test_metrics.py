@@ -117,3 +117,16 @@ def test_glue_average_rule():
         M.glue_average({"squad": {"score": 1.0}})
     with pytest.raises(ValueError):
         M.glue_average({"cola": {"mcc": 1.0}})
+
+
+def test_degenerate_f1_and_correlations_match_the_glue_convention():
+    ref = np.zeros(6, int)
+    pred = np.array([0, 1, 0, 1, 0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert M.f1_binary(pred, ref) == 0.0  # predicted positives, none true: F1 0 (no warning)
+        assert M.f1_binary(ref, pred) == 0.0  # true positives never predicted
+        assert M.pearson([1.0], [2.0]) == 0.0  # one example: no correlation defined
+        assert M.spearman(np.arange(5.0), np.full(5, 3.0)) == 0.0
+    assert M.glue_score("stsb", np.full(4, 2.0), np.array([0.0, 1.0, 4.0, 5.0]))["score"] == 0.0
+    assert M.glue_score("qqp", pred, ref)["score"] == pytest.approx(0.5 * (0.0 + 4 / 6))
