@@ -100,7 +100,12 @@ def run_demo(
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from device.errors import UserError
+
+        raise UserError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
     if glue_dir is None:
         from nn.glue import default_glue_dir
 

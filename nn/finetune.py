@@ -582,7 +582,10 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     enc_dev = {s: glue_mod.tokenize(d, tokenizer, cfg.max_length) for s, d in dev.items()}
     for e in (enc_train, *enc_dev.values()):
         check_token_lengths(model, e.lengths, cfg.max_length, base)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
 
     n = len(enc_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)

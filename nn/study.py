@@ -38,8 +38,8 @@ Spec format (JSON)
 Axis keys are any :class:`nn.sim.SimConfig` key path (``faults.rate``, ``faults.sa0_fraction``,
 ``levels.sigma_rel``, ``levels.on_off_ratio``, ``crossbar.bits_per_cell``,
 ``crossbar.adc_bits``, ``circuit.r_wire_row_ohm``, ``crossbar.weight_format`` ...); every value
-is checked (the whole product is built) before anything runs. Methods are where the
-fault-protection schemes of the next issue plug in: today a bundle of overrides; a callable
+is checked (the whole product is built) before anything runs. A method is a bundle of overrides
+and, for the fault-protection schemes, a protection (below); any other callable
 ``prepare(model, sim_cfg)`` can be attached with :func:`run_study`'s ``prepare`` argument.
 
 Protection methods (:mod:`nn.protect`, :mod:`mapping.protection`): a method named after a key of
