@@ -388,9 +388,9 @@ class EvalSession:
 
         t = get_task(task)
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} is invalid: must be >= 1")
+            raise UserError(f"batch_size={batch_size} is invalid: must be >= 1")
         if max_examples is not None and max_examples < 1:
-            raise ValueError(f"max_examples={max_examples} is invalid: must be >= 1 (or None for all)")
+            raise UserError(f"max_examples={max_examples} is invalid: must be >= 1 (or None for all)")
         data = load_split(t, split, glue_dir)
         data_sha = data_digest(data)
         data = subsample(data, max_examples, np.random.default_rng(0))
@@ -509,9 +509,9 @@ class EvalSession:
         if not isinstance(sim_cfg, SimConfig):
             raise ValueError(f"sim_cfg must be a SimConfig, got {type(sim_cfg).__name__}")
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
-            raise ValueError(f"trials={trials!r} is invalid: must be an integer >= 0")
+            raise UserError(f"trials={trials!r} is invalid: must be an integer >= 0")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed={seed!r} is invalid: must be an integer >= 0")
+            raise UserError(f"seed={seed!r} is invalid: must be an integer >= 0")
         # before any work: the output can be written and every table loads (not after the digital pass)
         res = ResultsFile(out_csv)
         if trials:

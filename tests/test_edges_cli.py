@@ -110,6 +110,13 @@ def test_unknown_device(files, tmp_path, capsys):
                "--device")
 
 
+@pytest.mark.parametrize("flags,needle", [(["--max-examples", "0"], "max_examples=0 is invalid"),
+                                          (["--batch-size", "0"], "--batch-size 0 is invalid"),
+                                          (["--trials", "-1"], "--trials -1 is invalid")])
+def test_bad_eval_numbers(files, tmp_path, capsys, flags, needle):
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", *flags), tmp_path, needle)
+
+
 @pytest.mark.parametrize("path", ["/nonexistent/model", "./no/such/model", "~/no-such-model-dir"])
 def test_missing_local_model_is_reported_as_missing(files, tmp_path, capsys, path):
     err = user_error(capsys, eval_args(path, files["glue"], tmp_path / "r.csv"), tmp_path, "does not exist")
