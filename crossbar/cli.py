@@ -112,12 +112,12 @@ def _cmd_tabulate(args) -> int:
     from device.io import check_writable
 
     check_writable(args.out)
-    cfg = TabulateConfig(sizes=_ints(args.sizes), r_wire_ohm=_floats(args.r_wire_ohm), samples=args.samples,
-                         holdout=args.holdout, engine=args.engine, seed=args.seed, g_min_s=args.g_min_s,
-                         g_max_s=args.g_max_s, levels=args.levels, levels_table=args.levels_table or "",
-                         v_read_v=args.v_read_v, input_density=args.input_density, chunk=args.chunk)
-    table = tabulate(cfg, args.out, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {args.out}: model '{table.model}' chosen by held-out error; RMS bit-line current error, % of full scale:")
+    cfg = TabulateConfig(sizes=_ints(args.sizes), r_wire_ohm=_floats(args.r_wire_ohm), holdout=args.holdout,
+                         seed=args.seed, g_min_s=args.g_min_s, g_max_s=args.g_max_s,
+                         levels_tables=tuple(p for p in (args.levels_tables or "").split(",") if p),
+                         input_densities=_floats(args.input_densities))
+    table = tabulate(cfg, args.out, progress=not args.quiet)
+    print(f"wrote {args.out}: model '{table.model}'; held-out RMS column-current error, % of the RMS actual column current:")
     print(format_errors(table))
     return 0
 
@@ -139,22 +139,16 @@ def register(subparsers) -> None:
     s.add_argument("--out", required=True, help="output .h5 file")
     s.set_defaults(func=_cmd_solve)
 
-    t = sub.add_parser("tabulate", help="sample tiles, fit and store the IR-drop model (HDF5, kind irdrop)")
+    t = sub.add_parser("tabulate", help="build the IR-drop table and measure its held-out error (HDF5, kind irdrop)")
     t.add_argument("--sizes", default="64,128", help="square tile sizes, comma-separated (default 64,128)")
-    t.add_argument("--r-wire-ohm", default="0.5,1,2.5,5", help="wire resistance grid per segment, ohm (default 0.5,1,2.5,5)")
-    t.add_argument("--samples", type=int, default=16, help="training tiles per (size, r_wire)")
-    t.add_argument("--holdout", type=int, default=4, help="held-out tiles per (size, r_wire)")
-    t.add_argument("--engine", choices=("exact", "spice"), default="exact",
-                   help="exact solver, or ngspice (one .op per word line: small tiles only)")
-    t.add_argument("--g-min-s", type=float, default=1e-6, help="lowest level conductance, S")
-    t.add_argument("--g-max-s", type=float, default=1e-4, help="highest level conductance, S")
-    t.add_argument("--levels", type=int, default=4, help="conductance levels (linear in g)")
-    t.add_argument("--levels-table", default="", help="draw conductances from this levels HDF5 table instead")
-    t.add_argument("--v-read-v", type=float, default=0.2, help="full-scale input voltage, V")
-    t.add_argument("--input-density", type=float, default=0.5, help="fraction of driven word lines in the fidelity test")
-    t.add_argument("--chunk", type=int, default=4, help="tiles per resumable work unit")
-    t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    t.add_argument("--r-wire-ohm", default="0.5,1,2.5,5",
+                   help="wire resistances per segment of the held-out test, ohm; the largest is the table's limit")
+    t.add_argument("--holdout", type=int, default=2, help="held-out tiles per (size, r_wire, level table, code mix)")
+    t.add_argument("--g-min-s", type=float, default=5e-7, help="lower end of the accepted conductance window, S")
+    t.add_argument("--g-max-s", type=float, default=1.5e-4, help="upper end of the accepted conductance window, S")
+    t.add_argument("--levels-tables", default="", help="level tables of the held-out tiles, comma-separated (default: the shipped ones)")
+    t.add_argument("--input-densities", default="0.1,0.5,1", help="fractions of driven word lines in the held-out inputs")
     t.add_argument("--seed", type=int, default=0, help="seed")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--out", required=True, help="output .h5 file (partial results in <out>.parts/ resume a rerun)")
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.add_argument("--out", required=True, help="output .h5 file")
     t.set_defaults(func=_cmd_tabulate)

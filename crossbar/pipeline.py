@@ -313,35 +313,24 @@ def stuck_at_step(state: CellState, ctx: ProgramContext) -> CellState:
 def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     """IR drop on the row and column wires: the effective matrix ``M`` of each tile with
     ``i_out = v_in @ M`` (input-independent for linear cells). ``ideal``: ``M = G``; ``table``:
-    ``M = G * A(G)`` from the tabulated model (:class:`crossbar.irdrop.IRDropTable`, valid for the
-    circuits and conductance window it was fitted on); ``exact``: the nodal solution of every tile
-    (:func:`crossbar.solver.effective_matrix`). Once per chip."""
+    the tabulated model (:meth:`crossbar.irdrop.IRDropTable.effective_matrix`), which raises for
+    circuits, tile sizes and conductances outside what it was fitted and validated on; ``exact``:
+    the nodal solution of every tile, batched on the tensors' device
+    (:func:`crossbar.solver.effective_matrices`). Once per chip."""
+    from crossbar.solver import CircuitConfig
+
     cfg = ctx.cfg
     g = state.g_s
     if cfg.ir_drop == "ideal":
         return state.replace(m_s=g)
-    gn = g.detach().cpu().numpy()
+    c = ctx.circuit if ctx.circuit is not None else CircuitConfig()
     if cfg.ir_drop == "table":
-        from crossbar.solver import CircuitConfig
-
-        c = ctx.circuit if ctx.circuit is not None else CircuitConfig()
-        if c.r_wire_row_ohm != c.r_wire_col_ohm:
-            raise ConfigError(
-                f"the IR-drop table models equal row and column wires; circuit has r_wire_row_ohm={c.r_wire_row_ohm} "
-                f"and r_wire_col_ohm={c.r_wire_col_ohm} (use ir_drop='exact')"
-            )
-        r_ohm = float(c.r_wire_row_ohm)
-        m = np.empty_like(gn)
-        # tile by tile in cache-sized chunks (bit-identical to one call on all tiles, ~2.5x faster)
-        step = max(1, _TILE_CHUNK_CELLS // (gn.shape[1] * gn.shape[2]))
-        for t0 in range(0, gn.shape[0], step):
-            gt = gn[t0 : t0 + step]
-            np.multiply(gt, np.asarray(ctx.irdrop.attenuation(gt, r_ohm), dtype=np.float64), out=m[t0 : t0 + step])
+        m = ctx.irdrop.effective_matrix(g, c)
     else:
-        from crossbar.solver import CircuitConfig, effective_matrix
+        from crossbar.solver import effective_matrices
 
-        m = np.asarray(effective_matrix(gn, ctx.circuit if ctx.circuit is not None else CircuitConfig()), dtype=np.float64)
-    return state.replace(m_s=torch.from_numpy(m).to(g.device))
+        m = effective_matrices(g, c)
+    return state.replace(m_s=m)
 
 
 #: the effects in the order a chip is made (see the module docstring)

@@ -38,6 +38,7 @@ positive for current flowing from the bit line into the sense node.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,7 +49,7 @@ from scipy.linalg import lapack
 
 from device.config import Config, check_choice, check_range, config
 
-__all__ = ["CircuitConfig", "CrossbarSolution", "solve", "effective_matrix", "ideal_currents"]
+__all__ = ["CircuitConfig", "CrossbarSolution", "solve", "effective_matrix", "effective_matrices", "ideal_currents"]
 
 
 @config
@@ -460,6 +461,8 @@ def solve(
     *,
     return_nodes: bool = False,
     method: Literal["auto", "pcg", "direct", "block"] = "auto",
+    rtol: float = 1e-13,
+    cache: bool = True,
 ) -> CrossbarSolution:
     """Bit-line currents of crossbar tiles with wire resistance (exact nodal analysis).
 
@@ -469,6 +472,11 @@ def solve(
     bit-line voltages at every crossing. ``method="auto"`` picks ``"block"`` (effective matrix,
     then a matmul) for many input vectors, ``"pcg"`` for a few, ``"direct"`` for nonlinear
     cells, zero wire resistance or when node voltages are asked for on a nonlinear tile.
+    ``rtol``: relative residual at which PCG stops (1e-13 gives currents to ~1e-11; 1e-10 to
+    ~1e-9). PCG keeps the nodal matrix and its preconditioner of the last conductances it saw
+    (compared in full, so it never goes stale): repeated solves on the same tiles skip the build;
+    ``cache=False`` builds afresh. For many input vectors ``"auto"`` takes the effective matrix
+    (``O(rows cols^3)``, at BLAS speed) or multi-vector PCG, whichever an operation count favours.
     """
     c = circuit if circuit is not None else CircuitConfig()
     g, v, kind = _check_inputs(g_s, v_in_v)
@@ -489,7 +497,7 @@ def solve(
             method = "direct"
         elif return_nodes:
             method = "pcg" if (c.r_wire_row_ohm > 0 and c.r_wire_col_ohm > 0) else "direct"
-        elif k >= 4:
+        elif k >= 4 and (c.r_wire_row_ohm == 0 or c.r_wire_col_ohm == 0 or _block_cheaper(r, cc, k)):
             method = "block"
         else:
             method = "pcg" if (c.r_wire_row_ohm > 0 and c.r_wire_col_ohm > 0) else "block"
@@ -502,6 +510,16 @@ def solve(
         i_out = np.einsum("trk,trc->tck", v3, m)
         iters = 0
         vw = vb = None
+    elif method == "pcg" and c.linear and t * r * cc >= 2:
+        if not (c.r_wire_row_ohm > 0 and c.r_wire_col_ohm > 0):
+            raise ValueError("method='pcg' needs nonzero wire, driver-path and sense-path resistances; use 'direct'")
+        op = _cached_operator(g3, c) if cache else _GridOperator(g3, c)
+        x, iters, ok = op.solve(v3, rtol=rtol)
+        if not ok:  # never seen on 1-5 ohm tiles; fall back to the direct factorization
+            x = spla.splu(op.a.tocsc()).solve(op.rhs(v3))
+            method = "direct"
+        i_out = op.currents(x)
+        vw, vb = op.nodes(x) if return_nodes else (None, None)
     else:
         sys_ = _assemble(g3, c)
         v_stack = v3.reshape(t * r, k)
@@ -512,7 +530,7 @@ def solve(
         if method == "pcg":
             if not sys_.natural:
                 raise ValueError("method='pcg' needs nonzero wire, driver-path and sense-path resistances; use 'direct'")
-            x, iters, ok = _pcg(sys_.a, rhs, _line_preconditioner(sys_, t, r, cc))
+            x, iters, ok = _pcg(sys_.a, rhs, _line_preconditioner(sys_, t, r, cc), rtol=rtol)
             if not ok:  # never seen on 1-5 ohm tiles; fall back to the direct factorization
                 x = spla.splu(sys_.a.tocsc()).solve(rhs)
                 method = "direct"
@@ -579,3 +597,319 @@ def _one_blas_thread():
 
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+# ----------------------------------------------------------------------------- batched exact (torch)
+
+
+def _row_elimination_torch(g, c: CircuitConfig):
+    """Batched :func:`_row_schur` in torch: every word line of every tile eliminated exactly.
+
+    ``g`` (T, R, C). Returns ``(schur_row, h)``: ``schur_row(i)`` gives ``S_i`` (T, C, C) (built
+    on demand, so memory stays ``O(T C^2)``) and ``h`` (T, R, C) the injections per unit input.
+    With wire resistance, the inverse ``Z`` of each word line's tridiagonal matrix (diagonal
+    ``d``, off-diagonal ``-gw``) comes from its elimination pivots in ``O(C^2)``:
+    ``dl_k = d_k - gw^2/dl_{k-1}``, ``dr_k = d_k - gw^2/dr_{k+1}``, ``Z_jj = 1/(dl_j + dr_j - d_j)``,
+    ``Z_ij = Z_jj prod_{k=i}^{j-1} (gw/dl_k)`` for ``i <= j`` (an exponential of a difference of
+    cumulative log sums; every factor is in (0, 1), so nothing overflows).
+    """
+    import torch
+
+    t, r, cc = g.shape
+    nd = 2 if c.drive == "both_sides" else 1
+    if c.r_wire_row_ohm == 0:
+        rdrv = c.r_source_ohm / nd
+        tot = 1.0 + rdrv * g.sum(-1)  # (T, R)
+        h = g / tot[..., None]
+
+        def schur_row(i):
+            gi = g[:, i]
+            s = -(rdrv / tot[:, i])[:, None, None] * gi[:, :, None] * gi[:, None, :]
+            return s + torch.diag_embed(gi)
+
+        return schur_row, h
+    gw = 1.0 / c.r_wire_row_ohm
+    gdrv = 1.0 / (c.r_source_ohm + c.r_wire_row_ohm)
+    d = g + 2 * gw
+    d[..., 0] += gdrv - gw
+    d[..., -1] += (gdrv if nd == 2 else 0.0) - gw
+    dl = torch.empty_like(d)
+    dr = torch.empty_like(d)
+    dl[..., 0] = d[..., 0]
+    for k in range(1, cc):
+        dl[..., k] = d[..., k] - (gw * gw) / dl[..., k - 1]
+    dr[..., cc - 1] = d[..., cc - 1]
+    for k in range(cc - 2, -1, -1):
+        dr[..., k] = d[..., k] - (gw * gw) / dr[..., k + 1]
+    zd = 1.0 / (dl + dr - d)  # (T, R, C) diagonal of each word line's inverse
+    la = torch.log(gw / dl)
+    lc = torch.cumsum(la, -1) - la  # lc_j = sum_{k<j} log(gw/dl_k)
+    # Z_{j0} = Z_{0j} = Z_jj exp(lc_j - lc_0): the driver at column 0 feeds node j
+    inj = zd * torch.exp(lc - lc[..., :1]) * gdrv
+    if nd == 2:  # Z_{j,C-1} = Z_{C-1,C-1} exp(lc_{C-1} - lc_j)
+        inj = inj + zd[..., -1:] * torch.exp(lc[..., -1:] - lc) * gdrv
+    h = g * inj
+    upper = torch.ones(cc, cc, dtype=torch.bool, device=g.device).triu()
+    zero = torch.zeros((), dtype=g.dtype, device=g.device)
+
+    def schur_row(i):
+        lci = lc[:, i]
+        u = torch.where(upper, torch.exp((lci[:, None, :] - lci[:, :, None]).clamp(max=0.0)) * zd[:, i, None, :], zero)
+        z = u + u.transpose(-1, -2).tril(-1)
+        gi = g[:, i]
+        return torch.diag_embed(gi) - gi[:, :, None] * z * gi[:, None, :]
+
+    return schur_row, h
+
+
+def _block_effective_torch(g, c: CircuitConfig):
+    """Batched :func:`_block_effective`: effective matrices (T, R, C) of linear tiles ``g``."""
+    import torch
+
+    t, r, cc = g.shape
+    schur_row, h = _row_elimination_torch(g, c)
+    if c.r_wire_col_ohm == 0:
+        if c.r_sense_ohm == 0:
+            return h.clone()
+        delta = schur_row(0)
+        for i in range(1, r):
+            delta = delta + schur_row(i)
+        eye = torch.eye(cc, dtype=g.dtype, device=g.device)
+        return torch.linalg.solve(eye + c.r_sense_ohm * delta, h.transpose(-1, -2)).transpose(-1, -2)
+    gc = 1.0 / c.r_wire_col_ohm
+    gout = 1.0 / (c.r_wire_col_ohm + c.r_sense_ohm)
+    y = torch.zeros(t, cc, r, dtype=g.dtype, device=g.device)
+    dg = torch.arange(cc, device=g.device)
+    pi = None
+    for i in range(r):
+        sig = schur_row(i)
+        sig[:, dg, dg] += (gc if i > 0 else 0.0) + (gc if i < r - 1 else gout)
+        if pi is not None:
+            sig -= (gc * gc) * pi
+            y[:, :, :i] = torch.matmul(pi, y[:, :, :i]).mul_(gc)
+        y[:, :, i] = h[:, i]
+        chol, info = torch.linalg.cholesky_ex(sig)
+        if bool((info != 0).any()):
+            raise np.linalg.LinAlgError("bit-line block is not positive definite")
+        pi = torch.cholesky_inverse(chol)
+    return torch.matmul(pi, y).mul_(gout).transpose(-1, -2)
+
+
+def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_call: int | None = None):
+    """Exact effective matrices of many linear tiles at once, in torch (CPU or GPU).
+
+    ``g_s``: torch tensor ``(tiles, rows, cols)`` float64 siemens (finite, >= 0), on any device;
+    returns ``M`` of the same shape, dtype and device with ``i_out = v_in @ M[t]`` for tile ``t``.
+    The same block elimination as :func:`effective_matrix` (``O(rows cols^3)`` per tile, exact to
+    rounding), vectorized over tiles: the word-line inverses come from tridiagonal pivots in
+    ``O(cols^2)`` per row, and the bit-line sweep runs batched Cholesky factorizations and
+    batched matmuls over ``tiles_per_call`` tiles at a time (default: about 64 MiB of blocks); on
+    the CPU the chunks run on ``torch.get_num_threads()`` threads, one thread each.
+    Raises :class:`InputError` for bad tensors and :class:`ConfigError` for nonlinear cells.
+    """
+    import torch
+
+    from device.config import ConfigError
+    from device.errors import InputError
+
+    c = circuit if circuit is not None else CircuitConfig()
+    if not c.linear:
+        raise ConfigError("effective_matrices is exact only for linear cells (cell_v0_v=0); use solve()")
+    if not isinstance(g_s, torch.Tensor):
+        raise InputError(f"g_s must be a torch tensor, got {type(g_s).__name__}")
+    if g_s.dtype != torch.float64 or g_s.ndim != 3 or min(g_s.shape[1:]) < 1:
+        raise InputError(f"g_s must be a float64 tensor of shape (tiles, rows, cols), got {tuple(g_s.shape)} {g_s.dtype}")
+    if g_s.numel() and not bool(torch.isfinite(g_s).all() & (g_s >= 0).all()):
+        raise InputError("g_s must be finite and >= 0 siemens")
+    t, r, cc = g_s.shape
+    if c.r_wire_row_ohm == 0 and c.r_wire_col_ohm == 0 and c.r_source_ohm == 0 and c.r_sense_ohm == 0:
+        return g_s.clone()
+    if tiles_per_call is None:
+        tiles_per_call = max(1, (64 << 20) // (8 * cc * max(cc, r) * 6))
+    out = torch.empty_like(g_s)
+    starts = list(range(0, t, tiles_per_call))
+
+    def run(t0: int) -> None:
+        out[t0 : t0 + tiles_per_call] = _block_effective_torch(g_s[t0 : t0 + tiles_per_call].clone(), c)
+
+    n_threads = torch.get_num_threads()
+    if g_s.device.type != "cpu" or n_threads <= 1 or len(starts) <= 1:
+        for t0 in starts:
+            run(t0)
+        return out
+    # CPU: one chunk of tiles per thread, each single-threaded inside (torch releases the GIL in
+    # its kernels). The per-matrix LAPACK calls of the batched Cholesky do not split across
+    # threads, and intra-op threads on 128x128 blocks only add synchronisation.
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as ex:
+            list(ex.map(run, starts))
+    finally:
+        torch.set_num_threads(n_threads)
+    return out
+
+
+# ----------------------------------------------------------------------------- line-ordered PCG
+
+
+def _block_cheaper(rows: int, cols: int, k: int) -> bool:
+    """Operation-count model: block elimination ``rows cols^2 (rows + cols)`` flops at ~10x the
+    rate of PCG's ``~25 iterations x 40 flops x 2 rows cols x k`` memory-bound vector work."""
+    return rows * cols * cols * (rows + cols) / 10 < 25 * 40 * 2 * rows * cols * k
+
+
+_LAST_OPERATOR: list = []  # [(g copy, circuit, _GridOperator)]: the most recent build
+
+
+def _cached_operator(g3: np.ndarray, c: CircuitConfig) -> "_GridOperator":
+    """The operator of ``g3`` under ``c``, reused when the last call had equal conductances
+    (an ``O(n)`` comparison, far cheaper than the build it saves)."""
+    if _LAST_OPERATOR:
+        g_old, c_old, op = _LAST_OPERATOR[0]
+        if c_old == c and g_old.shape == g3.shape and np.array_equal(g_old, g3):
+            return op
+    op = _GridOperator(g3, c)
+    _LAST_OPERATOR[:] = [(g3.copy(), c, op)]
+    return op
+
+
+_STRUCTURES: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _grid_structure(t: int, r: int, cc: int):
+    """CSR index arrays of the nodal matrix of ``t`` tiles (depends on the shape only, cached):
+    ``(indptr, indices, perm)`` where ``perm`` maps the coefficient list of :class:`_GridOperator`
+    onto CSR order. Unknowns: every word line's nodes in a row (``W[t, i, :]``), then every
+    bit line's nodes in a row (``B[t, :, j]``), so both line sets are contiguous chains."""
+    key = (t, r, cc)
+    hit = _STRUCTURES.get(key)
+    if hit is not None:
+        return hit
+    n = t * r * cc
+    w = np.arange(n).reshape(t, r, cc)
+    b = n + np.arange(n).reshape(t, cc, r)  # b[t, j, i]
+    bt = b.transpose(0, 2, 1)  # bt[t, i, j] = index of B[i, j]
+    rows = np.concatenate([w.ravel(), b.ravel(), w[:, :, :-1].ravel(), w[:, :, 1:].ravel(),
+                           b[:, :, :-1].ravel(), b[:, :, 1:].ravel(), w.ravel(), bt.ravel()])
+    cols = np.concatenate([w.ravel(), b.ravel(), w[:, :, 1:].ravel(), w[:, :, :-1].ravel(),
+                           b[:, :, 1:].ravel(), b[:, :, :-1].ravel(), bt.ravel(), w.ravel()])
+    pos = sp.coo_matrix((np.arange(1, rows.size + 1, dtype=np.float64), (rows, cols)), shape=(2 * n, 2 * n)).tocsr()
+    pos.sort_indices()
+    hit = (pos.indptr.copy(), pos.indices.copy(), pos.data.astype(np.int64) - 1)
+    if len(_STRUCTURES) > 32:
+        _STRUCTURES.clear()
+    _STRUCTURES[key] = hit
+    return hit
+
+
+class _GridOperator:
+    """Nodal matrix of linear tiles with nonzero row and column wires, and its line preconditioner.
+
+    Unknowns ordered line by line (:func:`_grid_structure`): every word line and every bit line
+    is a contiguous chain, so the preconditioner (the exact solve of each line on its own) is two
+    LAPACK ``dpttrf`` factorizations, done once, and two ``dpttrs`` per iteration. Built once
+    per set of conductances; any number of input vectors reuse it.
+    """
+
+    def __init__(self, g: np.ndarray, c: CircuitConfig):
+        t, r, cc = g.shape
+        self.shape = (t, r, cc)
+        n = t * r * cc
+        self.n = n
+        gw = 1.0 / c.r_wire_row_ohm
+        gc = 1.0 / c.r_wire_col_ohm
+        self.gdrv = 1.0 / (c.r_source_ohm + c.r_wire_row_ohm)
+        self.gout = 1.0 / (c.r_wire_col_ohm + c.r_sense_ohm)
+        self.both = c.drive == "both_sides"
+        dw = g + 2 * gw
+        dw[..., 0] += self.gdrv - gw
+        dw[..., -1] += (self.gdrv if self.both else 0.0) - gw
+        gt = g.transpose(0, 2, 1)
+        db = gt + 2 * gc
+        db[..., 0] -= gc
+        db[..., -1] += self.gout - gc
+        ew = np.full(n - 1, -gw)
+        ew[cc - 1 :: cc] = 0.0
+        eb = np.full(n - 1, -gc)
+        eb[r - 1 :: r] = 0.0
+        self.fw = lapack.dpttrf(dw.ravel(), ew)
+        self.fb = lapack.dpttrf(db.ravel(), eb)
+        if self.fw[2] or self.fb[2]:
+            raise np.linalg.LinAlgError("line preconditioner is not positive definite")
+        indptr, indices, perm = _grid_structure(t, r, cc)
+        m_w, m_b = t * r * (cc - 1), t * cc * (r - 1)
+        vals = np.concatenate([dw.ravel(), db.ravel(), np.full(2 * m_w, -gw), np.full(2 * m_b, -gc),
+                               -g.ravel(), -g.ravel()])
+        self.a = sp.csr_matrix((vals[perm], indices, indptr), shape=(2 * n, 2 * n))
+
+    def precond(self, x: np.ndarray) -> np.ndarray:
+        n = self.n
+        z = np.empty_like(x)
+        z[:n] = lapack.dpttrs(self.fw[0], self.fw[1], x[:n])[0]
+        z[n:] = lapack.dpttrs(self.fb[0], self.fb[1], x[n:])[0]
+        return z
+
+    def rhs(self, v3: np.ndarray) -> np.ndarray:
+        t, r, cc = self.shape
+        k = v3.shape[-1]
+        b = np.zeros((2 * self.n, k))
+        w = b[: self.n].reshape(t, r, cc, k)
+        w[:, :, 0] = self.gdrv * v3
+        if self.both:
+            w[:, :, -1] += self.gdrv * v3
+        return b
+
+    def currents(self, x: np.ndarray) -> np.ndarray:
+        """Bit-line currents ``(T, C, k)`` from the solution ``x``."""
+        t, r, cc = self.shape
+        return self.gout * x[self.n :].reshape(t, cc, r, -1)[:, :, -1]
+
+    def nodes(self, x: np.ndarray):
+        """Word- and bit-line voltages ``(T, R, C, k)`` from the solution ``x``."""
+        t, r, cc = self.shape
+        k = x.shape[1]
+        return x[: self.n].reshape(t, r, cc, k), x[self.n :].reshape(t, cc, r, k).transpose(0, 2, 1, 3)
+
+    def solve(self, v3: np.ndarray, *, rtol: float = 1e-13, maxiter: int = 2000):
+        """Solution ``x`` for inputs ``v3`` (T, R, k): returns ``(x, iterations, converged)``."""
+        b = self.rhs(v3)
+        if b.shape[1] == 1:
+            x, it, ok = self._pcg1(b[:, 0], rtol, maxiter)
+            return x[:, None], it, ok
+        return _pcg(self.a, b, self.precond, rtol=rtol, maxiter=maxiter)
+
+    def _pcg1(self, b: np.ndarray, rtol: float, maxiter: int):
+        """:func:`_pcg` for one right-hand side, lean: a dozen array operations per iteration
+        (the iteration count is small, so the per-call overhead is what small tiles pay)."""
+        n = self.n
+        fw, ew, _ = self.fw
+        fb, eb, _ = self.fb
+        dpttrs = lapack.dpttrs
+        a = self.a
+        x = np.zeros_like(b)
+        bnorm = math.sqrt(float(b @ b))
+        if bnorm == 0.0:
+            return x, 0, True
+        tol2 = (rtol * bnorm) ** 2
+        res = b.copy()
+        z = np.empty_like(b)
+        z[:n] = dpttrs(fw, ew, res[:n])[0]
+        z[n:] = dpttrs(fb, eb, res[n:])[0]
+        p = z.copy()
+        rz = float(res @ z)
+        for it in range(1, maxiter + 1):
+            ap = a @ p
+            alpha = rz / float(p @ ap)
+            x += alpha * p
+            res -= alpha * ap
+            if float(res @ res) <= tol2:
+                return x, it, True
+            z[:n] = dpttrs(fw, ew, res[:n])[0]
+            z[n:] = dpttrs(fb, eb, res[n:])[0]
+            rz_new = float(res @ z)
+            p *= rz_new / rz
+            p += z
+            rz = rz_new
+        return x, maxiter, False

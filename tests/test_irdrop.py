@@ -1,86 +1,159 @@
-"""crossbar.irdrop: tabulation, HDF5 round trip, numpy/torch agreement, fidelity on held-out tiles."""
+"""crossbar.irdrop: the circuits and conductances the table refuses, its exact limits, the HDF5
+round trip, and the shipped table's held-out error relative to the actual column current."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from crossbar.irdrop import IRDropTable, TabulateConfig, first_order_predictor, sample_inputs, sample_tiles, tabulate
-from crossbar.solver import CircuitConfig, effective_matrix
+from crossbar.irdrop import (
+    IRDropTable,
+    TabulateConfig,
+    build_table,
+    first_order_predictor,
+    heldout_inputs,
+    heldout_tiles,
+    lines_attenuation,
+)
+from crossbar.solver import CircuitConfig, effective_matrices
 from device import tables
+from device.config import ConfigError
+from device.errors import InputError, UserError
+from device.programming import LevelTable
 
-DEFAULT = Path(__file__).resolve().parent.parent / "data" / "irdrop_default.h5"
+DATA = Path(__file__).resolve().parent.parent / "data"
+DEFAULT = DATA / "irdrop_default.h5"
 
 
 @pytest.fixture(scope="module")
-def small_table(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ir") / "ir.h5"
-    cfg = TabulateConfig(sizes=(16, 24), r_wire_ohm=(1.0, 5.0), samples=3, holdout=2, chunk=2, seed=1)
-    return tabulate(cfg, out, workers=1, progress=False), out
+def table():
+    return IRDropTable.load(DEFAULT)
 
 
-def test_round_trip(small_table):
-    table, out = small_table
+def _tiles(n, size, bits=2, mix="uniform", seed=0):
+    rng = np.random.default_rng(seed)
+    return heldout_tiles(LevelTable.load(DATA / f"levels_b{bits}.h5"), n, size, mix, rng), rng
+
+
+@pytest.mark.parametrize(
+    "circ",
+    [
+        CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=1.0),  # unequal wires
+        CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, r_source_ohm=200.0),  # driver resistance
+        CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, r_sense_ohm=500.0),  # sense resistance
+        CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, drive="both_sides"),
+        CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, cell_v0_v=0.25),  # nonlinear cells
+        CircuitConfig(r_wire_row_ohm=7.0, r_wire_col_ohm=7.0),  # beyond the tabulated wire range
+        CircuitConfig(r_wire_row_ohm=0.0, r_wire_col_ohm=0.0),  # ideal wires: nothing to tabulate
+    ],
+)
+def test_refuses_every_circuit_it_does_not_describe(table, circ):
+    g, _ = _tiles(1, 64)
+    with pytest.raises(ConfigError, match="ir_drop='exact'") as exc:
+        table.effective_matrix(torch.from_numpy(g), circ)
+    assert isinstance(exc.value, UserError)
+    with pytest.raises(ConfigError):
+        table.check_circuit(circ)
+
+
+@pytest.mark.parametrize("bad_g_s", [1e-3, 1e-7, float("nan")])
+def test_refuses_conductances_outside_its_window(table, bad_g_s):
+    g, _ = _tiles(2, 64)
+    g[1, 5, 7] = bad_g_s  # one cell of one tile is enough (1 mS was accepted before)
+    with pytest.raises(InputError, match="window"):
+        table.effective_matrix(torch.from_numpy(g), CircuitConfig(r_wire_row_ohm=1.0, r_wire_col_ohm=1.0))
+
+
+def test_refuses_untabulated_sizes(table):
+    with pytest.raises(ConfigError, match="sizes"):
+        table.effective_matrix(torch.full((1, 32, 32), 5e-5, dtype=torch.float64), 1.0)
+    with pytest.raises(ConfigError, match="sizes"):
+        table.effective_matrix(torch.full((1, 64, 128), 5e-5, dtype=torch.float64), 1.0)
+
+
+def test_homogeneous_tile_is_exact(table):
+    # B is the homogeneous tile's exact coupling: off the grid points only the cubic
+    # interpolation in log(rho) and the rank truncation remain
+    for size, gv, r in ((64, 3.3e-5, 4.1), (64, 9.1e-5, 1.7)):
+        g = torch.full((1, size, size), gv, dtype=torch.float64)
+        c = CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r)
+        m = effective_matrices(g, c)
+        np.testing.assert_allclose(table.effective_matrix(g, c).numpy(), m.numpy(), rtol=2e-4)
+
+
+def test_lines_are_first_order_exact():
+    # the decoupled lines carry the whole first-order drop: L = 1 - x + O(r^2)
+    g, _ = _tiles(1, 16)
+    r = 1e-3
+    att = lines_attenuation(torch.from_numpy(g), r, r).numpy()
+    x = first_order_predictor(g, r, r)
+    assert np.max(np.abs(att - (1 - x))) < 10 * np.max(x) ** 2
+
+
+def test_torch_numpy_and_shapes(table):
+    g, _ = _tiles(3, 64, bits=4)
+    gt = torch.from_numpy(g.copy())
+    m_t = table.effective_matrix(gt, 2.5)
+    assert isinstance(m_t, torch.Tensor) and m_t.dtype == torch.float64 and m_t.shape == gt.shape
+    m_n = table.effective_matrix(g, CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5))
+    assert isinstance(m_n, np.ndarray)
+    np.testing.assert_array_equal(m_n, m_t.numpy())
+    # tile by tile equals all at once
+    np.testing.assert_allclose(table.effective_matrix(gt[1:2], 2.5).numpy(), m_t[1:2].numpy(), rtol=1e-13)
+    with pytest.raises(InputError, match="float64"):
+        table.effective_matrix(gt.float(), 2.5)
+
+
+def test_round_trip_and_old_format(tmp_path):
+    cfg = TabulateConfig(sizes=(8, 12), r_wire_ohm=(1.0, 5.0), rank=3)
+    t = build_table(cfg)
+    out = t.save(tmp_path / "ir.h5")
     tables.validate(out, kind="irdrop")
     back = IRDropTable.load(out)
-    assert back.sizes == (16, 24) and back.model == table.model
-    np.testing.assert_array_equal(back.r_wire_ohm, [1.0, 5.0])
-    np.testing.assert_allclose(back.rms_error_fullscale, table.rms_error_fullscale)
-    g = sample_tiles(TabulateConfig(), 16, 16, 2, np.random.default_rng(0))
-    np.testing.assert_allclose(back.attenuation(g, 2.0), table.attenuation(g, 2.0), rtol=1e-12)
-    assert not out.with_name(out.name + ".parts").exists()
+    assert back.sizes == (8, 12) and back.r_wire_max_ohm == 5.0
+    g, _ = _tiles(2, 12)
+    np.testing.assert_allclose(back.effective_matrix(g, 3.0), t.effective_matrix(g, 3.0), rtol=1e-6)
+    # a table of the old LUT model is refused with a clear message, not misread
+    old = tables.write_table(tmp_path / "old.h5", kind="irdrop", arrays={
+        "r_wire_ohm": tables.Array(np.array([1.0]), "ohm", description="wire"),
+        "size": tables.Array(np.array([8]), "1", description="size"),
+        "rms_error_fullscale": tables.Array(np.zeros((1, 1)), "1", ("size", "r_wire_ohm"))}, attrs={"model": "lut"})
+    with pytest.raises(tables.TableError, match="older version"):
+        IRDropTable.load(old)
 
 
-def test_first_order_is_first_order():
-    # for tiny r the exact attenuation is 1 - x + O(r^2)
-    g = sample_tiles(TabulateConfig(), 8, 8, 1, np.random.default_rng(0))[0]
-    r = 1e-3
-    a = effective_matrix(g, CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r))[0] / g
-    x = first_order_predictor(g, r, r)
-    assert np.max(np.abs(a - (1 - x))) < 10 * np.max(x) ** 2 + 1e-12
+@pytest.mark.parametrize("r, bits, mix", [(1.0, 1, "lrs_heavy"), (5.0, 4, "uniform"), (5.0, 2, "lrs_heavy")])
+def test_shipped_table_held_out_error(table, r, bits, mix):
+    # held-out tiles (a seed the fit never saw) from the shipped level tables; error relative to
+    # the actual column current. At 64x64 the shipped table's own held-out measurement is
+    # <= 0.5 % (half-driven) at 1 ohm and <= 1 % at 5 ohm; 2x margin for the few tiles here.
+    g, rng = _tiles(2, 64, bits=bits, mix=mix, seed=12345)
+    c = CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r)
+    gt = torch.from_numpy(g)
+    m = effective_matrices(gt, c).numpy()
+    v = heldout_inputs(2, 8, 64, 0.5, rng)
+    i_true = np.einsum("tkr,trc->tkc", v, m)
+    rel = lambda mm: np.sqrt(np.mean((np.einsum("tkr,trc->tkc", v, mm) - i_true) ** 2) / np.mean(i_true**2))  # noqa: E731
+    err = rel(table.effective_matrix(gt, c).numpy())
+    assert err < (0.01 if r == 1.0 else 0.02)
+    assert err < rel(g) / 20  # far better than ignoring IR drop
 
 
-def test_range_errors(small_table):
-    table, _ = small_table
-    g = np.full((32, 32), 1e-5)
-    with pytest.raises(ValueError, match="sizes"):
-        table.attenuation(g, 2.0)
-    with pytest.raises(ValueError, match="outside the tabulated range"):
-        table.attenuation(np.full((16, 16), 1e-5), 7.0)
-
-
-def test_torch_matches_numpy():
-    torch = pytest.importorskip("torch")
-    table = IRDropTable.load(DEFAULT)
-    g = sample_tiles(TabulateConfig(), 64, 64, 3, np.random.default_rng(1))
-    a_np = table.attenuation(g, 3.0)
-    a_t = table.attenuation(torch.as_tensor(g), 3.0)
-    assert isinstance(a_t, torch.Tensor)
-    np.testing.assert_allclose(a_t.numpy(), a_np, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("r", [1.0, 5.0])
-def test_default_table_fidelity_held_out(r):
-    # held-out tiles (a seed the table never used), inputs from the stated statistics; the issue
-    # asks for 1 % RMS of full-scale current at 64x64 with up to 5 ohm per segment
-    table = IRDropTable.load(DEFAULT)
-    cfg = TabulateConfig()
-    rng = np.random.default_rng(12345)
-    g = sample_tiles(cfg, 64, 64, 2, rng)
-    m = effective_matrix(g, CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r))
-    v = np.stack([sample_inputs(cfg, 64, 8, rng) for _ in range(2)])
-    i_true = np.einsum("trk,trc->tck", v, m)
-    i_mod = np.einsum("trk,trc->tck", v, table.effective_matrix(g, r))
-    i_fs = 64 * cfg.g_max_s * cfg.v_read_v
-    err = np.sqrt(np.mean((i_mod - i_true) ** 2)) / i_fs
-    err_ideal = np.sqrt(np.mean((np.einsum("trk,trc->tck", v, g) - i_true) ** 2)) / i_fs
-    assert err < 0.01
-    assert err < err_ideal / 5
-
-
-def test_default_table_meta():
-    table = IRDropTable.load(DEFAULT)
+def test_shipped_table_meta(table):
     assert set(table.sizes) == {64, 128}
-    assert table.r_wire_ohm[0] <= 0.5 and table.r_wire_ohm[-1] >= 5.0
-    assert np.all(table.rms_error_fullscale < 0.01)
+    assert table.r_wire_max_ohm >= 5.0
+    lo, hi = table.g_range_s
+    for b in (1, 2, 3, 4):  # every shipped level (and the stuck-at values) lies inside the window
+        lt = LevelTable.load(DATA / f"levels_b{b}.h5")
+        assert lo <= np.min(lt.g_samples_s) and np.max(lt.g_samples_s) <= hi
+        assert lo <= lt.g_sa0_s <= hi and lo <= lt.g_sa1_s <= hi
+    # the shipped table's own held-out measurement, pooled over level tables, code mixes and
+    # input densities, relative to the actual column current: within 1 % everywhere but 128x128
+    # at 5 ohm (1.03 %); see BENCHMARKS.md for the sparse-input cases that miss 1 %
+    assert table.rms_error_rel.shape == (2, len(table.r_wire_ohm))
+    i64, i128 = table.sizes.index(64), table.sizes.index(128)
+    assert np.all(table.rms_error_rel[i64] < 0.01)
+    assert np.all(table.rms_error_rel[i128][table.r_wire_ohm <= 2.5] < 0.01)
+    assert np.all(table.rms_error_rel[i128] < 0.012)
     assert DEFAULT.stat().st_size < 1 << 20

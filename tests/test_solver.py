@@ -147,3 +147,72 @@ def test_bad_inputs():
         solve(np.ones((3, 2)) * 1e-5, np.ones(4))
     with pytest.raises(ValueError, match="linear"):
         effective_matrix(np.ones((3, 2)) * 1e-5, CircuitConfig(cell_v0_v=0.25))
+
+
+# ------------------------------------------------------------------------------------------
+# batched exact effective matrices (torch) and the cached line-ordered PCG
+
+
+@pytest.mark.parametrize(
+    "circ",
+    [
+        CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5),
+        CircuitConfig(r_wire_row_ohm=1.0, r_wire_col_ohm=4.0, r_source_ohm=30.0, r_sense_ohm=10.0, drive="both_sides"),
+        CircuitConfig(r_wire_row_ohm=0.0, r_wire_col_ohm=3.0, r_source_ohm=20.0),
+        CircuitConfig(r_wire_row_ohm=2.0, r_wire_col_ohm=0.0, r_sense_ohm=5.0),
+        CircuitConfig(r_wire_row_ohm=0.0, r_wire_col_ohm=0.0),
+    ],
+)
+def test_effective_matrices_batched_match_block_elimination(circ):
+    torch = pytest.importorskip("torch")
+    from crossbar.solver import effective_matrices
+
+    rng = np.random.default_rng(5)
+    for shape in [(5, 9, 11), (2, 1, 6), (3, 7, 1)]:
+        g = np.exp(rng.uniform(np.log(1e-6), np.log(1e-4), shape))
+        m = effective_matrices(torch.from_numpy(g), circ, tiles_per_call=2)
+        assert isinstance(m, torch.Tensor) and m.dtype == torch.float64 and m.shape == shape
+        np.testing.assert_allclose(m.numpy(), effective_matrix(g, circ), rtol=1e-10, atol=1e-20)
+
+
+def test_effective_matrices_single_column_divider():
+    # one column, ideal word lines: the bit line is a ladder; compare with the hand solution
+    torch = pytest.importorskip("torch")
+    from crossbar.solver import effective_matrices
+
+    g = torch.tensor([[[1e-3], [2e-3]]], dtype=torch.float64)
+    c = CircuitConfig(r_wire_row_ohm=0.0, r_wire_col_ohm=10.0)
+    a = np.array([[1e-3 + 0.1, -0.1], [-0.1, 2e-3 + 0.2]])
+    m = effective_matrices(g, c)[0, :, 0].numpy()
+    for i, gi in enumerate((1e-3, 2e-3)):
+        b = np.linalg.solve(a, np.eye(2)[i] * gi)
+        np.testing.assert_allclose(m[i], b[1] / 10.0, rtol=1e-12)
+
+
+def test_effective_matrices_bad_inputs():
+    torch = pytest.importorskip("torch")
+    from crossbar.solver import effective_matrices
+    from device.config import ConfigError
+    from device.errors import InputError
+
+    with pytest.raises(InputError):
+        effective_matrices(np.ones((1, 2, 2)) * 1e-5)
+    with pytest.raises(InputError):
+        effective_matrices(torch.ones(1, 2, 2) * 1e-5)  # float32
+    with pytest.raises(InputError):
+        effective_matrices(torch.full((1, 2, 2), -1e-5, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="linear"):
+        effective_matrices(torch.full((1, 2, 2), 1e-5, dtype=torch.float64), CircuitConfig(cell_v0_v=0.25))
+
+
+def test_pcg_cache_never_goes_stale():
+    rng = np.random.default_rng(6)
+    g, v = _tile(rng, 20, 16)
+    c = CircuitConfig(r_wire_row_ohm=3.0, r_wire_col_ohm=3.0, r_sense_ohm=7.0)
+    first = solve(g, v, c, method="pcg").i_out_a
+    np.testing.assert_allclose(solve(g, v, c, method="pcg", cache=False).i_out_a, first, rtol=1e-12)
+    g[3, 4] *= 5.0  # in place: the cached operator must not be reused
+    ref = solve(g, v, c, method="direct").i_out_a
+    np.testing.assert_allclose(solve(g, v, c, method="pcg").i_out_a, ref, rtol=1e-9)
+    # a looser tolerance is still accurate to ~1e-9
+    assert _rel(solve(g, v, c, method="pcg", rtol=1e-10, cache=False).i_out_a, ref) < 1e-8
