@@ -516,10 +516,10 @@ def solve(
         op = _cached_operator(g3, c) if cache else _GridOperator(g3, c)
         x, iters, ok = op.solve(v3, rtol=rtol)
         if not ok:  # never seen on 1-5 ohm tiles; fall back to the direct factorization
-            x = spla.splu(op.a.tocsc()).solve(op.rhs(v3))
+            x = op.direct(v3)
             method = "direct"
         i_out = op.currents(x)
-        vw, vb = op.nodes(x) if return_nodes else (None, None)
+        vw, vb = op.nodes(x, v3) if return_nodes else (None, None)
     else:
         sys_ = _assemble(g3, c)
         v_stack = v3.reshape(t * r, k)
@@ -754,6 +754,10 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
 # ----------------------------------------------------------------------------- line-ordered PCG
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.einsum("i,i->", a, b))
+
+
 def _block_cheaper(rows: int, cols: int, k: int) -> bool:
     """Operation-count model: block elimination ``rows cols^2 (rows + cols)`` flops at ~10x the
     rate of PCG's ``~25 iterations x 40 flops x 2 rows cols x k`` memory-bound vector work."""
@@ -775,42 +779,17 @@ def _cached_operator(g3: np.ndarray, c: CircuitConfig) -> "_GridOperator":
     return op
 
 
-_STRUCTURES: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-
-def _grid_structure(t: int, r: int, cc: int):
-    """CSR index arrays of the nodal matrix of ``t`` tiles (depends on the shape only, cached):
-    ``(indptr, indices, perm)`` where ``perm`` maps the coefficient list of :class:`_GridOperator`
-    onto CSR order. Unknowns: every word line's nodes in a row (``W[t, i, :]``), then every
-    bit line's nodes in a row (``B[t, :, j]``), so both line sets are contiguous chains."""
-    key = (t, r, cc)
-    hit = _STRUCTURES.get(key)
-    if hit is not None:
-        return hit
-    n = t * r * cc
-    w = np.arange(n).reshape(t, r, cc)
-    b = n + np.arange(n).reshape(t, cc, r)  # b[t, j, i]
-    bt = b.transpose(0, 2, 1)  # bt[t, i, j] = index of B[i, j]
-    rows = np.concatenate([w.ravel(), b.ravel(), w[:, :, :-1].ravel(), w[:, :, 1:].ravel(),
-                           b[:, :, :-1].ravel(), b[:, :, 1:].ravel(), w.ravel(), bt.ravel()])
-    cols = np.concatenate([w.ravel(), b.ravel(), w[:, :, 1:].ravel(), w[:, :, :-1].ravel(),
-                           b[:, :, 1:].ravel(), b[:, :, :-1].ravel(), bt.ravel(), w.ravel()])
-    pos = sp.coo_matrix((np.arange(1, rows.size + 1, dtype=np.float64), (rows, cols)), shape=(2 * n, 2 * n)).tocsr()
-    pos.sort_indices()
-    hit = (pos.indptr.copy(), pos.indices.copy(), pos.data.astype(np.int64) - 1)
-    if len(_STRUCTURES) > 32:
-        _STRUCTURES.clear()
-    _STRUCTURES[key] = hit
-    return hit
-
-
 class _GridOperator:
-    """Nodal matrix of linear tiles with nonzero row and column wires, and its line preconditioner.
+    """The bit-line Schur complement of linear tiles with nonzero row and column wires.
 
-    Unknowns ordered line by line (:func:`_grid_structure`): every word line and every bit line
-    is a contiguous chain, so the preconditioner (the exact solve of each line on its own) is two
-    LAPACK ``dpttrf`` factorizations, done once, and two ``dpttrs`` per iteration. Built once
-    per set of conductances; any number of input vectors reuse it.
+    Every word line is eliminated exactly (a tridiagonal solve, LAPACK ``dpttrs``), which leaves
+    the SPD system ``S b = f`` in the bit-line voltages ``b`` with ``S = T_b - G T_w^{-1} G``
+    (``T_w``, ``T_b``: the word- and bit-line chains including the cells, ``G``: the cells). PCG
+    on ``S`` preconditioned by ``T_b^{-1}`` needs about half the iterations of PCG on the full
+    nodal matrix with the same line preconditioner, each as cheap (two ``dpttrs`` and a few
+    vector operations on half as many unknowns). Word-line nodes row-major ``(t, i, j)``,
+    bit-line nodes column-major ``(t, j, i)``, so every line is a contiguous chain. Built once
+    per set of conductances (two ``dpttrf``); any number of input vectors reuse it.
     """
 
     def __init__(self, g: np.ndarray, c: CircuitConfig):
@@ -826,7 +805,7 @@ class _GridOperator:
         dw = g + 2 * gw
         dw[..., 0] += self.gdrv - gw
         dw[..., -1] += (self.gdrv if self.both else 0.0) - gw
-        gt = g.transpose(0, 2, 1)
+        gt = np.ascontiguousarray(g.transpose(0, 2, 1))
         db = gt + 2 * gc
         db[..., 0] -= gc
         db[..., -1] += self.gout - gc
@@ -838,77 +817,115 @@ class _GridOperator:
         self.fb = lapack.dpttrf(db.ravel(), eb)
         if self.fw[2] or self.fb[2]:
             raise np.linalg.LinAlgError("line preconditioner is not positive definite")
-        indptr, indices, perm = _grid_structure(t, r, cc)
-        m_w, m_b = t * r * (cc - 1), t * cc * (r - 1)
-        vals = np.concatenate([dw.ravel(), db.ravel(), np.full(2 * m_w, -gw), np.full(2 * m_b, -gc),
-                               -g.ravel(), -g.ravel()])
-        self.a = sp.csr_matrix((vals[perm], indices, indptr), shape=(2 * n, 2 * n))
+        self.g = g.reshape(n, 1)
+        self.gt = gt.reshape(n, 1)
+        self.db = db.reshape(n, 1)
+        self.eb = eb[:, None]
+        self._circuit = c
+
+    def _to_col(self, x: np.ndarray) -> np.ndarray:
+        t, r, cc = self.shape
+        return x.reshape(t, r, cc, -1).transpose(0, 2, 1, 3).reshape(self.n, -1)
+
+    def _to_row(self, x: np.ndarray) -> np.ndarray:
+        t, r, cc = self.shape
+        return x.reshape(t, cc, r, -1).transpose(0, 2, 1, 3).reshape(self.n, -1)
+
+    def _tw_inv(self, x: np.ndarray) -> np.ndarray:
+        return lapack.dpttrs(self.fw[0], self.fw[1], x)[0]
 
     def precond(self, x: np.ndarray) -> np.ndarray:
-        n = self.n
-        z = np.empty_like(x)
-        z[:n] = lapack.dpttrs(self.fw[0], self.fw[1], x[:n])[0]
-        z[n:] = lapack.dpttrs(self.fb[0], self.fb[1], x[n:])[0]
-        return z
+        return lapack.dpttrs(self.fb[0], self.fb[1], x)[0]
 
-    def rhs(self, v3: np.ndarray) -> np.ndarray:
+    def __matmul__(self, b: np.ndarray) -> np.ndarray:
+        """``S b`` for ``b`` ``(n, k)``."""
+        out = self.db * b
+        out[1:] += self.eb * b[:-1]
+        out[:-1] += self.eb * b[1:]
+        return out - self.gt * self._to_col(self._tw_inv(self.g * self._to_row(b)))
+
+    def _drive(self, v3: np.ndarray) -> np.ndarray:
         t, r, cc = self.shape
         k = v3.shape[-1]
-        b = np.zeros((2 * self.n, k))
-        w = b[: self.n].reshape(t, r, cc, k)
+        w = np.zeros((t, r, cc, k))
         w[:, :, 0] = self.gdrv * v3
         if self.both:
             w[:, :, -1] += self.gdrv * v3
-        return b
+        return w.reshape(self.n, k)
+
+    def rhs(self, v3: np.ndarray) -> np.ndarray:
+        """Right-hand side ``f`` ``(n, k)`` of the bit-line system for inputs ``v3`` (T, R, k)."""
+        return self.gt * self._to_col(self._tw_inv(self._drive(v3)))
 
     def currents(self, x: np.ndarray) -> np.ndarray:
-        """Bit-line currents ``(T, C, k)`` from the solution ``x``."""
+        """Bit-line currents ``(T, C, k)`` from the bit-line voltages ``x`` ``(n, k)``."""
         t, r, cc = self.shape
-        return self.gout * x[self.n :].reshape(t, cc, r, -1)[:, :, -1]
+        return self.gout * x.reshape(t, cc, r, -1)[:, :, -1]
 
-    def nodes(self, x: np.ndarray):
-        """Word- and bit-line voltages ``(T, R, C, k)`` from the solution ``x``."""
+    def nodes(self, x: np.ndarray, v3: np.ndarray):
+        """Word- and bit-line voltages ``(T, R, C, k)`` from the bit-line voltages ``x``."""
         t, r, cc = self.shape
         k = x.shape[1]
-        return x[: self.n].reshape(t, r, cc, k), x[self.n :].reshape(t, cc, r, k).transpose(0, 2, 1, 3)
+        w = self._tw_inv(self._drive(v3) + self.g * self._to_row(x))
+        return w.reshape(t, r, cc, k), x.reshape(t, cc, r, k).transpose(0, 2, 1, 3)
+
+    def direct(self, v3: np.ndarray) -> np.ndarray:
+        """Bit-line voltages by a sparse LU of the full nodal matrix (the fallback)."""
+        t, r, cc = self.shape
+        gg = self.g.reshape(t, r, cc)
+        sys_ = _assemble(gg, self._circuit)
+        v_stack = v3.reshape(t * r, -1)
+        xx = spla.splu(sys_.a.tocsc()).solve(sys_.f @ v_stack)
+        xf = _full(sys_, xx, v_stack)
+        vb = xf[sys_.b_idx.reshape(-1)].reshape(t, r, cc, -1)
+        return vb.transpose(0, 2, 1, 3).reshape(self.n, -1)
 
     def solve(self, v3: np.ndarray, *, rtol: float = 1e-13, maxiter: int = 2000):
-        """Solution ``x`` for inputs ``v3`` (T, R, k): returns ``(x, iterations, converged)``."""
+        """Bit-line voltages ``x`` ``(n, k)`` for inputs ``v3`` (T, R, k): ``(x, iterations, converged)``."""
         b = self.rhs(v3)
         if b.shape[1] == 1:
             x, it, ok = self._pcg1(b[:, 0], rtol, maxiter)
             return x[:, None], it, ok
-        return _pcg(self.a, b, self.precond, rtol=rtol, maxiter=maxiter)
+        return _pcg(self, b, self.precond, rtol=rtol, maxiter=maxiter)
 
     def _pcg1(self, b: np.ndarray, rtol: float, maxiter: int):
         """:func:`_pcg` for one right-hand side, lean: a dozen array operations per iteration
-        (the iteration count is small, so the per-call overhead is what small tiles pay)."""
-        n = self.n
+        (the iteration count is small, so the per-call overhead is what small tiles pay). Dot
+        products by ``einsum``, not BLAS: a threaded BLAS ``ddot`` on a busy machine stalled the
+        iteration 100x."""
+        dot = _dot
+        t, r, cc = self.shape
         fw, ew, _ = self.fw
         fb, eb, _ = self.fb
         dpttrs = lapack.dpttrs
-        a = self.a
+        g, gt, db, ebv = self.g[:, 0], self.gt[:, 0], self.db[:, 0], self.eb[:, 0]
+
+        def s_mul(p):
+            out = db * p
+            out[1:] += ebv * p[:-1]
+            out[:-1] += ebv * p[1:]
+            w = dpttrs(fw, ew, g * p.reshape(t, cc, r).transpose(0, 2, 1).ravel())[0]
+            out -= gt * w.reshape(t, r, cc).transpose(0, 2, 1).ravel()
+            return out
+
         x = np.zeros_like(b)
-        bnorm = math.sqrt(float(b @ b))
+        bnorm = math.sqrt(dot(b, b))
         if bnorm == 0.0:
             return x, 0, True
         tol2 = (rtol * bnorm) ** 2
         res = b.copy()
-        z = np.empty_like(b)
-        z[:n] = dpttrs(fw, ew, res[:n])[0]
-        z[n:] = dpttrs(fb, eb, res[n:])[0]
+        z = dpttrs(fb, eb, res)[0]
         p = z.copy()
-        rz = float(res @ z)
+        rz = dot(res, z)
         for it in range(1, maxiter + 1):
-            ap = a @ p
-            alpha = rz / float(p @ ap)
+            ap = s_mul(p)
+            alpha = rz / dot(p, ap)
             x += alpha * p
             res -= alpha * ap
-            if float(res @ res) <= tol2:
+            if dot(res, res) <= tol2:
                 return x, it, True
-            z[:n] = dpttrs(fw, ew, res[:n])[0]
-            z[n:] = dpttrs(fb, eb, res[n:])[0]
-            rz_new = float(res @ z)
+            z = dpttrs(fb, eb, res)[0]
+            rz_new = dot(res, z)
             p *= rz_new / rz
             p += z
             rz = rz_new
