@@ -93,6 +93,7 @@ from crossbar.read import (
     dac_codes,
     dac_cycles,
     input_step,
+    pad_rows,
     read_adc,
     read_ideal_adc,
     slice_weights,
@@ -279,7 +280,8 @@ class ProgrammedMatrix:
         if cfg.adc_bits is not None and cfg.adc_range == "calibrated" and not self.calibrated:
             raise ConfigError("adc_range='calibrated' needs ProgrammedMatrix.calibrate(x) before the first read")
         lead = x.shape[:-1]
-        xf = x.reshape(-1, self.in_features)
+        n = int(np.prod(lead)) if lead else 1
+        xf = pad_rows(x.reshape(-1, self.in_features))  # aligned batch: the same bits in any batch
         xq, sx = self.dac(xf)
         if cfg.adc_bits is None:
             y = read_ideal_adc(self.readout, self.noise_var, xq, sx, cfg, generator)
@@ -288,7 +290,7 @@ class ProgrammedMatrix:
             y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.word_lines(xq), cfg, generator)
             if post is not None:
                 y.mul_(post.to(y.dtype))
-        return y.to(x.dtype).reshape(*lead, self.out_features)
+        return y[:n].to(x.dtype).reshape(*lead, self.out_features)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputError` unless ``x`` is a float tensor ``(..., in_features)`` on this
@@ -356,25 +358,34 @@ class ProgrammedMatrix:
         )
 
     # ---- inspection ----------------------------------------------------------------------
-    def context(self, qweight: QTensor | None = None, layout: TileLayout | None = None) -> ProgramContext:
+    @property
+    def cell_dtype(self) -> torch.dtype:
+        """Precision of the cells the reads were folded from: float64 for float64 reads, else float32."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    def context(self, qweight: QTensor | None = None, layout: TileLayout | None = None,
+                cell_dtype: torch.dtype | None = None) -> ProgramContext:
         """The programming context of this chip (same seed, tables and hooks), optionally for
-        other codes or layout (e.g. MSB-embedded codes in :mod:`mapping.protection`)."""
+        other codes or layout (e.g. MSB-embedded codes in :mod:`mapping.protection`) and cell
+        precision (default: :attr:`cell_dtype`, the reads')."""
         return ProgramContext(
             cfg=self.cfg, qweight=self.qweight if qweight is None else qweight,
             layout=self.layout if layout is None else layout, levels=self.levels, seed=self.seed,
             device=self.device, faults=self.faults, fault_map=self.fault_map, circuit=self.circuit,
             irdrop=self.irdrop, relaxation=self.relaxation, encoder=self.encoder,
+            cell_dtype=self.cell_dtype if cell_dtype is None else cell_dtype,
         )
 
-    def cells(self, qweight: QTensor | None = None) -> CellState:
+    def cells(self, qweight: QTensor | None = None, cell_dtype: torch.dtype | None = None) -> CellState:
         """Every cell of this chip (re-drawn bit-identically from the seed): digits, faults,
-        conductances and effective matrices as tensors on the matrix's device."""
-        return run_pipeline(self.context(qweight))
+        conductances and effective matrices as tensors on the matrix's device, in the reads'
+        precision unless ``cell_dtype`` says otherwise (:meth:`tile_state` uses float64)."""
+        return run_pipeline(self.context(qweight, cell_dtype=cell_dtype))
 
     def tile_state(self, tiles: Any = None) -> TileState:
         """Levels, fault maps, conductances and effective matrices of ``tiles`` (indices, default
         all), re-drawn bit-identically from the stored seed unless kept at programming."""
-        st = self.kept if self.kept is not None else TileState.from_cells(self.cells())
+        st = self.kept if self.kept is not None else TileState.from_cells(self.cells(cell_dtype=torch.float64))
         if tiles is None:
             return st
         t = np.atleast_1d(np.asarray(tiles, dtype=np.int64))
@@ -544,17 +555,32 @@ def _program(
     ctx = ProgramContext(
         cfg=cfg, qweight=qweight, layout=layout, levels=levels, seed=seed, device=device, faults=faults,
         fault_map=fault_map, circuit=circuit, irdrop=irdrop, relaxation=relaxation, encoder=encoder,
+        cell_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
     )
     st = run_pipeline(ctx, PROGRAMMING_STEPS)
     folded = fold(st.m_s, qweight, layout, cfg, level_step_s(levels), device, dtype)
-    T = st.faults.shape[0]
-    fc = torch.stack([(st.faults == k).view(T, -1).sum(1) for k in range(3)], dim=1).cpu().numpy()
+    if keep_conductances and ctx.cell_dtype != torch.float64:  # inspection: the float64 cells
+        st = run_pipeline(dataclasses.replace(ctx, cell_dtype=torch.float64), PROGRAMMING_STEPS)
+    fc = _fault_counts(st.faults)
     return ProgrammedMatrix(
         cfg=cfg, qweight=qweight, layout=layout, levels=levels, faults=faults, circuit=circuit, irdrop=irdrop,
         seed=seed, fault_counts=fc, kept=TileState.from_cells(st) if keep_conductances else None,
         input_step=input_step, relaxation=relaxation, fault_map=fault_map, encoder=encoder,
         readout=folded.readout, noise_var=folded.noise_var, w_step=folded.w_step, adc_step=folded.adc_step,
     )
+
+
+def _fault_counts(faults: torch.Tensor) -> np.ndarray:
+    """``(tiles, 3)`` int64 counts of healthy, SA0 and SA1 cells per tile (from the few faulty ones)."""
+    T = faults.shape[0]
+    per = faults[0].numel() if T else 0
+    bad = torch.nonzero(faults.reshape(-1)).view(-1)
+    fc = np.zeros((T, 3), np.int64)
+    if bad.numel():
+        codes = faults.reshape(-1)[bad].to(torch.int64)
+        fc[:, 1:] = torch.bincount((bad // per) * 3 + codes, minlength=3 * T).view(T, 3)[:, 1:].cpu().numpy()
+    fc[:, 0] = per - fc[:, 1] - fc[:, 2]
+    return fc
 
 
 def with_folded(pm: ProgrammedMatrix, folded: FoldedReadout, *, qweight: QTensor | None = None,

@@ -117,6 +117,9 @@ class ProgramContext:
     irdrop: Any = None
     relaxation: Any = None
     encoder: Callable[..., torch.Tensor] | None = None
+    #: precision of the cells' conductances: float64 for float64 reads (exact checks), float32
+    #: for float32 reads (half the memory traffic; 1e-7 relative, far below any device spread)
+    cell_dtype: torch.dtype = torch.float64
 
     def generator(self, step: str) -> torch.Generator:
         """The ``torch.Generator`` of step ``step`` on :attr:`device`: seeded from the chip's seed
@@ -127,7 +130,8 @@ class ProgramContext:
         return g
 
     def numpy_rng(self, step: str) -> np.random.Generator:
-        """A numpy Generator for steps whose statistics live in numpy code (fault patterns)."""
+        """A numpy Generator for step ``step`` (fault patterns, whose statistics live in numpy
+        code, and CPU draws: numpy's PCG64 is faster than torch's CPU generator)."""
         return np.random.default_rng([int(self.seed) & (2**64 - 1), zlib.crc32(step.encode())])
 
 
@@ -277,7 +281,8 @@ def variation_step(state: CellState, ctx: ProgramContext) -> CellState:
     the level table (``LevelTable.sample_torch``: measured or write-verify-simulated spread,
     each digit its own distribution, so unequally spaced measured levels stay unequal). Once per
     chip. Valid for the table's read voltage (``LevelTable.v_read_v``)."""
-    return state.replace(g_s=ctx.levels.sample_torch(state.digits, ctx.generator("variation")))
+    gen = ctx.numpy_rng("variation") if ctx.device.type == "cpu" else ctx.generator("variation")
+    return state.replace(g_s=ctx.levels.sample_torch(state.digits, gen, ctx.cell_dtype))
 
 
 def relaxation_step(state: CellState, ctx: ProgramContext) -> CellState:
@@ -292,7 +297,7 @@ def relaxation_step(state: CellState, ctx: ProgramContext) -> CellState:
     if ctx.relaxation is None:
         raise ConfigError(f"read_time_s={t:g} needs a relaxation model (a relaxation table; see device.relaxation)")
     g = ctx.relaxation.sample_torch(state.g_s, float(t), ctx.generator("relaxation"))
-    return state.replace(g_s=g.to(torch.float64))
+    return state.replace(g_s=g.to(ctx.cell_dtype))
 
 
 def stuck_at_step(state: CellState, ctx: ProgramContext) -> CellState:
@@ -300,13 +305,14 @@ def stuck_at_step(state: CellState, ctx: ProgramContext) -> CellState:
     ``g_sa0_s`` (HRS), SA1 -> ``g_sa1_s`` (LRS). Once per chip (after variation and relaxation:
     a stuck cell neither programs nor relaxes)."""
     fm = state.faults
-    if fm is None or not bool(fm.any()):
+    if fm is None:
         return state
     bad = torch.nonzero(fm.view(-1)).view(-1)  # ~rate of the cells: overwrite only those
-    g = state.g_s if state.g_s._base is None and state.g_s.is_contiguous() else state.g_s.contiguous().clone()
+    if bad.numel() == 0:
+        return state
+    g = state.g_s  # the pipeline's own tensor (every step returns new or its own tensors)
     stuck = torch.tensor([0.0, float(ctx.levels.g_sa0_s), float(ctx.levels.g_sa1_s)], dtype=g.dtype, device=g.device)
-    vals = stuck[fm.view(-1)[bad].to(torch.int64)]
-    g.view(-1)[bad] = vals
+    g.view(-1)[bad] = stuck[fm.view(-1)[bad].to(torch.int64)]
     return state.replace(g_s=g)
 
 
@@ -324,13 +330,14 @@ def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     if cfg.ir_drop == "ideal":
         return state.replace(m_s=g)
     c = ctx.circuit if ctx.circuit is not None else CircuitConfig()
+    g64 = g.to(torch.float64)  # the circuit models work in float64
     if cfg.ir_drop == "table":
-        m = ctx.irdrop.effective_matrix(g, c)
+        m = ctx.irdrop.effective_matrix(g64, c)
     else:
         from crossbar.solver import effective_matrices
 
-        m = effective_matrices(g, c)
-    return state.replace(m_s=m)
+        m = effective_matrices(g64, c)
+    return state.replace(m_s=m.to(g.dtype))
 
 
 #: the effects in the order a chip is made (see the module docstring)
@@ -426,56 +433,73 @@ def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarC
     R, C, tr, tc = layout.n_row_blocks, layout.n_col_blocks, layout.tile_rows, layout.tile_cols
     out_f, in_f = qweight.q.shape
     S = cfg.n_slices
+    L = S * out_f
     sig = cfg.read_noise_sigma_rel
-    m = m_s.detach().to(device="cpu", dtype=torch.float64)
-    # (R, rows, C * cols) plus one zero column for unmapped channels, in level steps
-    mm = torch.zeros(R, tr, C * tc + 1, dtype=torch.float64)
-    mm[:, :, : C * tc].view(R, tr, C, tc).copy_(m.view(R, C, tr, tc).permute(0, 2, 1, 3))
-    mm.mul_(1.0 / dg_s)
+    # columns first, (C * cols + 1, R * rows) in level steps, the last column zero for unmapped
+    # channels: gathering whole columns is a contiguous row copy
+    ft = torch.float64 if m_s.dtype == torch.float64 else torch.float32
+    mcol = torch.empty(C * tc + 1, R * tr, dtype=ft)
+    mcol[: C * tc].view(C, tc, R, tr).copy_(m_s.detach().to("cpu").view(R, C, tr, tc).permute(1, 3, 0, 2))
+    mcol[C * tc].zero_()
+    mcol[: C * tc].mul_(1.0 / dg_s)
     pos, neg = _channel_columns(layout, cfg, out_f)
     zero = C * tc
-    pos_t = torch.from_numpy(np.where(pos < 0, zero, pos))
-    neg_t = torch.from_numpy(np.where(neg < 0, zero, neg))
-    mp, mn = mm.index_select(2, pos_t), mm.index_select(2, neg_t)
-    d = mp - mn  # (R, tr, S * out): G+ - G- (differential) or column - reference (offset)
+    mp = mcol.index_select(0, torch.from_numpy(np.where(pos < 0, zero, pos)))
+    mn = mcol.index_select(0, torch.from_numpy(np.where(neg < 0, zero, neg)))
+    del mcol
+    d = mp - mn  # (L, R * rows): G+ - G- (differential) or column - reference (offset)
     v = None
     if sig > 0:
-        v = (mp.square_().add_(mn.square_())).mul_(sig**2)
-    del mp, mn, mm
-    w_step = weight_steps(qweight, R)  # (R, out)
-    beta = torch.from_numpy(2.0 ** (np.arange(S) * cfg.bits_per_cell))
+        v = mp.square_().add_(mn.square_()).mul_(sig**2)
+    del mp, mn
+    w_step = weight_steps(qweight, R).to(ft)  # (R, out)
+    beta = 2.0 ** (np.arange(S) * cfg.bits_per_cell)
+
+    def slice_sum(a: torch.Tensor, weights) -> torch.Tensor:  # (S * out, X) -> (out, X)
+        a = a.view(S, out_f, -1)
+        t = a[0] * float(weights[0])
+        for s_ in range(1, S):
+            t.add_(a[s_], alpha=float(weights[s_]))
+        return t
+
+    def to_rows_last(a: torch.Tensor) -> torch.Tensor:  # (L', R * rows) -> (R, rows, L') in dtype
+        out = torch.empty(R, tr, a.shape[0], dtype=dtype)
+        out.copy_(a.view(-1, R, tr).permute(1, 2, 0))
+        return out.to(device)
+
     if cfg.adc_bits is None:
-        t = (d.view(R, tr, S, out_f) * beta.view(1, 1, S, 1)).sum(2) * w_step.view(R, 1, out_f)
+        t = slice_sum(d, beta).view(out_f, R, tr).mul_(w_step.T.reshape(out_f, R, 1))
         inv = _input_rows(layout, in_f)
-        w_eff = torch.cat([t.reshape(R * tr, out_f), t.new_zeros(1, out_f)]).index_select(0, inv)  # (in, out)
+        w_eff = torch.cat([t.view(out_f, R * tr), t.new_zeros(out_f, 1)], dim=1).index_select(1, inv)  # (out, in)
         nv = None
         if v is not None:
-            tv = (v.view(R, tr, S, out_f) * beta.square().view(1, 1, S, 1)).sum(2) * w_step.square().view(R, 1, out_f)
-            nv = torch.cat([tv.reshape(R * tr, out_f), tv.new_zeros(1, out_f)]).index_select(0, inv)
-            nv = nv.T.contiguous().to(device=device, dtype=dtype)
+            tv = slice_sum(v, beta**2).view(out_f, R, tr).mul_(w_step.T.square().reshape(out_f, R, 1))
+            nv = torch.cat([tv.view(out_f, R * tr), tv.new_zeros(out_f, 1)], dim=1).index_select(1, inv)
+            nv = nv.to(device=device, dtype=dtype)
         return FoldedReadout(
-            readout=w_eff.T.contiguous().to(device=device, dtype=dtype), noise_var=nv,
+            readout=w_eff.to(device=device, dtype=dtype), noise_var=nv,
             w_step=w_step.to(device=device, dtype=dtype), adc_step=torch.ones(R, 1, dtype=dtype, device=device),
         )
     rows_used = np.sum((layout.row_in >= 0) & ~layout.row_copy, axis=1)
     x_max = 1 if cfg.dac == "bit_serial" else q_max(cfg.input_bits)
     if cfg.adc_scope == "tile":
-        d = (d.view(R, tr, S, out_f) * beta.view(1, 1, S, 1)).sum(2)
+        d = slice_sum(d, beta)
         if v is not None:
-            v = (v.view(R, tr, S, out_f) * beta.square().view(1, 1, S, 1)).sum(2)
+            v = slice_sum(v, beta**2)
         d_max = (2**cfg.code_bits - 1) if cfg.mapping == "differential" else 2 ** (cfg.weight_bits - 1)
         n_adc = 1
     else:
         d_max = 2 ** min(cfg.bits_per_cell, cfg.code_bits) - 1
         n_adc = S
-    fs = torch.from_numpy(rows_used * float(d_max) * x_max)
+    fs = torch.from_numpy(rows_used * float(d_max) * x_max).to(ft)
     step = torch.clamp(fs / (2 ** (cfg.adc_bits - 1) - 1), min=1.0).view(R, 1).expand(R, n_adc).contiguous()
-    d = d / step[:, :1].view(R, 1, 1)  # full scale: one step per row block for all slices
+    # full scale: one step per row block for all slices
+    d = d.view(-1, R, tr).div_(step[:, :1].view(1, R, 1))
     if v is not None:
-        v = v / step[:, :1].square().view(R, 1, 1)
+        v = v.view(-1, R, tr).div_(step[:, :1].square().view(1, R, 1))
     return FoldedReadout(
-        readout=d.to(device=device, dtype=dtype).contiguous(),
-        noise_var=None if v is None else v.to(device=device, dtype=dtype).contiguous(),
+        readout=to_rows_last(d),
+        noise_var=None if v is None else to_rows_last(v),
         w_step=w_step.to(device=device, dtype=dtype), adc_step=step.to(device=device, dtype=dtype),
     )
 

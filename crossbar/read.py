@@ -54,10 +54,27 @@ __all__ = [
     "read_adc",
     "BIT_SERIAL_LUT",
     "CHUNK_ELEMS",
+    "ROW_ALIGN",
+    "pad_rows",
 ]
 
 #: target number of float elements of one chunk of a bit-serial / column-ADC read
 CHUNK_ELEMS = 1 << 23
+
+#: reads run on batches padded to a multiple of this many input vectors (zero vectors), in chunks
+#: that are multiples of it: BLAS kernels give every row the same summation order when the row
+#: count is a multiple of their register block (16 on the CPUs measured; a vector alone takes a
+#: GEMV path with another order), so a vector's output is the same bits in any batch
+ROW_ALIGN = 64
+
+
+def pad_rows(x: torch.Tensor, align: int = ROW_ALIGN) -> torch.Tensor:
+    """``x`` ``(n, ...)`` with zero rows appended up to a multiple of ``align`` (``x`` itself when
+    it already is one)."""
+    pad = (-x.shape[0]) % align
+    if pad == 0:
+        return x
+    return torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
 
 #: bit-serial reads on the CPU sum each cycle's column currents from tables of partial currents
 #: of 8 rows (:func:`crossbar.bitserial.lut_bit_serial`); False forces the batched-matmul path
@@ -265,7 +282,9 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
                               quantize, (lo, hi) if clip else None, col_fac)
     if ak is not None:
         zs = torch.empty(n * L, dtype=dt, device=dev)  # (n, S, out) cycle- and block-summed codes
-    nc = max(1, min(n, CHUNK_ELEMS // max(1, R * K * L)))  # tokens per chunk
+    # tokens per chunk: a multiple of ROW_ALIGN that does not depend on n (batch-independent bits)
+    nc = max(ROW_ALIGN, CHUNK_ELEMS // max(1, R * K * L) // ROW_ALIGN * ROW_ALIGN)
+    nc = min(nc, -(-n // ROW_ALIGN) * ROW_ALIGN) if n else nc
     n_chunks = -(-n // nc)
     if K > 1:
         # two's complement bits of all cycles as 0/1 bytes, laid out chunk by chunk,

@@ -273,31 +273,40 @@ class LevelTable:
         idx = rng.integers(0, self.n_devices, size=lv.shape)
         return self.g_samples_s[lv, idx]
 
-    def sample_torch(self, levels: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
-        """:meth:`sample` as a tensor function on the tensors' device (the engine's programming
-        step): float64 conductances (S) for the integer ``levels`` (any shape), each resampled
-        uniformly with replacement from its level's programmed samples, drawn from ``generator``
-        (a ``torch.Generator`` on ``levels``' device). Levels without spread (every sample of each
-        level equal, e.g. the ideal tables) read their target and draw nothing."""
+    def sample_torch(self, levels: "torch.Tensor", generator: Any, dtype: Any = None) -> "torch.Tensor":
+        """:meth:`sample` as a tensor function (the engine's programming variation step):
+        conductances (S) for the integer ``levels`` (any shape), each resampled uniformly with
+        replacement from its level's programmed samples.
+
+        ``generator``: a ``torch.Generator`` on ``levels``' device (GPU draws), or a
+        ``numpy.random.Generator`` (CPU draws: numpy's PCG64 integers are ~2.5x faster than
+        torch's CPU ``randint``). ``dtype``: float64 (default) or float32. Levels without spread
+        (every sample of each level equal, e.g. the ideal tables) read their target and draw
+        nothing."""
         import torch
 
-        lv = levels.to(torch.int64)
-        table = torch.as_tensor(np.ascontiguousarray(self.g_samples_s), dtype=torch.float64, device=lv.device)
-        if lv.numel() and (int(lv.min()) < 0 or int(lv.max()) >= self.levels):
-            raise ValueError(f"level indices must be in [0, {self.levels - 1}], got [{int(lv.min())}, {int(lv.max())}]")
-        if bool((table == table[:, :1]).all()):
-            return table[:, 0][lv]
-        if self.g_measured_s is not None:
-            # measured table: resample each level's own measured conductances (ragged counts)
-            counts = torch.as_tensor(self.n_per_level, dtype=torch.int64, device=lv.device)
-            start = torch.cumsum(counts, 0) - counts
-            flat = torch.as_tensor(self.g_measured_s, dtype=torch.float64, device=lv.device)
-            u = torch.rand(lv.shape, generator=generator, device=lv.device, dtype=torch.float64)
-            k = torch.minimum((u * counts[lv]).to(torch.int64), counts[lv] - 1)
-            return flat[start[lv] + k]
-        idx = torch.randint(0, self.n_devices, lv.shape, generator=generator, device=lv.device)
-        idx.add_(lv * self.n_devices)
-        return table.view(-1)[idx]
+        dtype = torch.float64 if dtype is None else dtype
+        if levels.dtype.is_floating_point or levels.dtype == torch.bool:
+            raise ValueError(f"levels must be integers, got dtype {levels.dtype}")
+        if levels.numel() and (int(levels.min()) < 0 or int(levels.max()) >= self.levels):
+            raise ValueError(f"level indices must be in [0, {self.levels - 1}], got [{int(levels.min())}, {int(levels.max())}]")
+        g = np.ascontiguousarray(self.g_samples_s, dtype=np.float64 if dtype == torch.float64 else np.float32)
+        if bool((g == g[:, :1]).all()):
+            table = torch.as_tensor(g[:, 0], device=levels.device)
+            return table.index_select(0, levels.reshape(-1).to(torch.int32)).view(levels.shape)
+        n = self.n_devices
+        if isinstance(generator, np.random.Generator):
+            if levels.device.type != "cpu":
+                raise ValueError("a numpy Generator draws on the CPU: pass a torch.Generator for tensors on a GPU")
+            it = np.int32 if self.levels * n >= 2**15 else np.int16
+            idx = generator.integers(0, n, levels.numel(), dtype=it)
+            idx += levels.reshape(-1).numpy().astype(it) * it(n)
+            return torch.from_numpy(np.take(g.reshape(-1), idx)).view(levels.shape)
+        table = torch.as_tensor(g, device=levels.device)
+        flat = levels.reshape(-1)
+        idx = torch.randint(0, n, flat.shape, generator=generator, device=levels.device, dtype=torch.int32)
+        idx.add_(flat.to(torch.int32) * n)
+        return table.view(-1).index_select(0, idx).view(levels.shape)
 
     @classmethod
     def synthetic(

@@ -102,7 +102,7 @@ import torch
 
 from crossbar.engine import FREE, NEG, POS, CrossbarConfig, ProgrammedMatrix, TileLayout, with_folded
 from crossbar.pipeline import fold, level_step_s
-from crossbar.read import CHUNK_ELEMS, adc_convert, add_read_noise, dac_cycles
+from crossbar.read import CHUNK_ELEMS, ROW_ALIGN, adc_convert, add_read_noise, dac_cycles, pad_rows
 from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
 from mapping.plan import Copy, LayerPlan, MappingError, MappingPlan
 
@@ -692,10 +692,11 @@ class ProtectedMatrix:
         brought to the units of the group's first replica (``unit``) and voted."""
         pm = self.base
         lead = x.shape[:-1]
-        xf = x.reshape(-1, pm.in_features)
+        n_in = x.reshape(-1, x.shape[-1]).shape[0]
+        xf = pad_rows(x.reshape(-1, pm.in_features))  # aligned batch: the same bits in any batch
         y = pm.matvec(xf, generator).to(pm.dtype)  # checks input, device, calibration
         if not self.parts:
-            return y.to(x.dtype).reshape(*lead, pm.out_features)
+            return y[:n_in].to(x.dtype).reshape(*lead, pm.out_features)
         cfg, lay = pm.cfg, pm.layout
         R, tr = lay.n_row_blocks, lay.tile_rows
         xq, sx = pm.dac(xf)
@@ -705,7 +706,7 @@ class ProtectedMatrix:
         xw = pm.word_lines(planes)  # (K, R, n, rows)
         N = self.voted.shape[-1]
         adc = cfg.adc_bits is not None
-        nc = max(1, min(n, CHUNK_ELEMS // 2 // max(1, R * K * N)))
+        nc = max(ROW_ALIGN, CHUNK_ELEMS // 2 // max(1, R * K * N) // ROW_ALIGN * ROW_ALIGN)
         for i0 in range(0, n, nc):  # chunks of the batch (memory), never tiles or replicas
             i1 = min(n, i0 + nc)
             m = i1 - i0
@@ -729,7 +730,7 @@ class ProtectedMatrix:
                 if post is not None:
                     contrib = contrib * (post[i0:i1] if post.ndim else post).to(contrib.dtype)
                 y[i0:i1].index_add_(1, p.out_idx, contrib)
-        return y.to(x.dtype).reshape(*lead, pm.out_features)
+        return y[:n_in].to(x.dtype).reshape(*lead, pm.out_features)
 
 
 def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMatrix:

@@ -1,0 +1,112 @@
+"""Programming a chip for all of BERT-base's encoder: this engine against the engine before the
+pipeline refactor, side by side in one run.
+
+    .venv/bin/python bench/bench_programming.py [--repeat 3] [--before REV] [--modes ideal,table]
+
+BERT-base's encoder has 72 Linear weights: per layer 4 x (768 x 768), 768 -> 3072 and 3072 -> 768.
+Each distinct shape is programmed ``--repeat`` times with each engine, interleaved (so both see the
+same machine load), and the encoder total is the median time per shape times its multiplicity.
+Chip: 8-bit weights on 2-bit cells, differential pairs, 128 x 128 tiles, the shipped 2-bit level
+table (``data/levels_b2.h5``: measured-style spread), 1e-3 stuck-at faults, an 8-bit calibrated
+column ADC's fold; ``ideal`` wires and the ``table`` IR-drop model (``data/irdrop_default.h5``).
+The engine before is timed with ideal wires only: its IR-drop table was a different model (the
+table of issue 13 replaced it), so a table-mode "before" would not be the same statistics.
+
+The engine before is the single-module ``crossbar/engine.py`` of git revision ``--before``
+(default ``6c17ae4``, the last commit before the refactor), loaded from git into its own module:
+the same statistics (level-table resampling, fault maps), numpy draws, the old fold.
+Threads: torch's default (2 on the 2-core machine). On a GPU (``--device cuda``) only the new
+engine runs (the old one draws in numpy on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crossbar.engine import CrossbarConfig, program_matrix  # noqa: E402
+from device.faults import FaultConfig  # noqa: E402
+from device.programming import LevelTable  # noqa: E402
+
+#: (out_features, in_features, count in BERT-base's encoder)
+SHAPES = [(768, 768, 48), (3072, 768, 12), (768, 3072, 12)]
+
+
+def _engine_before(rev: str):
+    """The old engine module from git (None when git or the revision is not available)."""
+    try:
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:crossbar/engine.py"], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"(engine before: git show {rev} failed: {exc}; timing the new engine only)")
+        return None
+    path = Path(tempfile.mkdtemp()) / "engine_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("engine_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["engine_before"] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--before", default="6c17ae4")
+    ap.add_argument("--modes", default="ideal,table")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    old = _engine_before(args.before) if dev.type == "cpu" else None
+    lv = LevelTable.load(ROOT / "data" / "levels_b2.h5")
+    faults = FaultConfig(rate=1e-3)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {dev}")
+    warm = torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) * 0.02  # first-call costs
+    for mode in args.modes.split(","):
+        kw = dict(tile_rows=128, tile_cols=128, ir_drop=mode)
+        program_matrix(warm.to(dev), CrossbarConfig(**kw), lv, faults, np.random.default_rng(0))
+        if old is not None and mode == "ideal":
+            old.program_matrix(warm, old.CrossbarConfig(**kw), lv, faults, np.random.default_rng(0))
+    for mode in args.modes.split(","):
+        kw = dict(tile_rows=128, tile_cols=128, weight_bits=8, bits_per_cell=2, adc_bits=8, adc_range="calibrated",
+                  ir_drop=mode)
+        new_cfg = CrossbarConfig(**kw)
+        tot_new = tot_old = 0.0
+        print(f"\n{mode} wires: seconds per matrix (median of {args.repeat})")
+        print(f"{'shape':>12} {'count':>5} {'new':>8} {'before':>8} {'ratio':>6}")
+        for out_f, in_f, count in SHAPES:
+            w = torch.randn(out_f, in_f, generator=torch.Generator().manual_seed(out_f + in_f)) * 0.02
+            t_new, t_old = [], []
+            for r in range(args.repeat):
+                t0 = time.perf_counter()
+                program_matrix(w.to(dev), new_cfg, lv, faults, np.random.default_rng(r))
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t_new.append(time.perf_counter() - t0)
+                if old is not None and mode == "ideal":
+                    t0 = time.perf_counter()
+                    old.program_matrix(w, old.CrossbarConfig(**kw), lv, faults, np.random.default_rng(r))
+                    t_old.append(time.perf_counter() - t0)
+            a = statistics.median(t_new)
+            b = statistics.median(t_old) if t_old else float("nan")
+            tot_new += a * count
+            tot_old += b * count
+            print(f"{out_f:>5}x{in_f:<6} {count:>5} {a:8.3f} {b:8.3f} {b / a:6.2f}")
+        print(f"BERT-base encoder, {mode} wires: {tot_new:.1f} s now, {tot_old:.1f} s before ({tot_old / tot_new:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Reads that do not depend on the batch, number formats, per-slice ADC calibration.
+
+Hardware applies one input vector at a time: a vector's simulated output must be the same bits
+whatever other vectors share its batch (issue: the DAC step was once set from the whole batch).
+Checked for every input format, granularity, DAC mode and ADC mode, in the default float32, with
+programming variation and stuck-at faults on, and with the vector's batch mates 100x larger.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from crossbar.engine import CrossbarConfig, program_matrix
+from crossbar.quant import QuantConfig, q_max, quantize, quantize_blocks, step_for
+from device.config import ConfigError
+from device.faults import FaultConfig
+from device.programming import LevelTable
+
+
+def _rand(shape, seed, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _levels(sigma_rel=0.05):
+    return LevelTable.synthetic(bits_per_cell=2, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=sigma_rel,
+                                rng=np.random.default_rng(3))
+
+
+READS = {
+    "ideal_adc": dict(adc_bits=None),
+    "column_adc_calibrated": dict(adc_bits=8, adc_range="calibrated", adc_scope="column"),
+    "tile_adc_full_scale": dict(adc_bits=12, adc_scope="tile"),
+}
+
+
+@pytest.mark.parametrize(
+    "fmt,gran,dac,read",
+    [c for c in itertools.product(["static", "dynamic", "scaled"], ["vector", "layer", "tile"],
+                                  ["multi_bit", "bit_serial"], sorted(READS))
+     if not (c[0] == "static" and c[1] != "vector")],
+)
+def test_a_vector_reads_the_same_bits_in_any_batch(fmt, gran, dac, read):
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, weight_bits=8, bits_per_cell=2, input_bits=8, dac=dac,
+                         input_format=fmt, input_granularity=gran, input_frac_bits=3, **READS[read])
+    w = _rand((40, 70), 1) / 8
+    x = _rand((40, 70), 2)
+    pm = program_matrix(w, cfg, _levels(), FaultConfig(rate=0.01), np.random.default_rng(5))
+    if cfg.needs_calibration:
+        pm = pm.calibrate(_rand((64, 70), 3))
+    full = pm(x)
+    for size, n in ((1, 8), (7, 40), (40, 40)):  # (batch size, vectors read in such batches)
+        parts = torch.cat([pm(x[i : min(n, i + size)]) for i in range(0, n, size)])
+        assert torch.equal(parts, full[:n]), f"batches of {size} differ"
+    # the same vector among batch mates 100x larger (a batch-wide scale would squash it)
+    loud = _rand((6, 70), 4) * 100
+    mixed = pm(torch.cat([loud[:3], x[5:6], loud[3:]]))
+    assert torch.equal(mixed[3], full[5])
+
+
+def test_uncalibrated_per_layer_inputs_are_refused():
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, input_granularity="layer")
+    pm = program_matrix(_rand((8, 40), 1), cfg, None, None, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="calibrate"):
+        pm(_rand((2, 40), 2))
+    assert cfg.needs_calibration and not CrossbarConfig().needs_calibration
+
+
+def test_per_vector_step_is_each_vectors_own_range():
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, input_format="dynamic", input_bits=8)
+    pm = program_matrix(_rand((8, 40), 1), cfg, None, None, np.random.default_rng(0))
+    x = _rand((3, 40), 2) * torch.tensor([[0.01], [1.0], [300.0]])
+    codes, step = pm.dac(x)
+    assert step.shape == (3, 1)
+    # dynamic fixed point per vector: the largest code of each vector uses the top magnitude bit
+    top = codes.abs().amax(1)
+    assert torch.all(top <= q_max(8)) and torch.all(top >= 2 ** 6)
+    scaled = program_matrix(_rand((8, 40), 1), cfg.replace(input_format="scaled"), None, None, np.random.default_rng(0))
+    codes_s, step_s = scaled.dac(x)
+    assert torch.equal(codes_s.abs().amax(1), torch.full((3,), float(q_max(8))))  # every vector's max -> q_max
+    torch.testing.assert_close(step_s.view(-1).double(), x.abs().amax(1).double() / q_max(8))
+
+
+# ------------------------------------------------------------------------------------------
+# the scaled format
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_scaled_format_uses_the_full_code_range_and_beats_power_of_two_steps(bits):
+    x = _rand((300, 200), 7, torch.float64) * 0.02
+    s = quantize(x, QuantConfig(bits=bits, mode="scaled"))
+    d = quantize(x, QuantConfig(bits=bits, mode="dynamic"))
+    assert int(s.q.abs().max()) == q_max(bits)
+    assert float(s.scale()) == pytest.approx(float(x.abs().max()) / q_max(bits), rel=1e-15)
+    # round to nearest: every error within half a step
+    assert float((s.dequantize(torch.float64) - x).abs().max()) <= 0.5 * float(s.scale()) * (1 + 1e-12)
+    # the DFP step is a power of two >= max/q_max: never finer than the scaled step
+    assert float(d.scale()) >= float(s.scale())
+    err = lambda q: float((q.dequantize(torch.float64) - x).pow(2).mean())  # noqa: E731
+    assert err(s) <= err(d)
+
+
+def test_scaled_per_tile_steps_and_zero_blocks():
+    x = _rand((10, 12), 8, torch.float64)
+    x[:5, :6] *= 50
+    x[5:, 6:] = 0
+    qt = quantize_blocks(x, QuantConfig(bits=6, mode="scaled", granularity="tile"), (5, 6))
+    assert qt.step.shape == (2, 2) and float(qt.step[1, 1]) == 1.0  # an all-zero block: any step
+    torch.testing.assert_close(qt.step[0, 0], x[:5, :6].abs().max() / q_max(6))
+    torch.testing.assert_close(step_for(torch.tensor(0.0), QuantConfig(mode="scaled")), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_scaled_weights_on_ideal_devices_are_the_integer_matmul():
+    cfg = CrossbarConfig(tile_rows=24, tile_cols=32, weight_bits=8, bits_per_cell=2, weight_format="scaled",
+                         input_format="scaled", adc_bits=24, dac="bit_serial")
+    w, x = _rand((19, 53), 1, torch.float64), _rand((7, 53), 2, torch.float64)
+    pm = program_matrix(w, cfg, _levels(0.0), None, np.random.default_rng(0), dtype=torch.float64)
+    codes, sx = pm.dac(x)
+    ref = (codes * sx) @ (pm.qweight.q.double() * pm.qweight.scale()).T
+    torch.testing.assert_close(pm(x), ref, rtol=1e-13, atol=1e-13 * float(ref.abs().max()))
+    assert "scaled" in pm.summary()
+
+
+# ------------------------------------------------------------------------------------------
+# per-slice ADC calibration
+
+
+def test_each_slice_gets_its_own_calibrated_adc_range():
+    cfg = CrossbarConfig(tile_rows=64, tile_cols=64, weight_bits=8, bits_per_cell=2, adc_bits=6,
+                         adc_range="calibrated", adc_scope="column", dac="bit_serial")
+    w = _rand((30, 128), 1) * 0.02
+    x = _rand((200, 128), 2)
+    pm = program_matrix(w, cfg, _levels(0.0), None, np.random.default_rng(0)).calibrate(x)
+    assert pm.adc_step.shape == (2, cfg.n_slices)
+    # the partial 1-bit MSB slice of small weights carries far smaller currents than the full
+    # 2-bit slices: its own reference gives it a finer step (at least the one-level-step floor)
+    assert torch.all(pm.adc_step[:, -1] < pm.adc_step[:, 0])
+    # the calibrated peak of each slice maps to the ADC's full scale (or the floor of 1 level step)
+    quiet = program_matrix(w, cfg.replace(adc_bits=24, adc_range="full_scale"), _levels(0.0), None,
+                           np.random.default_rng(0), dtype=torch.float64)
+    codes, _ = quiet.dac(x)
+    planes = torch.stack([((torch.remainder(codes.long(), 256) >> k) & 1).double() for k in range(8)])
+    xw = quiet.word_lines(planes)  # (K, R, n, rows)
+    d = quiet.readout * quiet.adc_step[:, :1].view(-1, 1, 1)  # level steps
+    cur = torch.einsum("krni,ril->rl", xw.abs(), d.abs())  # crude upper bound, same order as peak
+    assert cur.shape[1] == 30 * cfg.n_slices
+    peak = torch.stack([torch.einsum("kni,il->knl", xw[:, r], d[r]).abs().amax(dim=(0, 1)).view(cfg.n_slices, 30).amax(1)
+                        for r in range(2)])
+    want = torch.clamp(peak / (2**5 - 1), min=1.0)
+    torch.testing.assert_close(pm.adc_step.double(), want, rtol=1e-5, atol=0)
+
+
+def test_per_slice_adc_beats_one_shared_adc_on_the_same_layer():
+    # the issue's comparison in small: 8-bit weights on 2-bit cells, 8-bit multi-bit DAC, 8-bit
+    # column ADC calibrated on data; relative error against the float64 product
+    w = _rand((96, 256), 11, torch.float64) * 0.02
+    x = _rand((256, 256), 12, torch.float64)
+    ref = x @ w.T
+    err = {}
+    for fmt in ("dynamic", "scaled"):
+        cfg = CrossbarConfig(tile_rows=128, tile_cols=128, weight_bits=8, bits_per_cell=2, input_bits=8, adc_bits=8,
+                             adc_range="calibrated", weight_format=fmt, input_format=fmt)
+        pm = program_matrix(w.float(), cfg, _levels(0.0), None, np.random.default_rng(0)).calibrate(x[:64].float())
+        err[fmt] = float((pm(x.float()).double() - ref).norm() / ref.norm())
+    assert err["scaled"] < err["dynamic"] < 0.03
