@@ -202,11 +202,14 @@ def adc_can_clip(readout: torch.Tensor, noise_var: torch.Tensor | None, cfg: Cro
     return not (float(top) < hi + 0.25 and float(bottom) > lo - 0.25)
 
 
-def add_read_noise(cur: torch.Tensor, x: torch.Tensor, noise_var: torch.Tensor, generator: torch.Generator, matmul) -> torch.Tensor:
-    """Read noise, in place: ``cur += sqrt(matmul(x * x, noise_var)) * N(0, 1)`` (the exact
-    variance of the column current when each cell's conductance has relative sigma
-    ``read_noise_sigma_rel``; the variance matrix is folded like the currents). Every read."""
-    sd = matmul(x * x, noise_var).clamp_(min=0).sqrt_()
+def add_read_noise(cur: torch.Tensor, x_sq: torch.Tensor, noise_var: torch.Tensor, generator: torch.Generator,
+                   matmul) -> torch.Tensor:
+    """Read noise, the one place it is drawn: in place, ``cur += sqrt(matmul(x_sq, noise_var)) *
+    N(0, 1)`` with ``x_sq`` the squared word-line inputs (summed over cycles with their squared
+    weights when the cycles are combined before the noise is added): the exact variance of the
+    column current when each cell's conductance has relative sigma ``read_noise_sigma_rel`` (the
+    variance matrix is folded like the currents). Drawn on every read from ``generator``."""
+    sd = matmul(x_sq, noise_var).clamp_(min=0).sqrt_()
     return cur.addcmul_(sd, torch.randn(cur.shape, generator=generator, dtype=cur.dtype, device=cur.device))
 
 
@@ -223,8 +226,7 @@ def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: to
     if noise_var is not None:
         if cfg.dac != "bit_serial":
             xv = xs * xs
-        std = torch.nn.functional.linear(xv, noise_var).clamp_(min=0).sqrt_()
-        y = y + std * torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+        add_read_noise(y, xv, noise_var, generator, torch.nn.functional.linear)
     return y
 
 
@@ -314,7 +316,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
             X = xw[:, i0:i1]
         cur = torch.bmm(X, readout)  # (R, K*m, L) in ADC steps
         if noise_var is not None:
-            add_read_noise(cur, X, noise_var, generator, torch.bmm)
+            add_read_noise(cur, X * X, noise_var, generator, torch.bmm)
         if measure:
             peak = torch.maximum(peak, cur.abs().view(R, K * m, S, out).amax(dim=(1, 3)))
             continue

@@ -713,7 +713,7 @@ class ProtectedMatrix:
             X = xw[:, :, i0:i1].permute(1, 0, 2, 3).reshape(R, K * m, tr)  # (R, K*m, rows), cycle-major
             cur = torch.bmm(X, self.voted)  # (R, K*m, N)
             if self.voted_var is not None:
-                add_read_noise(cur, X, self.voted_var, generator, torch.bmm)
+                add_read_noise(cur, X * X, self.voted_var, generator, torch.bmm)
             if adc:
                 adc_convert(cur, cfg)
             if K > 1:
