@@ -97,12 +97,16 @@ def finetune_config(args: argparse.Namespace):
     named flags, then ``--set train.FIELD=VALUE`` (typed and validated like ``eval``'s ``--set``);
     the chip (``sim``) from ``--preset`` and the other ``--set`` keys, when a hardware-aware mode
     is on."""
+    import dataclasses
+
     from device.config import override_dict
     from nn.finetune import FinetuneConfig
 
     train_sets = [o for o in args.overrides if o.startswith(TRAIN_PREFIX)]
     sim_sets = [o for o in args.overrides if not o.startswith(TRAIN_PREFIX)]
-    data = FinetuneConfig().to_dict()
+    # the declared defaults, not a resolved instance: dva_quantize=None means "auto" (on for crossbar)
+    data = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+            for f in dataclasses.fields(FinetuneConfig)}
     data["task"] = args.task
     for field in _FIELDS:
         v = getattr(args, field, None)

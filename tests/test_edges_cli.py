@@ -270,3 +270,13 @@ def test_every_finetune_field_is_reachable_with_set(capsys):
                ROOT, "--set train.warmup", "unknown key 'warmup'")
     user_error(capsys, ["finetune", "--task", "sst2", "--out", "unused", "--set", "train.warmup_ratio=2", "--show-config"],
                ROOT, "warmup_ratio=2")
+
+
+def test_finetune_set_keeps_the_auto_defaults(capsys):
+    import json
+
+    assert main(["finetune", "--task", "sst2", "--out", "unused", "--set", "train.dva_mode=crossbar", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dva_quantize"] is True and shown["sim"] is not None  # dva_quantize=None: on for crossbar
+    assert main(["finetune", "--task", "sst2", "--out", "unused", "--show-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["dva_quantize"] is False and not Path("unused").exists()
