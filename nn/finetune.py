@@ -463,7 +463,18 @@ def read_finetune_info(out_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(out_dir) / FINETUNE_JSON
     if not path.is_file():
         raise UserError(f"{out_dir} holds no finished fine-tuning run ({FINETUNE_JSON} is missing).")
-    return json.loads(path.read_text())
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A run's JSON record; an unreadable or corrupt one is a :class:`UserError` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} cannot be read as a fine-tuning record ({exc}); delete it to start over") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a fine-tuning record (a JSON object); delete it to start over")
+    return data
 
 
 def _num_threads(requested: int | None) -> int:
@@ -534,7 +545,7 @@ def finetune(
     done = out / FINETUNE_JSON
     ckpt_file = out / _CKPT / _STATE
     if done.is_file() and not ckpt_file.is_file() and not overwrite:
-        info = json.loads(done.read_text())
+        info = _read_json(done)
         if _same_config(info.get("config"), cfg) and info.get("base_model") == base:
             return info["metrics"]
         raise UserError(
