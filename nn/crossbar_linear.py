@@ -30,7 +30,10 @@ Hooks for fault protection (used by :mod:`nn.protect` and :mod:`mapping.protecti
   programming;
 * the read function (``CrossbarLinear.read_fn``, :func:`set_read_fn`): any
   ``fn(programmed, x, generator) -> y`` replacing :func:`default_read` (``ProgrammedMatrix.matvec``),
-  e.g. a read that votes over the copies a protected plan holds.
+  e.g. a read that votes over the copies a protected plan holds;
+* the chip hook (``CrossbarLinear.remap``): ``fn(programmed, base_layout) -> programmed`` run on
+  every new chip, e.g. fault-map-aware re-encoding and placement (:class:`mapping.faultaware.FaultAwareMapper`,
+  made from ``SimConfig.faultaware`` when that is on and no hook is set).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nn.sim import SimConfig, build_levels, load_irdrop
+from nn.sim import SimConfig, build_levels, load_irdrop, load_relaxation
 
 __all__ = [
     "CrossbarLinear",
@@ -97,6 +100,8 @@ class CrossbarLinear(nn.Linear):
         self.layout: Any = None
         #: protection hook: how a programmed matrix is read (see ReadFn)
         self.read_fn: ReadFn = default_read
+        #: chip hook: fn(programmed, base_layout) -> programmed on every new chip (fault-map-aware mapping)
+        self.remap: Any = None
         self._programmed: Any = None
         self._weight_key: tuple | None = None
         self._generator: torch.Generator | None = None
@@ -118,6 +123,7 @@ class CrossbarLinear(nn.Linear):
         new.simulated = False
         new.layout = None
         new.read_fn = default_read
+        new.remap = None
         new._programmed = None
         new._weight_key = None
         new._generator = None
@@ -161,8 +167,9 @@ class CrossbarLinear(nn.Linear):
         gen_seed = int(rng.integers(2**63))
         pm = program_matrix(
             self.weight.detach(), cfg.crossbar, levels, cfg.faults, rng, layout=self.layout, circuit=cfg.circuit,
-            irdrop=irdrop, dtype=cfg.torch_dtype,
+            irdrop=irdrop, relaxation=load_relaxation(cfg), dtype=cfg.torch_dtype,
         )
+        pm = self._chip_hook(pm)
         self._set_programmed(pm, gen_seed)
         return pm
 
@@ -175,9 +182,18 @@ class CrossbarLinear(nn.Linear):
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"{self.name}: rng must be a numpy.random.Generator")
         gen_seed = int(rng.integers(2**63))
-        pm = self._programmed.reprogram(rng, levels=levels)
+        pm = self._chip_hook(self._programmed.reprogram(rng, levels=levels))
         self._set_programmed(pm, gen_seed)
         return pm
+
+    def _chip_hook(self, pm: Any) -> Any:
+        """The new chip through :attr:`remap` (from ``SimConfig.faultaware`` when that is on)."""
+        fa = getattr(self.sim_cfg, "faultaware", None)
+        if self.remap is None and fa is not None and fa.any:
+            from mapping.faultaware import FaultAwareMapper
+
+            self.remap = FaultAwareMapper(fa)
+        return pm if self.remap is None else self.remap(pm, self.layout)
 
     def _set_programmed(self, pm: Any, gen_seed: int) -> None:
         self._programmed = pm

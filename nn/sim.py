@@ -25,6 +25,7 @@ the *device statistics*, not a chip).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -44,6 +45,7 @@ from device.config import (
     config,
 )
 from device.faults import FaultConfig
+from mapping.faultaware import FaultAwareConfig
 
 __all__ = [
     "LevelsSpec",
@@ -55,6 +57,8 @@ __all__ = [
     "build_sim_config",
     "build_levels",
     "load_irdrop",
+    "RelaxationSpec",
+    "load_relaxation",
     "config_hash",
     "level_table_path",
 ]
@@ -121,6 +125,23 @@ class LevelsSpec(Config):
 
 
 @config
+class RelaxationSpec(Config):
+    """Conductance relaxation after programming (used when ``crossbar.read_time_s > 0``)."""
+
+    #: relaxation table (HDF5, device.relaxation.RelaxationModel.load); None = the shipped
+    #: data/relaxation_techB.h5 (fitted to the tech-B measurements, see data/README.md)
+    table_path: str | None = None
+    #: programmed conductances outside the table's fitted range: "clamp" (the nearest fitted
+    #: bin's distribution) or "raise"
+    out_of_range: Literal["raise", "clamp"] = "clamp"
+
+    def __post_init__(self) -> None:
+        if self.table_path is not None and not isinstance(self.table_path, str):
+            raise ConfigError(f"relaxation.table_path={self.table_path!r} is invalid: must be a path string or null")
+        check_choice("relaxation.out_of_range", self.out_of_range, ("raise", "clamp"))
+
+
+@config
 class SimConfig(Config):
     """A simulated crossbar run of a BERT-family model (see the module docstring)."""
 
@@ -128,12 +149,16 @@ class SimConfig(Config):
     crossbar: CrossbarConfig = dataclasses.field(default_factory=CrossbarConfig)
     #: stuck-at faults (SA0 = stuck at HRS, SA1 = stuck at LRS)
     faults: FaultConfig = dataclasses.field(default_factory=FaultConfig)
+    #: fault-map-aware mapping from the chip's tested fault map: re-encoding, placement (mapping.faultaware)
+    faultaware: FaultAwareConfig = dataclasses.field(default_factory=FaultAwareConfig)
     #: cell conductance levels: shipped table or synthetic
     levels: LevelsSpec = dataclasses.field(default_factory=LevelsSpec)
     #: wire / driver / sense parasitics (IR drop; crossbar.ir_drop="table" uses r_wire_row_ohm)
     circuit: CircuitConfig = dataclasses.field(default_factory=CircuitConfig)
     #: IR-drop table for crossbar.ir_drop="table"; None = the shipped data/irdrop_default.h5
     irdrop_table: str | None = None
+    #: conductance relaxation model for crossbar.read_time_s > 0
+    relaxation: RelaxationSpec = dataclasses.field(default_factory=RelaxationSpec)
     #: regexes (re.search on qualified module names): nn.Linear modules put on crossbars
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     #: regexes: matching modules stay digital even if targeted (default: head and pooler)
@@ -223,6 +248,35 @@ def load_irdrop(cfg: SimConfig):
     return IRDropTable.load(path)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Relaxation:
+    """The engine's relaxation hook: a model with the spec's out-of-range rule."""
+
+    model: Any
+    out_of_range: str
+
+    def sample_torch(self, g_s: Any, time_s: float, generator: Any) -> Any:
+        return self.model.sample_torch(g_s, time_s, generator, out_of_range=self.out_of_range)
+
+
+def load_relaxation(cfg: SimConfig):
+    """The relaxation model for ``crossbar.read_time_s > 0`` (None at 0: the effect is off);
+    loaded once per (path, rule) and shared."""
+    if cfg.crossbar.read_time_s == 0:
+        return None
+    path = Path(cfg.relaxation.table_path) if cfg.relaxation.table_path else _DATA / "relaxation_techB.h5"
+    if not path.is_file():
+        raise ConfigError(f"relaxation table {path} does not exist; give relaxation.table_path=PATH")
+    return _load_relaxation(str(path.resolve()), path.stat().st_mtime_ns, cfg.relaxation.out_of_range)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_relaxation(path: str, mtime_ns: int, out_of_range: str) -> _Relaxation:
+    from device.relaxation import RelaxationModel
+
+    return _Relaxation(RelaxationModel.load(path), out_of_range)
+
+
 # --------------------------------------------------------------------------------------------
 # presets
 
@@ -230,7 +284,7 @@ def load_irdrop(cfg: SimConfig):
 def _default() -> SimConfig:
     """The toolkit's reference chip: 8-bit dynamic fixed-point weights per layer (DFP, Long et al.
     DATE 2019), 2 bits/cell on differential pairs (4 slices of 2,2,2,1 magnitude bits), 128x128
-    tiles (NeuroSim sub-array, REFERENCES.md), 8-bit multi-bit DAC inputs (DFP per layer), ideal
+    tiles (NeuroSim sub-array, REFERENCES.md), 8-bit multi-bit DAC inputs (DFP per input vector), ideal
     ADC, the shipped write-verify level table ``data/levels_b2.h5``, no faults, no IR drop, no
     read noise."""
     return SimConfig()
