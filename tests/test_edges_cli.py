@@ -280,3 +280,12 @@ def test_finetune_set_keeps_the_auto_defaults(capsys):
     assert shown["dva_quantize"] is True and shown["sim"] is not None  # dva_quantize=None: on for crossbar
     assert main(["finetune", "--task", "sst2", "--out", "unused", "--show-config"]) == 0
     assert json.loads(capsys.readouterr().out)["dva_quantize"] is False and not Path("unused").exists()
+
+
+def test_corrupt_finetune_record_is_a_user_error(tmp_path):
+    from device.errors import UserError
+    from nn.finetune import FINETUNE_JSON, read_finetune_info
+
+    (tmp_path / FINETUNE_JSON).write_text('{"config": ')
+    with pytest.raises(UserError, match="cannot be read as a fine-tuning record"):
+        read_finetune_info(tmp_path)
