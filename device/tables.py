@@ -82,6 +82,8 @@ ARRAY_SPECS: dict[str, dict[str, tuple[str, bool]]] = {
     "faults": {"fault_map": ("index", True)},
     "circuit_solve": {"g_s": ("S", True), "v_in_v": ("V", True), "i_out_a": ("A", True)},
     "irdrop": {"r_wire_ohm": ("ohm", True), "size": ("1", True), "rms_error_fullscale": ("1", True)},
+    "relaxation": {"g0_bin_s": ("S", True), "time_s": ("s", True), "quantile_p": ("1", True),
+                   "dg_quantile_s": ("S", True)},
 }
 
 _ROOT_ATTRS = ("schema_version", "software", "software_version", "created", "kind", "config_json")

@@ -115,3 +115,10 @@ def test_config_json_is_the_full_config(tmp_path):
     p = tables.write_table(tmp_path / "f.h5", kind="faults", arrays={"fault_map": Array(np.zeros((2, 2), np.int8), "index", ("row", "col"))}, config=cfg)
     with h5py.File(p) as f:
         assert FaultConfig.from_dict(json.loads(f.attrs["config_json"])) == cfg
+
+
+def test_every_schema_declares_units_and_finiteness_of_its_required_arrays():
+    # validate() checks the units and finiteness the schema declares: every required array of
+    # every kind must be declared (a new kind without its specs would go unchecked)
+    for kind, required in tables.SCHEMAS.items():
+        assert set(required) <= set(tables.ARRAY_SPECS.get(kind, {})), kind
