@@ -32,6 +32,7 @@ __all__ = [
     "finetuned_model_dir",
     "is_finetuned_classifier",
     "load_classifier",
+    "looks_like_hub_id",
     "resolve_device",
     "max_positions",
     "check_token_lengths",
