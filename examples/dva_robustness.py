@@ -1,6 +1,6 @@
 """DVA vs normal training under the weight variation DVA was trained with (seed paper 2).
 
-    python examples/dva_robustness.py [--sigmas 0.2,0.3,0.4] [--draws 4]
+    python examples/dva_robustness.py [--glue-dir ../shared/data/glue] [--sigmas 0.2,0.3,0.4] [--draws 4]
 
 Evaluates the cached `minilm-sst2` (normal) and `minilm-sst2-dva` (trained with --dva-sigma 0.2,
 multiplicative Gaussian weight noise W * (1 + sigma z) on the encoder Linear layers) on the full
@@ -22,9 +22,10 @@ def main() -> None:
     ap.add_argument("--sigmas", default="0.2,0.3,0.4")
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--glue-dir", default=None, help="local GLUE directory (default: $GLUE_DIR, else the hub)")
     args = ap.parse_args()
     sigmas = [float(s) for s in args.sigmas.split(",")]
-    dev = load_split("sst2", "dev", default_glue_dir())
+    dev = load_split("sst2", "dev", args.glue_dir or default_glue_dir())
     print("| model | clean | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " |")
     print("|---|---:|" + "---:|" * len(sigmas))
     for name in ("minilm-sst2", "minilm-sst2-dva"):
