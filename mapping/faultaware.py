@@ -53,9 +53,11 @@ import numpy as np
 import torch
 
 from crossbar.engine import FREE, NEG, POS, REF, CrossbarConfig, TileLayout
+from device.config import Config, check_int_range, config
 from mapping.plan import MappingError
 
 __all__ = [
+    "FaultAwareConfig",
     "best_digits",
     "WeightCells",
     "weight_cells",
@@ -68,11 +70,39 @@ __all__ = [
     "place_layer",
     "placement_cost",
     "PlacementReport",
+    "frozen_slices",
+    "FaultAwareMapper",
 ]
 
 _BIG = float("inf")
 #: faulty weights re-encoded per vectorized chunk (memory: ~ chunk x 256 x 8 bytes per tensor)
 _CHUNK = 16384
+
+
+@config
+class FaultAwareConfig(Config):
+    """Fault-map-aware mapping of a chip (needs its stuck-at map: a post-fabrication march test)."""
+
+    #: re-encode every weight around its stuck cells (the closest representable value)
+    reencode: bool = False
+    #: permute each layer's rows and columns so that faults land where they cost least
+    placement: bool = False
+    #: healthy cells may use every level of the cell, also above a partial most-significant slice
+    full_levels: bool = True
+    #: alternating row / column assignment rounds of the placement (each never raises the cost)
+    placement_rounds: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("reencode", "placement", "full_levels"):
+            if not isinstance(getattr(self, name), bool):
+                from device.config import ConfigError
+
+                raise ConfigError(f"faultaware.{name}={getattr(self, name)!r} is invalid: must be true or false")
+        check_int_range("faultaware.placement_rounds", self.placement_rounds, 1, 20)
+
+    @property
+    def any(self) -> bool:
+        return self.reencode or self.placement
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,9 +430,14 @@ def reencode_cells(
     f = flt[t, r, c].astype(np.int64)
     free = np.broadcast_to(~wc.fixed, d.shape).copy()
     if frozen_slices is not None:
+        # frozen (voted) slices keep their digits, and their faults are left to the vote: taken
+        # as healthy here so the other slices do not compensate what the vote corrects
         fz = np.asarray(frozen_slices, bool)[o]  # (n, S)
         P = 2 if cfg.mapping == "differential" else 1
-        free[:, : cfg.n_slices * P] &= ~np.repeat(fz, P, axis=1)
+        frozen = np.zeros_like(free)
+        frozen[:, : cfg.n_slices * P] = np.repeat(fz, P, axis=1)
+        free &= ~frozen
+        f = np.where(frozen, 0, f)
     kw = dict(sign=wc.sign, weight=wc.weight, group=wc.group, max_digit=wc.max_digit, levels=lv, stuck_values=sv)
     _, e0 = best_digits(torch.from_numpy(d), torch.from_numpy(f), free=torch.zeros(d.shape, dtype=torch.bool), **kw)
     new, e1 = best_digits(torch.from_numpy(d), torch.from_numpy(f), free=torch.from_numpy(free), **kw)
@@ -532,10 +567,10 @@ class _Residuals:
             d = np.broadcast_to(self.digits[None], (m, nq, K)).reshape(-1, K)
             f = np.broadcast_to(pat[:, None, :], (m, nq, K)).reshape(-1, K)
             free = np.broadcast_to(~self.wc.fixed & self.reencode, d.shape)
-            _, e = best_digits(torch.from_numpy(np.ascontiguousarray(d)), torch.from_numpy(np.ascontiguousarray(f)),
+            _, e = best_digits(torch.from_numpy(np.array(d)), torch.from_numpy(np.array(f)),
                                sign=self.wc.sign, weight=self.wc.weight, group=self.wc.group,
                                max_digit=self.wc.max_digit, levels=self.lv, stuck_values=self.sv,
-                               free=torch.from_numpy(np.ascontiguousarray(free)))
+                               free=torch.from_numpy(np.array(free)))
             e2 = (e.numpy() ** 2).reshape(m, nq)
             for k, row in zip(new, e2):
                 self.index[k] = len(self.rows)
@@ -686,11 +721,16 @@ def place_layer(
     outs = np.flatnonzero(wc.out_block >= 0)
     # current assignment: slot of each mapped input / output (the slots list mapped lines first
     # for columns; rows are in block order)
-    rpos = {(int(b), int(l)): k for k, (b, l) in enumerate(rslots)}
-    in_slot = np.array([rpos[(int(wc.in_block[i]), int(wc.in_row[i]))] for i in ins], np.int64)
+    rpos = np.full((layout.n_row_blocks, layout.tile_rows), -1, np.int64)
+    rpos[rslots[:, 0], rslots[:, 1]] = np.arange(len(rslots))
+    in_slot = rpos[wc.in_block[ins], wc.in_row[ins]]
     out_slot = np.arange(outs.size, dtype=np.int64)
     r_idx, c_idx = _faulty_pairs(fm, layout, wc, rslots, cblk, ccols)
     pid = res.ids(_patterns(fm, layout, wc, rslots, cblk, ccols, r_idx, c_idx)) if r_idx.size else np.zeros(0, np.int64)
+    if r_idx.size:  # patterns that every code survives (re-encoded exactly) cost nothing anywhere
+        hurts = res.table().max(1) > 0
+        keep = hurts[pid]
+        r_idx, c_idx, pid = r_idx[keep], c_idx[keep], pid[keep]
     qoff = res.qmax
 
     def total(in_slot, out_slot) -> float:
@@ -761,14 +801,125 @@ def place_layer(
 
 
 def _accumulate(cost, slot, T, pid, qrows, qoff, scale=None, chunk=1 << 22):
-    """``cost[slot[e], :] += T[pid[e], qrows[e, :] + qoff] (* scale[e])`` in chunks of entries."""
+    """``cost[slot[e], :] += T[pid[e], qrows[e, :] + qoff] (* scale[e])`` in chunks of entries
+    (``cost`` a float64 numpy array, updated in place through a shared torch view)."""
     if slot.size == 0:
         return
+    ct = torch.from_numpy(cost)
+    Tt = torch.from_numpy(T)
     width = qrows.shape[1]
     step = max(1, chunk // max(1, width))
     for e0 in range(0, slot.size, step):
         e1 = min(slot.size, e0 + step)
-        v = T[pid[e0:e1, None], qrows[e0:e1] + qoff]
+        flat = torch.from_numpy(pid[e0:e1, None] * T.shape[1] + (qrows[e0:e1] + qoff))
+        v = Tt.view(-1)[flat.view(-1)].view(e1 - e0, width)
         if scale is not None:
-            v = v * scale[e0:e1, None]
-        np.add.at(cost, slot[e0:e1], v)
+            v = v * torch.from_numpy(scale[e0:e1, None])
+        ct.index_add_(0, torch.from_numpy(slot[e0:e1]), v)
+
+
+# --------------------------------------------------------------------------------------------
+# the chip: the engine's encode hook and a placed layout for the same cells
+
+
+def frozen_slices(layout: TileLayout, cfg: CrossbarConfig, out_features: int, prot: Any = None) -> np.ndarray | None:
+    """``(out, S)`` slices whose columns a protection read votes over (they keep their digits):
+    slices with copies in free columns (duplication), and with ``msb_embed`` the MSB slice and the
+    slices holding its embedded copies. None when nothing is voted."""
+    fz = np.zeros((out_features, cfg.n_slices), bool)
+    cp = layout.col_copy & ((layout.col_role == POS) | (layout.col_role == NEG))
+    fz[layout.col_out[cp], layout.col_slice[cp]] = True
+    if prot is not None and getattr(prot, "msb_embed", False):
+        fz[:, cfg.n_slices - 1] = True
+        fz[:, : int(prot.msb_copies)] = True
+    return fz if fz.any() else None
+
+
+class FaultAwareEncoder:
+    """The engine's encode hook (:func:`crossbar.pipeline.encode_step`): ``encoder(digits, faults,
+    ctx) -> digits`` re-encodes every weight of the layer around the stuck cells of this chip
+    (:func:`reencode_cells`, stuck values from ``ctx.levels``).
+
+    ``prot``: the ``mapping.protection.ProtectionConfig`` the layer is read with, or None; the
+    slices its read votes over (:func:`frozen_slices`) keep their digits and their faults are
+    left to the vote. ``stats`` holds the counts of the last call (weights hit, repaired exactly,
+    squared error before / after in code units).
+    """
+
+    def __init__(self, fa: FaultAwareConfig | None = None, prot: Any = None) -> None:
+        self.fa = fa if fa is not None else FaultAwareConfig(reencode=True)
+        self.prot = prot
+        self.stats: dict[str, float] = {}
+
+    def __call__(self, digits: torch.Tensor, faults: torch.Tensor, ctx: Any) -> torch.Tensor:
+        out_f, in_f = ctx.qweight.q.shape
+        fz = frozen_slices(ctx.layout, ctx.cfg, out_f, self.prot)
+        new, self.stats = reencode_cells(digits, faults, ctx.layout, ctx.cfg, out_f, in_f, levels=ctx.levels,
+                                         full_levels=self.fa.full_levels, frozen_slices=fz)
+        return new
+
+
+#: residual tables of the placement, keyed by what they are computed from (crossbar config,
+#: stuck values, re-encoding, level use): shared by every layer and chip of that configuration
+_TABLES: dict[tuple, "_Residuals"] = {}
+
+
+class FaultAwareMapper:
+    """Fault-map-aware mapping of a programmed chip: ``mapper(pm, base_layout) -> pm``.
+
+    Reads the chip's fault map (the same cells whatever the layout: the map is a property of the
+    tiles, drawn from the chip's seed, or given by a test), then with ``placement`` chooses a
+    layout from ``base_layout`` (:func:`place_layer`), and re-programs the *same chip* (same seed:
+    same faults, same variation streams) with that layout and, with ``reencode``, the
+    :class:`FaultAwareEncoder` hook. The placement's residual tables are kept for the next layers
+    and chips of the same configuration (content-keyed). ``report``: the last call's placement
+    report. Placement's cost assumes every slice may be re-encoded (slices a protection votes
+    over are re-encoded by no one: there it is an approximation).
+    """
+
+    def __init__(self, fa: FaultAwareConfig, prot: Any = None) -> None:
+        if not isinstance(fa, FaultAwareConfig):
+            raise ValueError(f"expected a FaultAwareConfig, got {type(fa).__name__}")
+        self.fa = fa
+        self.prot = prot
+        self.encoder = FaultAwareEncoder(fa, prot) if fa.reencode else None
+        self.report: PlacementReport | None = None
+
+    def fault_map(self, pm: Any, layout: TileLayout | None = None) -> torch.Tensor:
+        """``(tiles, rows, cols)`` fault map of ``pm``'s chip (the test result a chip maker has)."""
+        from crossbar.pipeline import cell_digits_step, fault_map_step, run_pipeline
+
+        return run_pipeline(pm.context(layout=layout), (cell_digits_step, fault_map_step)).faults
+
+    def __call__(self, pm: Any, base_layout: TileLayout | None = None) -> Any:
+        import dataclasses as dc
+
+        from crossbar.engine import with_folded
+        from crossbar.pipeline import fold, level_step_s, run_pipeline
+
+        if not self.fa.any:
+            return pm
+        from crossbar.engine import default_layout
+
+        # always from the plan's layout (not the previous chip's placement): a chip is a function
+        # of its seed, whatever was programmed before
+        layout = default_layout(*pm.qweight.q.shape, pm.cfg) if base_layout is None else base_layout
+        if self.fa.placement:
+            fm = self.fault_map(pm, layout)
+            cfg = pm.cfg
+            out_f, in_f = pm.qweight.q.shape
+            key = (cfg.to_json(), tuple(level_values(pm.levels)[1]), self.fa.reencode, self.fa.full_levels)
+            res = _TABLES.get(key)
+            if res is None:
+                lv, sv = level_values(pm.levels)
+                wc = weight_cells(layout, cfg, out_f, in_f, full_levels=self.fa.full_levels)
+                if len(_TABLES) >= 8:
+                    _TABLES.pop(next(iter(_TABLES)))
+                res = _TABLES[key] = _Residuals(cfg, wc, lv, sv, self.fa.reencode)
+            layout, self.report = place_layer(pm.qweight, layout, cfg, fm, levels=pm.levels, reencode=self.fa.reencode,
+                                              full_levels=self.fa.full_levels, rounds=self.fa.placement_rounds,
+                                              residuals=res)
+        new = dc.replace(pm, layout=layout, encoder=self.encoder, kept=None)
+        st = run_pipeline(new.context())
+        folded = fold(st.m_s, new.qweight, layout, new.cfg, level_step_s(new.levels), new.device, new.dtype)
+        return with_folded(new, folded, layout=layout)

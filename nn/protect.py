@@ -155,6 +155,13 @@ def protect_model(
                     )
     pp = build_protection(model, sim_cfg, masks, prot, sensitivity=sensitivity)
     apply_plan(model, pp.plan)
+    fa = getattr(sim_cfg, "faultaware", None)
+    if fa is not None and fa.any:  # fault-map-aware mapping that leaves the voted slices to the vote
+        from mapping.faultaware import FaultAwareMapper
+
+        mapper = FaultAwareMapper(fa, prot)
+        for n in pp.plan.layers:
+            mods[n].remap = mapper
     if prot.voting:
         for n in pp.plan.layers:
             set_read_fn(model, ProtectedRead(prot), [n])  # one reader (and cache) per layer

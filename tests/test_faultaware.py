@@ -22,6 +22,8 @@ from mapping.faultaware import (
 )
 from mapping.plan import LayerPlan, MappingError, MappingPlan
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is fastest (shared CI cores)
+
 
 def _pair_cells(bpc: int, S: int):
     """Cell description of a differential pair per slice (slice-major, G+ then G-)."""
@@ -212,3 +214,112 @@ def test_placement_refuses_per_tile_formats():
     pm = program_matrix(w, cfg, None, FaultConfig(rate=0.05), np.random.default_rng(0), keep_conductances=True)
     with pytest.raises(MappingError, match="layer-wide"):
         place_layer(pm.qweight, pm.layout, cfg, pm.kept.faults)
+
+
+def _ideal_levels(bpc: int = 2) -> LevelTable:
+    return LevelTable.synthetic(bits_per_cell=bpc, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.0,
+                                rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("mapping", ["differential", "offset"])
+def test_engine_hook_programs_the_reencoded_digits(mapping):
+    """Through the engine's encode step (noiseless levels, ideal ADC, no IR drop), the effective
+    weights of the chip are exactly the re-encoded read-back times the weight step; the same seed
+    gives the same stuck cells with and without the hook."""
+    from mapping.faultaware import FaultAwareEncoder
+
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, mapping=mapping)
+    lv = _ideal_levels()
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    fc = FaultConfig(rate=0.03)
+    plain = program_matrix(w, cfg, lv, fc, np.random.default_rng(4), keep_conductances=True, dtype=torch.float64)
+    enc = FaultAwareEncoder()
+    pm = program_matrix(w, cfg, lv, fc, np.random.default_rng(4), keep_conductances=True, dtype=torch.float64,
+                        encoder=enc)
+    assert np.array_equal(pm.kept.faults, plain.kept.faults)
+    q = pm.qweight.q.numpy().astype(np.int64)
+    step = float(pm.qweight.scale())
+    expect, st = reencode_cells(plain.kept.levels, plain.kept.faults, pm.layout, cfg, 40, 70, levels=lv)
+    assert np.array_equal(pm.kept.levels, expect) and enc.stats == st
+    y = readback(pm.kept.levels, pm.kept.faults, pm.layout, cfg, 40, 70, levels=lv)
+    np.testing.assert_allclose(pm.readout.numpy(), y * step, rtol=0, atol=1e-9 * step)
+    y0 = readback(plain.kept.levels, plain.kept.faults, pm.layout, cfg, 40, 70, levels=lv)
+    np.testing.assert_allclose(plain.readout.numpy(), y0 * step, rtol=0, atol=1e-9 * step)
+    assert np.abs(y - q).sum() < 0.5 * np.abs(y0 - q).sum()
+
+
+def test_mapper_places_the_same_chip_and_is_a_function_of_the_seed():
+    from mapping.faultaware import FaultAwareConfig, FaultAwareMapper
+
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32)
+    lv = _ideal_levels()
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    fc = FaultConfig(rate=0.03)
+    mapper = FaultAwareMapper(FaultAwareConfig(reencode=True, placement=True))
+    plain = program_matrix(w, cfg, lv, fc, np.random.default_rng(7), dtype=torch.float64, keep_conductances=True)
+    pm = mapper(plain)
+    assert mapper.report.cost_after <= mapper.report.cost_before
+    st = pm.tile_state()
+    assert np.array_equal(st.faults, plain.kept.faults)  # the same stuck cells, another layout
+    q = pm.qweight.q.numpy().astype(np.int64)
+    y = readback(st.levels, st.faults, pm.layout, cfg, 40, 70, levels=lv)
+    step = float(pm.qweight.scale())
+    np.testing.assert_allclose(pm.readout.numpy(), y * step, rtol=0, atol=1e-9 * step)
+    assert ((y - q) ** 2).sum() == pytest.approx(mapper.report.cost_after)
+    # from a chip programmed with another layout before: the same result (starts from the plan)
+    again = mapper(dataclasses_replace(pm, seed=plain.seed))
+    assert np.array_equal(again.layout.row_in, pm.layout.row_in) and torch.equal(again.readout, pm.readout)
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+def test_sim_config_reaches_fault_aware_mapping_on_tiny_bert(tmp_path, one_thread):
+    """``--set faultaware.reencode=true`` reaches every layer: the simulated logits move towards
+    the digital ones (3 chips, 3 % stuck cells), and a chip is the same after other chips."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny_bert import write_tiny_classifier
+
+    from device.config import apply_overrides
+    from nn.crossbar_linear import patch_model, program_model, reprogram_model, set_simulated, unpatch_model
+    from nn.models import load_classifier
+    from nn.sim import SimConfig
+
+    d = write_tiny_classifier(tmp_path / "m")
+    model, _ = load_classifier(d, None, task="sst2", require_finetuned=False)
+    model.eval()
+    ids = torch.tensor([[2, 5, 6, 16, 3, 0], [2, 7, 8, 9, 3, 0]])
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    base = SimConfig.from_dict({"crossbar": {"tile_rows": 16, "tile_cols": 32}, "levels": {"source": "synthetic"},
+                                "faults": {"rate": 0.03}})
+    err = {}
+    for name, ov in (("plain", []), ("reencode", ["faultaware.reencode=true"]),
+                     ("both", ["faultaware.reencode=true", "faultaware.placement=true"])):
+        patch_model(model, apply_overrides(base, ov))
+        e = []
+        for t in range(3):
+            program_model(model, np.random.default_rng([0, t]))
+            set_simulated(model, True)
+            with torch.no_grad():
+                e.append(float((model(input_ids=ids).logits - ref).norm() / ref.norm()))
+            set_simulated(model, False)
+        reprogram_model(model, np.random.default_rng([0, 1]))
+        set_simulated(model, True)
+        with torch.no_grad():
+            y_re = model(input_ids=ids).logits
+        unpatch_model(model)
+        patch_model(model, apply_overrides(base, ov))
+        program_model(model, np.random.default_rng([0, 1]))
+        set_simulated(model, True)
+        with torch.no_grad():
+            assert torch.equal(model(input_ids=ids).logits, y_re)
+        unpatch_model(model)
+        err[name] = float(np.mean(e))
+    assert err["reencode"] < 0.6 * err["plain"] and err["both"] < 0.6 * err["plain"], err
