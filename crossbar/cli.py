@@ -48,8 +48,10 @@ def _tile(args):
 
     if args.rows < 1 or args.cols < 1:
         raise UserError(f"--rows/--cols must be >= 1, got {args.rows}x{args.cols}")
-    if not 0 < args.g_min_s < args.g_max_s:
-        raise UserError("need 0 < --g-min-s < --g-max-s")
+    if not 0 < args.g_min_s < args.g_max_s < float("inf"):
+        raise UserError("need 0 < --g-min-s < --g-max-s, finite")
+    if not 0 <= args.v_read_v < float("inf"):
+        raise UserError(f"--v-read-v {args.v_read_v} is invalid: must be finite and >= 0")
     circ = CircuitConfig(r_wire_row_ohm=args.r_wire_ohm, r_wire_col_ohm=args.r_wire_ohm, r_source_ohm=args.r_source_ohm,
                          r_sense_ohm=args.r_sense_ohm, drive=args.drive)
     rng = np.random.default_rng(args.seed)

@@ -289,3 +289,9 @@ def test_corrupt_finetune_record_is_a_user_error(tmp_path):
     (tmp_path / FINETUNE_JSON).write_text('{"config": ')
     with pytest.raises(UserError, match="cannot be read as a fine-tuning record"):
         read_finetune_info(tmp_path)
+
+
+@pytest.mark.parametrize("flags,needle", [(["--v-read-v", "nan"], "--v-read-v nan is invalid"),
+                                          (["--g-max-s", "inf"], "--g-max-s, finite")])
+def test_circuit_tile_numbers(tmp_path, capsys, flags, needle):
+    user_error(capsys, ["circuit", "solve", "--rows", "4", "--cols", "4", *flags, "--out", tmp_path / "s.h5"], tmp_path, needle)
