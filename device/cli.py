@@ -162,6 +162,16 @@ def _rng(seed: int):
     return np.random.default_rng(seed)
 
 
+def _check_finite(args: argparse.Namespace, *dests: str) -> None:
+    """Refuse NaN or infinite values of the named float options (their flags in the message)."""
+    import math
+
+    for d in dests:
+        v = getattr(args, d, None)
+        if v is not None and not math.isfinite(v):
+            raise UserError(f"--{d.replace('_', '-')} {v} is invalid: must be a finite number")
+
+
 def _check_n(name: str, n: int, lo: int = 1) -> None:
     if n < lo:
         raise UserError(f"{name} {n} is invalid: must be >= {lo}")
@@ -174,6 +184,7 @@ def _cmd_iv(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     check_output_path(args.plot, "plot")
     _check_n("--devices", args.devices)
+    _check_finite(args, "v_set_max", "v_reset_max", "sweep_rate", "v_read")
     params = _params(args)
     rng = _rng(args.seed)
     res = dc_sweep(
@@ -204,6 +215,7 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
     _check_n("--devices", args.devices)
     _check_n("--set-pulses", args.set_pulses, 0)
     _check_n("--reset-pulses", args.reset_pulses, 0)
+    _check_finite(args, "v_set", "v_reset", "width", "edge", "spacing", "v_read")
     if args.set_pulses + args.reset_pulses == 0:
         raise UserError("--set-pulses and --reset-pulses are both 0: nothing to apply")
     params = _params(args)
@@ -235,6 +247,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     check_output_path(args.plot, "plot")
     _check_n("--devices", args.devices, 2)
+    _check_finite(args, "r_lrs_ohm", "r_hrs_ohm", "tolerance_rel", "v_read")
     params = _params(args)
     base = {"bits_per_cell": args.bits_per_cell}
     for key, val in (("r_lrs_ohm", args.r_lrs_ohm), ("r_hrs_ohm", args.r_hrs_ohm),

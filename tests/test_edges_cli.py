@@ -295,3 +295,12 @@ def test_corrupt_finetune_record_is_a_user_error(tmp_path):
                                           (["--g-max-s", "inf"], "--g-max-s, finite")])
 def test_circuit_tile_numbers(tmp_path, capsys, flags, needle):
     user_error(capsys, ["circuit", "solve", "--rows", "4", "--cols", "4", *flags, "--out", tmp_path / "s.h5"], tmp_path, needle)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["device", "pulse", "--v-set", "nan"], "--v-set nan is invalid"),
+    (["device", "pulse", "--spacing", "inf"], "--spacing inf is invalid"),
+    (["device", "iv", "--v-read", "inf"], "--v-read inf is invalid"),
+])
+def test_device_numbers_must_be_finite(tmp_path, capsys, argv, needle):
+    user_error(capsys, argv + ["--devices", "1", "--out", tmp_path / "x.h5"], tmp_path, needle)
