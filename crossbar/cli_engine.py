@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--seed", type=int, default=0, help="seed of weights, inputs, variation, faults and noise")
     sim_args(m)
     m.add_argument("--show-config", action="store_true", help="print the chip's sim config as JSON and exit")
+    m.add_argument("--fault-aware", action="store_true",
+                   help="fault-map-aware mapping of the faulty chip (faultaware.reencode and faultaware.placement; "
+                        "mapping.faultaware): one more row after the faults")
+    m.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of the table: every row's rel_error and max_abs_error, and "
+                        "rel_error / max_abs_error of the last row (every enabled effect)")
     s = m.add_argument_group("shortcuts", "each sets one --set key of the chip (applied before --set)")
     s.add_argument("--bits-per-cell", type=int, default=None, help="crossbar.bits_per_cell, 1..4")
     s.add_argument("--weight-bits", type=int, default=None, help="crossbar.weight_bits (signed, sign included)")
@@ -93,7 +99,8 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     from nn.cli_eval import show_config
     from nn.sim import build_levels, build_sim_config, load_irdrop
 
-    sim = build_sim_config(args.preset, _shortcut_overrides(args) + list(args.overrides))
+    fa_over = ["faultaware.reencode=true", "faultaware.placement=true"] if args.fault_aware else []
+    sim = build_sim_config(args.preset, _shortcut_overrides(args) + fa_over + list(args.overrides))
     if args.show_config:
         return show_config(sim)
     if args.rows < 1 or args.cols < 1 or args.batch < 1:
@@ -120,23 +127,47 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
         (f"+ ADC {cfg.adc_bits}-bit {cfg.adc_range}", quiet, ideal, None) if cfg.adc_bits is not None else None,
         ("+ programming variation", quiet, levels, None) if varied else None,
         (f"+ stuck-at faults (rate {faults.rate:g})", quiet, levels, faults) if faults.rate > 0 else None,
+        ("+ fault-aware mapping (" + "+".join(k for k in ("reencode", "placement") if getattr(sim.faultaware, k)) + ")",
+         quiet, levels, faults) if faults.rate > 0 and sim.faultaware.any else None,
         (f"+ IR drop ({cfg.ir_drop})", dict(read_noise_sigma_rel=0.0), levels, faults) if cfg.ir_drop != "ideal" else None,
         (f"+ read noise (sigma {cfg.read_noise_sigma_rel:g})", {}, levels, faults) if cfg.read_noise_sigma_rel > 0 else None,
     ]
-    print(f"layer {args.cols}x{args.rows} (out x in), batch {args.batch}, seed {args.seed}, preset {args.preset}")
-    print(f"{'effects':<44} {'rel. RMS error':>14} {'max |err|':>10}")
+    if not args.json:
+        print(f"layer {args.cols}x{args.rows} (out x in), batch {args.batch}, seed {args.seed}, preset {args.preset}")
+        print(f"{'effects':<44} {'rel. RMS error':>14} {'max |err|':>10}")
     pm = None
+    rows = []
+    mapped = False  # rows from the fault-aware one on map the faulty chip fault-aware
     for step in steps:
         if step is None:
             continue
         label, change, lv, fl = step
+        mapped = mapped or label.startswith("+ fault-aware")
         c = cfg.replace(**change)
         pm = program_matrix(w, c, lv, fl, np.random.default_rng(args.seed), circuit=sim.circuit, irdrop=irdrop)
+        if mapped:
+            from mapping.faultaware import FaultAwareMapper  # the command line sits above every layer
+
+            pm = FaultAwareMapper(sim.faultaware)(pm)
         if c.adc_bits is not None and c.adc_range == "calibrated":
             pm = pm.calibrate(x)
         y = pm.matvec(x, generator=torch.Generator().manual_seed(args.seed))
         err = y - y_ref
-        print(f"{label:<44} {float(err.pow(2).mean().sqrt()) / ref_rms:>14.4%} {float(err.abs().max()):>10.4g}")
+        rel, mx = float(err.pow(2).mean().sqrt()) / ref_rms, float(err.abs().max())
+        rows.append({"effects": label, "rel_error": rel, "max_abs_error": mx})
+        if not args.json:
+            print(f"{label:<44} {rel:>14.4%} {mx:>10.4g}")
+    if args.json:
+        import json
+
+        fc = pm.fault_counts.sum(0)
+        print(json.dumps({
+            "rows": args.rows, "cols": args.cols, "batch": args.batch, "seed": args.seed, "preset": args.preset,
+            "rel_error": rows[-1]["rel_error"], "max_abs_error": rows[-1]["max_abs_error"], "steps": rows,
+            "fault_aware": sim.faultaware.to_dict(), "cells": int(fc.sum()), "sa0_cells": int(fc[1]),
+            "sa1_cells": int(fc[2]), "sim_config": sim.to_dict(),
+        }))
+        return 0
     print()
     print(pm.summary())
     return 0
