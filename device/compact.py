@@ -25,7 +25,9 @@ IEEE TED 63(5), 1884 (2016), doi:10.1109/TED.2016.2545412; as implemented in Mem
 Sign convention: a positive voltage shrinks the gap (SET, lower resistance), a negative one
 widens it (RESET, higher resistance).
 
-Cycle-to-cycle variation (the "dynamic" variant): the published model adds
+Cycle-to-cycle variation (the "dynamic" variant). **Its form here is an assumption of this
+toolkit, not the published model**, and its size should be calibrated (``reram-cosim device
+calibrate pulses`` fits ``delta_g0_m`` to the spread between measured ramps). The published model adds
 ``chi * delta_g0 / (1 + exp((T_crit - T) / T_smth))``, ``chi ~ N(0, 1)``, "per time step", which
 makes a result depend on the simulator's step. Here the term is a Wiener-type increment whose
 variance is proportional to the deterministic gap travel of the step::
@@ -33,13 +35,19 @@ variance is proportional to the deterministic gap travel of the step::
     dg_noise = chi * delta_g0 * s(T) * sqrt(|dg_det| / a0),   s(T) = 1 / (1 + exp((T_crit - T)/T_smth))
 
 i.e. ``delta_g0`` is the standard deviation of the random displacement per atomic hop (one
-``a0`` of deterministic travel). Variances of independent increments add, so splitting a step in
+``a0`` of deterministic travel): a reinterpretation of the published per-step amplitude, which
+keeps its 0.02 nm value but not its meaning. Variances of independent increments add, so splitting a step in
 two leaves the distribution of the result unchanged (dt-consistent, Euler-Maruyama for
 ``dg = f dt + delta_g0 s(T) sqrt(|f| / a0) dW``); the gap does not diffuse while the cell rests or
 is read (``f = 0`` below ``F_min``), so a stored level does not random-walk away. With the
 published ``delta_g0 = 0.02 nm`` a full 1.5 nm switching event adds a gap spread of about
 0.02 nm, i.e. about 8 % in resistance. It is off when ``c2c_stochastic`` is false or no generator
 is given (the deterministic mode of the SPICE cross-check).
+
+Series element (1T1R): ``r_series_ohm`` and ``i_compliance_a`` put a resistance and a current
+limit (the access transistor) in series with the cell; :meth:`StanfordPKU.cell_voltage` divides
+every applied voltage, and the integrator follows a SET that the series element self-limits.
+A cell hotter than ``t_max_k`` refuses (:class:`OverheatError`).
 
 Device-to-device variation: :meth:`StanfordPKU.per_device` draws per-device ``I0`` and ``v0``
 (lognormal) and ``gamma0`` (normal) from a ``numpy.random.Generator``.
@@ -48,9 +56,11 @@ Time integration (:func:`integrate`)
 ====================================
 Explicit midpoint (RK2) with **adaptive substeps bounded by the state change**
 (``|dg| <= max_dstate``, 0.004 nm by default, 1.6 % of ``g0``), by the applied-voltage change
-(``|dV| <= 20 mV`` while the cell can move), landing exactly on waveform corners and output times, with step rejection
-when the midpoint rate would move the gap by more than twice the bound (this catches the rate
-jumping from 0 to its full value when the field crosses ``F_min`` inside a step).
+(``|dV| <= 20 mV`` while the cell can move), landing exactly on waveform corners, output times
+and **the analytic opening of the ``F_min`` gate** (a step that starts closed and would end open
+ends where ``|V| = F_min t_ox / gamma(g)``, :meth:`CompactModel.gate_voltage`: a step whose
+midpoint fell before the opening used to be taken as closed, stepping over a switching onset),
+with step rejection when the midpoint rate would move the gap by more than twice the bound.
 Each device has its own step size; all devices advance together in one vectorized loop.
 
 Why this scheme: the right-hand side depends on the gap only through exponentials with length
@@ -85,6 +95,7 @@ __all__ = [
     "Waveform",
     "integrate",
     "ReadDisturbError",
+    "OverheatError",
 ]
 
 #: elementary charge, C (CODATA 2018, exact)
@@ -96,6 +107,11 @@ _NM = 1e-9
 
 class ReadDisturbError(ConfigError):
     """The read voltage would move the cell's state: a read must not write."""
+
+
+class OverheatError(ConfigError):
+    """A simulated cell got hotter than the model's temperature bound (``t_max_k``): the
+    stimulus needs a series resistance or a compliance current (a 1T1R access transistor)."""
 
 
 @config
@@ -137,8 +153,10 @@ class StanfordPKUParams(Config):
     t_crit_k: float = 450.0
     #: T_smth, width of that onset, K (500 K; Guan 2012 / MemTorch)
     t_smth_k: float = 500.0
-    #: delta_g0, random gap displacement per a0 of gap travel, m (0.02 nm; Guan 2012 / MemTorch;
-    #: see the module docstring for the time discretization)
+    #: delta_g0, cycle-to-cycle term: ASSUMPTION of this toolkit, not a published fit: the random
+    #: gap displacement per a0 of gap travel, m; the 0.02 nm is the Verilog-A's per-time-step
+    #: amplitude (Guan 2012) reinterpreted per travel (module docstring); calibrate it to your
+    #: device with `device calibrate pulses`
     delta_g0_m: float = 0.02e-9
     #: g_min, smallest gap, m (0.2 nm; with I0, g0, V0 gives R_on = 542 ohm at 0.1 V, MemTorch)
     g_min_m: float = 0.2e-9
@@ -152,6 +170,16 @@ class StanfordPKUParams(Config):
     d2d_sigma_ln_vel0: float = 0.0
     #: device-to-device spread: relative sigma of gamma0 (normal), 1; assumption, not published
     d2d_sigma_rel_gamma0: float = 0.0
+    #: series resistance of the 1T1R cell (access transistor on-resistance plus lines), ohm;
+    #: 0 = the bare cell of Guan 2012. Divides every applied voltage (sweeps, pulses, writes)
+    r_series_ohm: float = 0.0
+    #: compliance current of the access transistor (its saturation current), A; the cell
+    #: current never exceeds it (the transistor takes the rest of the voltage); 0 = none
+    i_compliance_a: float = 0.0
+    #: temperature bound, K: a simulation whose cell gets hotter refuses (OverheatError). 1200 K
+    #: is an assumption: the model's Arrhenius hopping is calibrated far below it, and a real
+    #: cell breaks down (a bare cell swept to 2 V reaches 3111 K at 0.67 A)
+    t_max_k: float = 1200.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -172,6 +200,9 @@ class StanfordPKUParams(Config):
         check_range("d2d_sigma_ln_i0", self.d2d_sigma_ln_i0, 0.0, 1.0)
         check_range("d2d_sigma_ln_vel0", self.d2d_sigma_ln_vel0, 0.0, 2.0)
         check_range("d2d_sigma_rel_gamma0", self.d2d_sigma_rel_gamma0, 0.0, 0.2)
+        check_range("r_series_ohm", self.r_series_ohm, 0.0, 1e9)
+        check_range("i_compliance_a", self.i_compliance_a, 0.0, 10.0)
+        check_range("t_max_k", self.t_max_k, self.t0_k, 1e5, lo_open=True)
 
     def model(self) -> "StanfordPKU":
         """The compact model these parameters belong to."""
@@ -273,6 +304,21 @@ class CompactModel(Protocol):
         """Smallest |voltage| at which the state can move at all (any state in range)."""
         ...
 
+    def cell_voltage(self, v_v: Any, state: np.ndarray, p: Any) -> np.ndarray:
+        """Voltage across the cell itself when ``v_v`` is applied to the cell and its series
+        element (a 1T1R access transistor: series resistance, compliance current)."""
+        ...
+
+    def applied_voltage(self, v_cell_v: Any, state: np.ndarray, p: Any) -> np.ndarray:
+        """Inverse of :meth:`cell_voltage` (inf where the series element never allows it)."""
+        ...
+
+    def gate_voltage(self, state: np.ndarray, p: Any) -> np.ndarray:
+        """|voltage| at which a cell in ``state`` starts to move (a threshold such as ``F_min``);
+        ``inf`` where it never does, 0 where it always may. The integrator lands a step on the
+        time the applied voltage reaches it, so that a switching onset is never stepped over."""
+        ...
+
 
 class StanfordPKU:
     """The Stanford-PKU filament-gap model (see the module docstring). Stateless: the gap is
@@ -357,6 +403,50 @@ class StanfordPKU:
         # gamma is largest at the smallest gap, so the F_min gate opens there first
         gam = np.max(np.asarray(self.gamma(np.asarray(p.g_min_m, float), p)))
         return float(p.f_min_v_per_m * p.t_ox_m / gam)
+
+    def cell_voltage(self, v_v: Any, state: np.ndarray, p: Any) -> np.ndarray:
+        """Voltage across the cell when ``v_v`` is applied to the 1T1R series of the cell,
+        ``r_series_ohm`` and a current limit ``i_compliance_a`` (both 0: ``v_v`` itself).
+
+        Solves ``u + R_s A sinh(u / V0) = |V|`` (``A = I0 exp(-g/g0)``) by Newton's method from
+        the upper bound ``min(|V|, V0 asinh(|V| / (R_s A)))`` (the left side is convex and
+        increasing, so the iterates fall monotonically onto the root), then caps the current at
+        the compliance: ``u <= V0 asinh(I_cc / A)``. Sign of ``v_v`` kept."""
+        v = np.asarray(v_v, float)
+        r_s, i_cc = float(p.r_series_ohm), float(p.i_compliance_a)
+        if r_s == 0 and i_cc == 0:
+            return v
+        a = p.i0_a * np.exp(-np.asarray(state, float) / p.g0_m)
+        x = np.abs(v)
+        u = x
+        if r_s > 0:
+            u = np.minimum(x, p.v0_v * np.arcsinh(x / (r_s * a)))
+            for _ in range(60):
+                sh = np.sinh(u / p.v0_v)
+                h = u + r_s * a * sh - x
+                step = h / (1.0 + r_s * a * np.cosh(u / p.v0_v) / p.v0_v)
+                u = np.maximum(u - step, 0.0)
+                if np.all(np.abs(step) <= 1e-13 * np.maximum(x, 1e-30)):
+                    break
+        if i_cc > 0:
+            u = np.minimum(u, p.v0_v * np.arcsinh(i_cc / a))
+        return np.sign(v) * u
+
+    def applied_voltage(self, v_cell_v: Any, state: np.ndarray, p: Any) -> np.ndarray:
+        """Inverse of :meth:`cell_voltage`: the applied |voltage| at which the cell sees
+        ``v_cell_v`` (inf where the compliance keeps the cell below it)."""
+        vc = np.asarray(v_cell_v, float)
+        i = np.abs(self.current(vc, state, p))
+        va = np.abs(vc) + float(p.r_series_ohm) * i
+        if float(p.i_compliance_a) > 0:
+            va = np.where(i > p.i_compliance_a, np.inf, va)
+        return np.sign(vc) * va
+
+    def gate_voltage(self, state: np.ndarray, p: Any) -> np.ndarray:
+        # the F_min gate: gamma(g) |V| / t_ox >= F_min  <=>  |V| >= F_min t_ox / gamma(g)
+        gam = self.gamma(np.asarray(state, float), p)
+        with np.errstate(divide="ignore"):
+            return np.where(gam > 0, p.f_min_v_per_m * p.t_ox_m / gam, np.inf)
 
     def read_disturb(self, v_read_v: float, t_read_s: float, p: Any) -> float:
         lo, hi = float(np.min(p.g_min_m)), float(np.max(p.g_max_m))
@@ -444,6 +534,14 @@ def integrate(
     seg_slope = np.abs(np.diff(vb)) / np.maximum(np.diff(tb), 1e-300)
     t = np.full(n, float(tb[0]))
     k = np.zeros(n, dtype=np.int64)  # next output index per device
+    cell_v = getattr(model, "cell_voltage", None)
+    series = cell_v is not None and (float(getattr(p, "r_series_ohm", 0.0)) > 0 or float(getattr(p, "i_compliance_a", 0.0)) > 0)
+
+    def vcell(v_app: np.ndarray, g_: np.ndarray, pp: Any) -> np.ndarray:
+        # the voltage across the cell (a 1T1R series element divides the applied one)
+        return cell_v(v_app, g_, pp) if series else v_app
+
+    t_max = float(getattr(p, "t_max_k", np.inf))
     dt_cap = np.full(n, np.inf)
     # per-device parameter arrays are indexed along with the active devices
     while True:
@@ -469,11 +567,19 @@ def integrate(
         t_lim = np.minimum(t_target, t_bp)
         slope = seg_slope[np.clip(nxt - 1, 0, seg_slope.size - 1)] * np.abs(sa)
 
-        v0 = sa * wave(ta)
+        va0 = sa * wave(ta)
+        v0 = vcell(va0, ga, pa)
         f0 = _gated_rate(model, v0, ga, pa, lo, hi)
         af0 = np.abs(f0)
+        # a state pinned at a threshold that closes as the state itself moves (SET through a
+        # series resistance: the shrinking gap draws more current, the cell voltage falls below
+        # the F_min gate): it follows the threshold as the applied voltage moves, not its rate
+        pin_s = np.zeros(act.size, bool)
+        if series and (f0 != 0).any():
+            probe = np.clip(ga + np.sign(f0) * dmax, lo, hi)
+            pin_s = (f0 != 0) & (_gated_rate(model, vcell(va0, probe, pa), probe, pa, lo, hi) * f0 <= 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            dt_rate = dmax / af0
+            dt_rate = np.where(pin_s, np.inf, dmax / af0)
             # a state pinned at a closing threshold (e.g. F_min during RESET) moves with the
             # threshold, not with its (much larger) rate: step by the threshold's motion
             lim_lo, lim_hi = model.motion_limit(v0, pa)
@@ -493,34 +599,54 @@ def integrate(
         # the voltage bound matters only while the state can move: at the start of the step, or
         # at its end (a threshold opening inside the step); a closed cell takes one long step
         closed = f0 == 0
+        dt_open = np.full(act.size, np.inf)
         if closed.any():
             t_try = np.minimum(ta + dt_free, t_lim)
-            f_end = _gated_rate(model, sa * wave(t_try), ga, pa, lo, hi)
+            f_end = _gated_rate(model, vcell(sa * wave(t_try), ga, pa), ga, pa, lo, hi)
+            opens = closed & (f_end != 0)
             closed &= f_end == 0
-        dt_free = np.where(closed, dt_free, np.minimum(dt_free, dt_dv))
+            if opens.any():
+                # the gate opens inside this step: land on the analytic opening time (the
+                # voltage is linear within a waveform segment), so the closed part of the step
+                # moves nothing and the next step starts with the gate open
+                dt_open = _gate_opening_dt(model, ga, pa, sa, va0, wave, ta, t_try, opens, series)
+        dt_free = np.where(closed, dt_free, np.minimum(np.minimum(dt_free, dt_dv), dt_open))
         land = dt_free >= (t_lim - ta)
         dt = np.where(land, t_lim - ta, dt_free)
         t_new = np.where(land, t_lim, ta + dt)
 
         gm = np.clip(ga + 0.5 * dt * f0, lo, hi)
-        vm = sa * wave(ta + 0.5 * dt)
+        vm = vcell(sa * wave(ta + 0.5 * dt), gm, pa)
         fm = _gated_rate(model, vm, gm, pa, lo, hi)
         # pinned devices: explicit Euler with the open-gate rate, then the threshold clip below
         dg = dt * np.where(pinned, f0, fm)
-        v1 = sa * wave(t_new)
+        v1 = vcell(sa * wave(t_new), ga, pa)
         lim_lo1, lim_hi1 = model.motion_limit(v1, pa)
         dg = np.where(dg > 0, np.minimum(dg, np.maximum(lim_hi1 - ga, 0.0)), dg)
         dg = np.where(dg < 0, np.maximum(dg, np.minimum(lim_lo1 - ga, 0.0)), dg)
+        if pin_s.any():
+            gs = _threshold_state(model, sa[pin_s] * wave(t_new[pin_s]), ga[pin_s], np.sign(f0[pin_s]),
+                                  pa.subset(np.nonzero(pin_s)[0]) if pa.arrays else pa, lo[pin_s], hi[pin_s], vcell)
+            dg[pin_s] = gs - ga[pin_s]
         dg = np.clip(ga + dg, lo, hi) - ga
         reject = np.abs(dg) > 2.0 * dmax
-        if reject.any():
-            r = act[reject]
-            dt_cap[r] = dt[reject] * np.maximum(0.05, 0.9 * dmax / np.abs(dg[reject]))
+        big = np.abs(dg) > 2.0 * dmax
+        if big.any():
+            r = act[big]
+            dt_cap[r] = dt[big] * np.maximum(0.05, 0.9 * dmax / np.abs(dg[big]))
         ok = ~reject
         g_new = ga + dg
+        temp = model.temperature(vm, gm, pa)
+        hot = ok & (temp > t_max)
+        if hot.any():
+            j = int(np.nonzero(hot)[0][np.argmax(temp[hot])])
+            raise OverheatError(
+                f"the cell reaches {temp[j]:.0f} K (t_max_k={t_max:g}) at {sa[j] * wave(ta[j] + 0.5 * dt[j]):.3g} V applied, "
+                f"{abs(float(np.atleast_1d(model.current(vm, gm, pa))[j])):.3g} A: add a series element "
+                "(r_series_ohm, or i_compliance_a: the access transistor of a 1T1R cell) or lower the voltage"
+            )
         if rng is not None:
             # noise variance follows the travel actually made (none once clamped at a bound)
-            temp = model.temperature(vm, gm, pa)
             std = model.noise_std(gm, pa, temp, g_new - ga)
             if std is not None:
                 g_new = g_new + std * rng.standard_normal(act.size)
@@ -530,6 +656,63 @@ def integrate(
         t[upd] = t_new[ok]
         dt_cap[upd] = np.where(np.isfinite(dt_cap[upd]), 4.0 * dt[ok], np.inf)
     return out
+
+
+def _gate_opening_dt(
+    model: CompactModel, g: np.ndarray, p: Any, sa: np.ndarray, v0: np.ndarray, wave: Waveform, ta: np.ndarray, t_try: np.ndarray, opens: np.ndarray,
+    series: bool = False,
+) -> np.ndarray:
+    """Time from ``ta`` until |V| first reaches the gate voltage of state ``g`` (inf where
+    ``opens`` is False or the model has no gate), for devices whose voltage is linear on
+    ``[ta, t_try]`` (one waveform segment). Slightly past the opening (1e-12 relative in
+    voltage), so that the gate is open at the end of the landed step despite rounding."""
+    gate = getattr(model, "gate_voltage", None)
+    out = np.full(g.shape, np.inf)
+    if gate is None:
+        return out
+    vg = np.broadcast_to(np.asarray(gate(g, p), float), g.shape) * (1 + 1e-12)
+    if series:
+        # the applied voltage at which the cell (closed: its state fixed) sees the gate voltage
+        with np.errstate(over="ignore", invalid="ignore"):
+            vg = np.abs(np.broadcast_to(np.asarray(model.applied_voltage(vg, g, p), float), g.shape)) * (1 + 1e-12)
+    v1 = sa * wave(t_try)
+    span = t_try - ta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dvdt = (v1 - v0) / span
+        cands = []
+        for target in (vg, -vg):
+            d = (target - v0) / dvdt
+            cands.append(np.where((d > 0) & (d <= span) & np.isfinite(d), d, np.inf))
+        d = np.minimum(cands[0], cands[1])
+    return np.where(opens & np.isfinite(vg), d, np.inf)
+
+
+def _threshold_state(model: CompactModel, va: np.ndarray, g: np.ndarray, direction: np.ndarray, p: Any,
+                     lo: np.ndarray, hi: np.ndarray, vcell: Any) -> np.ndarray:
+    """How far the state moves from ``g`` in ``direction`` at applied voltage ``va`` before the
+    gate closes (bisection, 36 halvings; ``g`` where it is closed already, the bound where it
+    never closes)."""
+    gate, applied = getattr(model, "gate_voltage", None), getattr(model, "applied_voltage", None)
+    if gate is not None and applied is not None:
+        # explicit: the gate is open at state x iff |va| reaches the applied voltage that puts
+        # the gate voltage of x across the cell (no divider solve per probe)
+        def open_at(x: np.ndarray) -> np.ndarray:
+            with np.errstate(over="ignore", invalid="ignore"):
+                need = np.abs(applied(gate(x, p), x, p))
+            return np.abs(va) >= need
+    else:
+        def open_at(x: np.ndarray) -> np.ndarray:
+            return _gated_rate(model, vcell(va, x, p), x, p, lo, hi) * direction > 0
+
+    a = g.copy()
+    b = np.where(direction < 0, lo, hi).astype(float)
+    far = open_at(b)
+    for _ in range(36):  # the gap range / 2**36 < 1e-19 m
+        m = 0.5 * (a + b)
+        om = open_at(m)
+        a = np.where(om, m, a)
+        b = np.where(om, b, m)
+    return np.where(open_at(g), np.where(far, b, a), g)
 
 
 def _gated_rate(model: CompactModel, v: np.ndarray, g: np.ndarray, p: Any, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ def stanford_pku() -> StanfordPKUParams:
     """Stanford-PKU filament-gap model with its published parameters (Guan, Yu, Wong, IEEE EDL
     33(10), 1405, 2012, doi:10.1109/LED.2012.2210856; values as in MemTorch ``Stanford_PKU``,
     whose gap range 0.2-1.7 nm pairs with R_on = 542 ohm / R_off = 218.6 kohm at 0.1 V), the
-    cycle-to-cycle gap term on, plus device-to-device spreads that are *assumptions* of this
+    cycle-to-cycle gap term on (its per-travel form and size are an *assumption*: see
+    ``delta_g0_m``), plus device-to-device spreads that are *assumptions* of this
     toolkit (no published values for this parameter set): 5 % lognormal in I0 (read current),
     20 % lognormal in v0 (switching speed), 1 % normal in gamma0 (switching threshold)."""
     return StanfordPKUParams(d2d_sigma_ln_i0=0.05, d2d_sigma_ln_vel0=0.2, d2d_sigma_rel_gamma0=0.01)

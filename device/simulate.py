@@ -5,6 +5,12 @@ drawn from ``rng`` (nominal cells when ``rng`` is None), integrated together by
 :func:`device.compact.integrate`. Randomness is an argument: the same seed gives bit-identical
 arrays. Shapes: time-resolved outputs are ``(time, device)``.
 
+Series element (1T1R): a model's ``r_series_ohm`` / ``i_compliance_a`` (the access transistor)
+divide every applied voltage, in sweeps, pulses and write-verify alike
+(:meth:`device.compact.StanfordPKU.cell_voltage`); a cell hotter than ``t_max_k`` refuses
+(:class:`device.compact.OverheatError`). Reads (``r_read_ohm``, verify reads) are the cell's own
+resistance ``V_read / I_cell(V_read)``: the sense circuit measures the cell, not the transistor.
+
 Parameters come as a params config (e.g. :class:`device.compact.StanfordPKUParams`, from
 :data:`device.presets.PRESETS`) or as an already drawn :class:`device.compact.DeviceParams`
 population; the compact model is ``params.model()``.
@@ -31,6 +37,7 @@ __all__ = [
     "check_read_voltage",
     "sweep_waveform",
     "pulse_waveform",
+    "cell_voltage",
 ]
 
 #: default read voltage, V (0.1 V, the Stanford-PKU / MemTorch read voltage)
@@ -39,6 +46,14 @@ V_READ_V = 0.1
 T_READ_S = 1e-6
 #: largest gap change a read may cause, m (0.001 nm: 0.4 % change of the read current)
 READ_DISTURB_TOL_M = 1e-12
+
+
+def cell_voltage(model: Any, v_v: np.ndarray, state: np.ndarray, p: Any) -> np.ndarray:
+    """The voltage across the cell when ``v_v`` is applied to it and its series element (the
+    1T1R access transistor: ``r_series_ohm``, ``i_compliance_a``); ``v_v`` itself for models
+    without one. Currents and temperatures of sweeps and pulses are the cell's at this voltage."""
+    f = getattr(model, "cell_voltage", None)
+    return np.asarray(v_v, float) if f is None else f(v_v, state, p)
 
 
 def population(params: Config | DeviceParams, n_devices: int = 1, rng: np.random.Generator | None = None) -> DeviceParams:
@@ -241,13 +256,13 @@ def dc_sweep(
     t_out = np.linspace(wave.t_s[0], wave.t_s[-1], n_points)
     gap = integrate(model, p, model.initial_state(p, initial), wave, t_out, rng=rng, max_dstate=max_dstate)
     v = wave(t_out)
-    vcol = v[:, None]
+    vcell = cell_voltage(model, v[:, None], gap, p)
     return SweepResult(
         t_s=t_out,
         v_v=v,
-        i_a=model.current(vcol, gap, p),
+        i_a=model.current(vcell, gap, p),
         gap_m=gap,
-        temperature_k=model.temperature(vcol, gap, p),
+        temperature_k=model.temperature(vcell, gap, p),
         v_read_v=float(v_read_v),
         r_read_ohm=v_read_v / model.current(v_read_v, gap, p),
     )
@@ -289,7 +304,7 @@ def pulse_train(
     return PulseResult(
         t_s=t_out,
         v_v=v,
-        i_a=model.current(v[:, None], gap, p),
+        i_a=model.current(cell_voltage(model, v[:, None], gap, p), gap, p),
         gap_m=gap,
         t_end_s=ends,
         v_pulse_v=amps,

@@ -28,9 +28,9 @@ def spice():
     return cell
 
 
-def _compare(cell, wave, gap0):
+def _compare(cell, wave, gap0, max_dstate=None):
     s = cell.run_cell(P, wave, gap0_m=gap0)
-    g = integrate(STANFORD_PKU, population(P, 1), np.array([gap0]), wave, s.t_s)[:, 0]
+    g = integrate(STANFORD_PKU, population(P, 1), np.array([gap0]), wave, s.t_s, max_dstate=max_dstate)[:, 0]
     i_py = STANFORD_PKU.current(wave(s.t_s), g, P)
     floor = 1e-3 * np.abs(s.i_a).max()
     rel_i = np.abs(i_py - s.i_a) / np.maximum(np.abs(s.i_a), floor)
@@ -40,11 +40,16 @@ def _compare(cell, wave, gap0):
 
 def test_dc_sweep_agrees_with_ngspice(spice):
     wave = sweep_waveform(1.5, 1.5, 0.75e6)  # 8 us triangle: SET and RESET, rate-limited switching
-    s, g, rel_i, rel_r = _compare(spice, wave, P.g_max_m)
+    # The SET ends in a collapse (the gap falls 0.3 nm within 2 ns); against a tight scipy
+    # reference (tests/test_device_audit.py) ngspice (gear, 4 ns max step) is off by up to
+    # 0.007 nm there and the Python integrator, once its F_min onset was fixed, by 0.017 nm at its
+    # default 0.004 nm substeps (second order: 0.002 nm at 0.001 nm). So Python runs at 0.001 nm
+    # here, and the current, exponential in the gap (0.25 nm), agrees within 2 % (0.005 nm).
+    s, g, rel_i, rel_r = _compare(spice, wave, P.g_max_m, max_dstate=0.001e-9)
     assert np.abs(s.v_v - wave(s.t_s)).max() < 1e-9
     assert g.min() < 0.25e-9 and s.gap_m.min() < 0.25e-9  # both switched to LRS ...
     assert g[-1] > 1.6e-9 and s.gap_m[-1] > 1.6e-9  # ... and back
-    assert rel_i.max() < 0.01, rel_i.max()
+    assert rel_i.max() < 0.02, rel_i.max()
     assert np.abs(g - s.gap_m).max() < 0.005e-9
     assert rel_r < 0.01
 

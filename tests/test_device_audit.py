@@ -1,0 +1,117 @@
+"""The device-physics audit's findings, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from device.compact import STANFORD_PKU, OverheatError, StanfordPKUParams, Waveform, integrate
+from device.simulate import dc_sweep, population, pulse_train
+
+P = StanfordPKUParams(c2c_stochastic=False)
+
+
+def _reference_set(p: StanfordPKUParams, t_eval: np.ndarray) -> np.ndarray:
+    """A tight scipy reference for a 1 V/s ramp from HRS: the gap stays at g_max until the F_min
+    gate opens at |V| = F_min t_ox / gamma(g_max) (analytic), then LSODA (rtol 1e-10) until the
+    gap reaches g_min (an event), after which it stays there."""
+    from scipy.integrate import solve_ivp
+
+    m = STANFORD_PKU
+    t_open = float(m.gate_voltage(np.array(p.g_max_m), p))  # 1 V/s: volts = seconds
+
+    def rhs(t, y):
+        g = np.array(min(max(y[0], p.g_min_m), p.g_max_m))
+        return [float(m.state_rate(t, g, p, m.temperature(t, g, p)))]
+
+    hit = lambda t, y: y[0] - p.g_min_m  # noqa: E731
+    hit.terminal, hit.direction = True, -1
+    sol = solve_ivp(rhs, (t_open * (1 + 1e-12), float(t_eval.max())), [p.g_max_m], method="LSODA",
+                    rtol=1e-10, atol=1e-16, events=hit, dense_output=True)
+    t_end = sol.t_events[0][0] if sol.t_events[0].size else np.inf
+    out = np.where(t_eval <= t_open, p.g_max_m, p.g_min_m)
+    mid = (t_eval > t_open) & (t_eval < t_end)
+    if mid.any():
+        out[mid] = sol.sol(t_eval[mid])[0]
+    return out
+
+
+def test_switching_onset_inside_a_step_is_not_stepped_over():
+    # the audit's case: 1 V/s ramp sampled at t_out = [0, 1.3925]; the F_min gate opens at
+    # 1.39193 V in the second half of the last step, which used to be taken as closed (1.700 nm;
+    # the reference: 0.200 nm, 403x in current)
+    pop = population(P, 1, None)
+    wave = Waveform(np.array([0.0, 1.5]), np.array([0.0, 1.5]))
+    t_out = np.array([0.0, 1.3925])
+    g = integrate(STANFORD_PKU, pop, STANFORD_PKU.initial_state(pop, "hrs"), wave, t_out)[:, 0]
+    ref = _reference_set(P, t_out)
+    assert abs(g[1] - ref[1]) < 1e-3 * 1e-9, (g * 1e9, ref * 1e9)
+    # and through the collapse itself (the gap falls from 1.7 to 1.4 nm within 0.4 us)
+    t_open = float(STANFORD_PKU.gate_voltage(np.array(P.g_max_m), P))
+    ts = np.concatenate([[0.0, t_open - 1e-4], t_open + np.array([1e-7, 2e-7, 3e-7, 4e-7])])
+    g = integrate(STANFORD_PKU, pop, STANFORD_PKU.initial_state(pop, "hrs"), wave, ts)[:, 0]
+    np.testing.assert_allclose(g, _reference_set(P, ts), atol=0.002e-9)
+
+
+def test_bare_cell_swept_to_2v_refuses_instead_of_reaching_3000k():
+    with pytest.raises(OverheatError, match="series element"):
+        dc_sweep(P, v_set_max_v=2.0, v_reset_max_v=2.0, n_points=101)
+
+
+def test_series_resistance_and_compliance_limit_sweeps():
+    r_s, v = 1e3, 2.0
+    s = dc_sweep(P.replace(r_series_ohm=r_s), v_set_max_v=v, v_reset_max_v=v, n_points=201)
+    assert np.all(np.abs(s.i_a) <= v / r_s) and s.temperature_k.max() < 400.0
+    assert s.r_read_ohm.min() < s.r_read_ohm[0].min() / 5  # it still SETs
+    # compliance: the current never exceeds I_cc; a larger compliance SETs to a lower resistance
+    r_lrs = []
+    for i_cc in (3e-4, 1e-3):
+        s = dc_sweep(P.replace(i_compliance_a=i_cc), v_set_max_v=v, v_reset_max_v=0.5, n_points=201)
+        assert np.abs(s.i_a).max() <= i_cc * (1 + 1e-9)
+        r_lrs.append(s.r_read_ohm.min())
+    assert r_lrs[1] < r_lrs[0] < 218e3 / 2
+
+
+def test_cell_voltage_inverts_the_series_divider():
+    p = P.replace(r_series_ohm=2e3, i_compliance_a=1e-3)
+    gaps = np.linspace(p.g_min_m, p.g_max_m, 7)[:, None]
+    v = np.linspace(-2.0, 2.0, 9)[None, :]
+    vc = STANFORD_PKU.cell_voltage(v, gaps, p)
+    i = STANFORD_PKU.current(vc, gaps, p)
+    limited = np.isclose(np.abs(i), 1e-3, rtol=1e-9)
+    # Kirchhoff: V = V_cell + R_s I wherever the transistor is not in compliance
+    np.testing.assert_allclose((vc + 2e3 * i)[~limited], np.broadcast_to(v, vc.shape)[~limited], atol=1e-12)
+    assert np.all(np.abs(i) <= 1e-3 * (1 + 1e-9))
+    assert np.all(np.abs(vc) <= np.abs(v) + 1e-15)
+
+
+def test_pulses_and_programming_go_through_the_series_element():
+    p = P.replace(r_series_ohm=1e3, i_compliance_a=5e-4)
+    r = pulse_train(p, [2.0, 2.0, -1.8], t_pulse_s=100e-9, n_devices=2)
+    assert np.abs(r.i_a).max() <= 5e-4 * (1 + 1e-9)
+    with pytest.raises(OverheatError):
+        pulse_train(P, [2.2], t_pulse_s=1e-6, initial="lrs")
+
+
+def test_cycle_to_cycle_term_is_labelled_an_assumption():
+    # the audit: its per-travel form is a reinterpretation of the Verilog-A's per-step term
+    src = inspect.getsource(StanfordPKUParams)
+    line = next(ln for ln in src.splitlines() if "delta_g0" in ln and "#:" in ln)
+    assert "assumption" in line.lower()
+    assert "assumption of this" in (inspect.getmodule(StanfordPKUParams).__doc__ or "").lower()
+
+
+def test_write_verify_programs_a_1t1r_cell():
+    # through a 1 kOhm series element the cell sees a fraction of each pulse (a SET self-limits):
+    # write-verify still reaches both targets, from HRS, with pulses up to 2 V
+    from device.programming import ProgrammingConfig, program_levels
+
+    p = P.replace(r_series_ohm=1e3)
+    cfg = ProgrammingConfig(bits_per_cell=1, r_lrs_ohm=20e3, r_hrs_ohm=100e3, v_max_v=2.0, initial_state="hrs",
+                            v_step_v=0.05, max_pulses=60, read_noise_rel=0.0)
+    r = program_levels(cfg, p, n_devices=2, rng=np.random.default_rng(0))
+    assert r.converged.all()
+    g = r.table.g_samples_s
+    np.testing.assert_allclose(g, np.broadcast_to(r.table.g_target_s[:, None], g.shape), rtol=cfg.tolerance_rel)
