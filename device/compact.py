@@ -96,6 +96,8 @@ __all__ = [
     "integrate",
     "ReadDisturbError",
     "OverheatError",
+    "read_to_small_signal_s",
+    "small_signal_to_read_s",
 ]
 
 #: elementary charge, C (CODATA 2018, exact)
@@ -456,6 +458,33 @@ class StanfordPKU:
 
 
 STANFORD_PKU = StanfordPKU()
+
+
+def read_to_small_signal_s(g_read_s: Any, v_read_v: float, v0_v: float) -> np.ndarray:
+    """Convert a *read* conductance to the *small-signal* one of a sinh cell: the one place.
+
+    A sinh cell ``I = A sinh(V / V0)`` has two "conductances": the read (chord) conductance that
+    level tables and measurements store, ``g_read = I(V_read) / V_read = A sinh(x) / V_read``, and
+    the small-signal conductance at 0 V that the crossbar solver's sinh cells take
+    (``I = g V0 sinh(V / V0)``, ``g = A / V0``). With ``x = V_read / V0``::
+
+        g_small_signal = g_read * x / sinh(x)
+
+    (Stanford-PKU at 0.1 V: ``x = 0.4``, ``sinh(x)/x = 1.0268``: the two differ by 2.7 %). Use it
+    wherever a level-table conductance feeds a nonlinear (sinh) cell, and
+    :func:`small_signal_to_read_s` for the way back. Linear cells (``V0`` infinite) need neither."""
+    check_positive("v_read_v", v_read_v)
+    check_positive("v0_v", v0_v)
+    x = v_read_v / v0_v
+    return np.asarray(g_read_s, float) * (x / np.sinh(x))
+
+
+def small_signal_to_read_s(g_small_signal_s: Any, v_read_v: float, v0_v: float) -> np.ndarray:
+    """Inverse of :func:`read_to_small_signal_s`: ``g_read = g_small_signal * sinh(x) / x``."""
+    check_positive("v_read_v", v_read_v)
+    check_positive("v0_v", v0_v)
+    x = v_read_v / v0_v
+    return np.asarray(g_small_signal_s, float) * (np.sinh(x) / x)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,6 +49,7 @@ __all__ = [
     "empirical_readout_error",
     "clopper_pearson",
     "MAX_TABLE_BITS",
+    "verify_half_window",
 ]
 
 #: largest bits per cell a level table may hold (measured tables: 32 levels of tech B = 5 bits);
@@ -69,8 +70,19 @@ class ProgrammingConfig(Config):
     r_hrs_ohm: float = 100e3
     #: levels equally spaced in conductance (linear weights) or in resistance
     level_spacing: Literal["conductance", "resistance"] = "conductance"
-    #: verify window: a cell is done when |g_read - g_target| <= tolerance_rel * g_target
+    #: verify window: a cell is done when |g_read - g_target| <= tolerance_rel * g_target, and
+    #: never wider than window_spacing_frac of the distance to the nearest other level
     tolerance_rel: float = 0.03
+    #: verify half-window at most this fraction of the spacing to the nearest level (0.25: the
+    #: windows of adjacent levels fill half the gap between them, leaving a margin of half the
+    #: spacing; a window relative to the target alone touches its neighbour at 4 bits/cell)
+    window_spacing_frac: float = 0.25
+    #: reads averaged per verify (read noise falls as 1/sqrt(verify_reads)); 1 = one noisy read
+    verify_reads: int = 4
+    #: guard band: a verify accepts only inside the window shrunk by this many standard
+    #: deviations of the averaged verify read (at most to half the window), so that a noisy read
+    #: rarely accepts a cell that is really outside; 0 = none
+    verify_guard_sigmas: float = 2.0
     #: state every cell starts from before write-verify: "lrs" (after a full SET) or "hrs"
     initial_state: Literal["lrs", "hrs"] = "lrs"
     #: amplitude of the first SET (positive) pulse of a run of SET pulses, V
@@ -91,8 +103,10 @@ class ProgrammingConfig(Config):
     v_read_v: float = 0.1
     #: duration of one read, s: a read must not move the gap by more than 0.001 nm over it
     t_read_s: float = 1e-6
-    #: relative sigma of the verify read (read noise, normal, sampled at every verify read);
-    #: an assumption (about 1 % is typical of HfOx read noise), not a published fit
+    #: relative sigma of one read (read noise, normal, sampled at every read); an assumption
+    #: (about 1 % is typical of HfOx read noise), not a published fit. The one read-noise setting
+    #: of the device: it is stored in the level table (``LevelTable.read_noise_rel``) so that
+    #: inference reads can use the same value as the verify reads did
     read_noise_rel: float = 0.01
 
     def __post_init__(self) -> None:
@@ -105,6 +119,9 @@ class ProgrammingConfig(Config):
             )
         check_choice("level_spacing", self.level_spacing, ("conductance", "resistance"))
         check_range("tolerance_rel", self.tolerance_rel, 0.0, 0.5, lo_open=True)
+        check_range("window_spacing_frac", self.window_spacing_frac, 0.0, 0.5, lo_open=True)
+        check_int_range("verify_reads", self.verify_reads, 1, 1024)
+        check_range("verify_guard_sigmas", self.verify_guard_sigmas, 0.0, 10.0)
         check_choice("initial_state", self.initial_state, ("lrs", "hrs"))
         check_positive("v_set_start_v", self.v_set_start_v)
         check_positive("v_reset_start_v", self.v_reset_start_v)
@@ -120,6 +137,17 @@ class ProgrammingConfig(Config):
     @property
     def levels(self) -> int:
         return 2**self.bits_per_cell
+
+
+def verify_half_window(targets: np.ndarray, cfg: ProgrammingConfig) -> np.ndarray:
+    """(levels,) half-width of each level's verify window, S: ``tolerance_rel * target``, capped
+    at ``window_spacing_frac`` times the distance to the nearest other level."""
+    t = np.asarray(targets, float)
+    gap = np.full(t.size, np.inf)
+    if t.size > 1:
+        d = np.diff(t)
+        gap = np.minimum(np.concatenate([[np.inf], d]), np.concatenate([d, [np.inf]]))
+    return np.minimum(cfg.tolerance_rel * t, cfg.window_spacing_frac * gap)
 
 
 def level_targets(bits_per_cell: int, g_off_s: float, g_on_s: float, spacing: str = "conductance") -> np.ndarray:
@@ -162,6 +190,9 @@ class LevelTable:
     #: ``g_samples_s`` holds each level's empirical quantile function on a common grid
     g_measured_s: np.ndarray | None = None
     measured_level: np.ndarray | None = None
+    #: relative sigma of one read of these cells (the verify reads' setting; 0 = not known):
+    #: the device's one read-noise figure, for inference reads too
+    read_noise_rel: float = 0.0
 
     def __post_init__(self) -> None:
         check_int_range("bits_per_cell", self.bits_per_cell, 1, MAX_TABLE_BITS)
@@ -393,6 +424,7 @@ class LevelTable:
             "g_sa1_s": float(self.g_sa1_s),
             "source": self.source,
             "on_off_ratio": self.on_off_ratio,
+            "read_noise_rel": float(self.read_noise_rel),
         }
         a.update(attrs or {})
         return T.write_table(path, kind="levels", arrays=arrays, config=config, attrs=a)
@@ -417,7 +449,15 @@ class LevelTable:
             labels=tuple(str(x) for x in t["label"]) if "label" in t.arrays else None,
             g_measured_s=np.asarray(t["g_measured_s"], float) if "g_measured_s" in t.arrays else None,
             measured_level=np.asarray(t["measured_level"], np.int64) if "measured_level" in t.arrays else None,
+            read_noise_rel=_table_read_noise(t),
         )
+
+
+def _table_read_noise(t: Any) -> float:
+    if "read_noise_rel" in t.attrs:
+        return float(t.attrs["read_noise_rel"])
+    prog = t.config.get("programming") if isinstance(t.config, dict) else None
+    return float(prog.get("read_noise_rel", 0.0)) if isinstance(prog, dict) else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -602,6 +642,15 @@ class ProgrammingResult:
     def on_off_ratio(self) -> float:
         return self.table.on_off_ratio
 
+    @property
+    def outside_window_fraction(self) -> np.ndarray:
+        """(levels,) fraction of the converged cells whose true conductance lies outside the
+        verify window (a noisy verify read accepted them)."""
+        hw = verify_half_window(self.table.g_target_s, self.config)
+        out = np.abs(self.table.g_samples_s - self.table.g_target_s[:, None]) > hw[:, None]
+        c = self.converged
+        return (out & c).sum(axis=1) / np.maximum(c.sum(axis=1), 1)
+
     def save(self, path: str | Path, *, seed: int | None = None) -> Path:
         from device import tables as T
 
@@ -620,15 +669,20 @@ class ProgrammingResult:
             f"on/off {t.on_off_ratio:.2f}; converged {100 * self.converged.mean():.1f} %; "
             f"pulses mean {self.pulses.mean():.1f}, max {self.pulses.max()}",
             f"{'level':>5} {'target uS':>10} {'mean uS':>9} {'std/mean':>9} {'ln_sigma':>9} {'KS norm':>8} "
-            f"{'KS logn':>8} {'pulses':>7} {'err to next':>12}",
+            f"{'KS logn':>8} {'pulses':>7} {'outside':>8} {'err to next [95 % CI], counted':>34}",
         ]
+        emp = empirical_readout_error(t)
+        outside = self.outside_window_fraction
         for k, f in enumerate(self.fits):
-            err = f"{self.error_rate[k]:.3e}" if k < t.levels - 1 else ""
+            err = (f"{emp.rate[k]:.2e} [{emp.ci_low[k]:.1e}, {emp.ci_high[k]:.1e}] {emp.errors[k]}/{emp.trials[k]}"
+                   if k < t.levels - 1 else "")
             lines.append(
                 f"{k:>5} {t.g_target_s[k] * 1e6:>10.2f} {f.mean_s * 1e6:>9.2f} {f.std_s / f.mean_s:>9.4f} "
-                f"{f.ln_sigma:>9.4f} {f.ks_normal:>8.4f} {f.ks_lognormal:>8.4f} {self.pulses[k].mean():>7.1f} {err:>12}"
+                f"{f.ln_sigma:>9.4f} {f.ks_normal:>8.4f} {f.ks_lognormal:>8.4f} {self.pulses[k].mean():>7.1f} "
+                f"{100 * outside[k]:>7.1f}% {err:>34}"
             )
-        lines.append(f"cell read-out error rate (lognormal fits, midpoint thresholds): {cell_error_rate(t):.3e}")
+        lines.append(f"'outside': converged cells whose true conductance is outside the verify window; cell read-out "
+                     f"error from the lognormal fits (tails extrapolated, indicative only): {cell_error_rate(t):.3e}")
         return "\n".join(lines)
 
 
@@ -673,6 +727,9 @@ def program_levels(
     n = L * n_devices
     pop = model.per_device(params, n, rng)
     g_t = np.repeat(targets, n_devices)
+    half_w = np.repeat(verify_half_window(targets, cfg), n_devices)
+    guard = cfg.verify_guard_sigmas * cfg.read_noise_rel / math.sqrt(cfg.verify_reads) * g_t
+    accept_w = np.maximum(half_w - guard, 0.5 * half_w)
     state = model.initial_state(pop, cfg.initial_state).astype(float)
     pulses = np.zeros(n, np.int32)
     done = np.zeros(n, bool)
@@ -697,9 +754,11 @@ def program_levels(
         pa = pop.subset(act)
         g_read = model.current(cfg.v_read_v, state[act], pa) / cfg.v_read_v
         if cfg.read_noise_rel > 0:
-            g_read = g_read * (1.0 + cfg.read_noise_rel * rng.standard_normal(act.size))
+            # the mean of verify_reads noisy reads (one read: the same draws as before)
+            z = rng.standard_normal((cfg.verify_reads, act.size)).mean(axis=0)
+            g_read = g_read * (1.0 + cfg.read_noise_rel * z)
         err = g_read - g_t[act]
-        ok = np.abs(err) <= cfg.tolerance_rel * g_t[act]
+        ok = np.abs(err) <= accept_w[act]
         out_of_pulses = pulses[act] >= cfg.max_pulses
         done[act[ok | out_of_pulses]] = True
         reached[act[ok]] = True
@@ -734,6 +793,7 @@ def program_levels(
         g_sa1_s=float(targets[-1]),
         source="write-verify",
         pulses=pulses.reshape(L, n_devices),
+        read_noise_rel=cfg.read_noise_rel,
     )
     return ProgrammingResult(
         table=table,
@@ -741,6 +801,6 @@ def program_levels(
         fits=fit_levels(table),
         pulses=pulses.reshape(L, n_devices),
         converged=converged.reshape(L, n_devices),
-        error_rate=readout_error_rate(table),
+        error_rate=empirical_readout_error(table).rate,
         model_config=params,
     )

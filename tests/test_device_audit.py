@@ -115,3 +115,46 @@ def test_write_verify_programs_a_1t1r_cell():
     assert r.converged.all()
     g = r.table.g_samples_s
     np.testing.assert_allclose(g, np.broadcast_to(r.table.g_target_s[:, None], g.shape), rtol=cfg.tolerance_rel)
+
+
+def test_read_and_small_signal_conductance_convert_in_one_place():
+    from device.compact import read_to_small_signal_s, small_signal_to_read_s
+
+    gaps = np.linspace(P.g_min_m, P.g_max_m, 5)
+    g_read = STANFORD_PKU.current(0.1, gaps, P) / 0.1  # what level tables store
+    g_ss = P.i0_a * np.exp(-gaps / P.g0_m) / P.v0_v  # the solver's sinh-cell g (dI/dV at 0 V)
+    np.testing.assert_allclose(read_to_small_signal_s(g_read, 0.1, P.v0_v), g_ss, rtol=1e-12)
+    np.testing.assert_allclose(small_signal_to_read_s(g_ss, 0.1, P.v0_v), g_read, rtol=1e-12)
+    # the audit's 2.7 %: sinh(0.4) / 0.4
+    assert g_read[0] / g_ss[0] == pytest.approx(1.0268, abs=1e-4)
+
+
+def test_verify_window_is_a_fraction_of_the_level_spacing():
+    from device.programming import ProgrammingConfig, level_targets, verify_half_window
+
+    cfg = ProgrammingConfig(bits_per_cell=4)
+    t = level_targets(4, 10e-6, 100e-6)
+    hw = verify_half_window(t, cfg)
+    # windows of 3 % of the target alone leave almost no margin at the top (5.82 of the 6 uS)
+    top_margin = (t[-1] - t[-2]) - 0.03 * (t[-1] + t[-2])
+    assert top_margin < 0.05 * (t[-1] - t[-2])
+    # capped at a quarter of the spacing: adjacent windows keep half the spacing free
+    assert np.all(hw[1:] + hw[:-1] <= 0.5 * np.diff(t) + 1e-18)
+    assert np.all(hw <= 0.03 * t)
+
+
+def test_averaged_verify_reads_with_a_guard_band_keep_cells_inside_the_window():
+    # the audit: one noisy verify read (1 % noise) accepted ~20 % of converged cells outside the
+    # +-3 % window; 4 averaged reads and a 2-sigma guard band bring that to (nearly) none
+    from device.presets import get_preset
+    from device.programming import ProgrammingConfig, program_levels
+
+    p = get_preset("stanford_pku")
+    one = ProgrammingConfig(bits_per_cell=2, verify_reads=1, verify_guard_sigmas=0.0, window_spacing_frac=0.5)
+    new = ProgrammingConfig(bits_per_cell=2)
+    r1 = program_levels(one, p, n_devices=32, rng=np.random.default_rng(0))
+    r4 = program_levels(new, p, n_devices=32, rng=np.random.default_rng(0))
+    assert r1.outside_window_fraction.mean() > 0.10
+    assert r4.outside_window_fraction.mean() < 0.03 and r4.converged.mean() >= 0.95
+    # one read-noise figure: the table carries the verify reads' setting for inference
+    assert r4.table.read_noise_rel == new.read_noise_rel
