@@ -5,13 +5,17 @@ stuck-at faults (:class:`device.faults.FaultConfig`), where the cell levels come
 (:class:`LevelsSpec`: a shipped write-verify level table or a synthetic one for sigma / on-off
 sweeps), the wire parasitics for IR drop (:class:`crossbar.solver.CircuitConfig`), the IR-drop
 table, which ``nn.Linear`` modules go on crossbars (PEFT-style ``target_modules`` /
-``exclude_modules`` regexes) and the compute dtype.
+``exclude_modules`` regexes), the compute dtype, and fault-map-aware mapping of each chip
+(:class:`mapping.faultaware.FaultAwareConfig`: ``faultaware.reencode`` re-encodes every weight
+around the chip's stuck cells, ``faultaware.placement`` permutes rows and columns so faults land
+where they cost least; both use the chip's fault map, as after a post-fabrication test).
 
 Every physics parameter is reachable from the command line through
 :func:`device.config.apply_overrides`::
 
     cfg = apply_overrides(PRESETS["default"](), ["crossbar.adc_bits=6", "faults.rate=0.01",
-                                                 "levels.source=synthetic", "levels.sigma_rel=0.05"])
+                                                 "levels.source=synthetic", "levels.sigma_rel=0.05",
+                                                 "faultaware.reencode=true"])
 
 :data:`PRESETS` is the one registry of named starting points; each factory cites its source
 (``docs/REFERENCES.md`` gathers the published values).
