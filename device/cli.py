@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def model_opts(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="device-model preset (default: %(default)s)")
+        q.add_argument("--preset-file", default=None, help="model parameters from a JSON file (e.g. from `device calibrate pulses`) instead of --preset")
         q.add_argument(
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
             help="override a model parameter of the preset, SI units in the key name "
@@ -151,6 +152,10 @@ def _params(args: argparse.Namespace):
     from device.config import apply_overrides
     from device.presets import get_preset
 
+    if getattr(args, "preset_file", None):
+        from device.presets import load_preset_file
+
+        return apply_overrides(load_preset_file(args.preset_file), args.overrides)
     return apply_overrides(get_preset(args.preset), args.overrides)
 
 

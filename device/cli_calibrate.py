@@ -53,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rx.add_argument("--max-bins", type=int, default=64, help="g0 bins at most (default: %(default)s)")
     rx.set_defaults(func=_cmd_relaxation)
 
+    from device.calibrate_pulses import register_cli as register_pulses
+
+    register_pulses(cs)
+
 
 def _cmd_levels(args: argparse.Namespace) -> int:
     from device.calibrate import calibrate_levels_csv, levels_summary, plot_level_table

@@ -14,7 +14,7 @@ from typing import Callable
 from device.compact import StanfordPKUParams
 from device.config import Config, ConfigError
 
-__all__ = ["PRESETS", "DEFAULT_PRESET", "get_preset", "default_params"]
+__all__ = ["PRESETS", "DEFAULT_PRESET", "get_preset", "default_params", "load_preset_file"]
 
 
 def stanford_pku() -> StanfordPKUParams:
@@ -51,3 +51,26 @@ def get_preset(name: str) -> Config:
 
 def default_params() -> Config:
     return PRESETS[DEFAULT_PRESET]()
+
+
+def load_preset_file(path: str) -> StanfordPKUParams:
+    """A preset JSON file: either the parameters themselves (``StanfordPKUParams.to_dict()``) or a
+    file written by ``reram-cosim device calibrate pulses`` (its ``params`` object). Unknown or
+    invalid parameters are a :class:`ConfigError`."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"preset file {p} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"preset file {p} is not valid JSON ({exc})") from None
+    if isinstance(data, dict) and "params" in data:
+        if data.get("model", "stanford_pku") != "stanford_pku":
+            raise ConfigError(f"preset file {p} is for model {data.get('model')!r}; known: 'stanford_pku'")
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset file {p} must hold a JSON object of model parameters")
+    return StanfordPKUParams.from_dict(data)
