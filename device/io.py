@@ -17,7 +17,10 @@ from pathlib import Path
 
 from device.errors import UserError
 
-__all__ = ["OutputPathError", "atomic_path", "atomic_write_text", "atomic_write_bytes", "software_version", "check_writable"]
+__all__ = [
+    "OutputPathError", "atomic_path", "atomic_write_text", "atomic_write_bytes", "software_version", "check_writable",
+    "check_output_dir",
+]
 
 
 class OutputPathError(UserError):
@@ -50,6 +53,27 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise OutputPathError(f"cannot write {p}: directory {parent} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputPathError(f"cannot write {p}: the file is not writable")
+    return p
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """The same rule for an output *directory* (``study --out``, ``demo --out``, ``finetune
+    --out``) as :func:`check_writable` for an output file: the directory above it must exist and
+    be writable, and nothing above it is ever created; the directory itself may exist (then it
+    must be writable) or is created by the caller with a plain ``mkdir()`` once all checks pass.
+    Returns ``Path(path)``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputPathError(f"cannot use {p} as an output directory: it is a file")
+    if p.is_dir():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputPathError(f"cannot write into {p}: the directory is not writable")
+        return p
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"cannot create {p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot create {p}: directory {parent} is not writable")
     return p
 
 

@@ -67,6 +67,7 @@ def demo_model(glue_dir: Any, *, progress: bool = True) -> tuple[Path, dict[str,
         _say(f"[3/5] reusing the cached fine-tuned MiniLM SST-2 in {d}")
         return d, info
     _say(f"[3/5] fine-tuning MiniLM on SST-2 into {d} ({DEMO_FINETUNE}); about 7 minutes on one core")
+    d.parent.mkdir(parents=True, exist_ok=True)  # the toolkit's own cache (not a user --out)
     finetune(FinetuneConfig(**DEMO_FINETUNE), None, glue_dir, d, progress=progress)
     return d, read_finetune_info(d)
 
@@ -100,8 +101,11 @@ def run_demo(
 
     t_start = time.perf_counter()
     out = Path(out_dir)
+    from device.io import check_output_dir
+
+    check_output_dir(out)  # one rule for every command: nothing is created above --out
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)
     except OSError as exc:
         from device.errors import UserError
 

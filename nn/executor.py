@@ -29,9 +29,10 @@ What goes where
   results file (:class:`nn.evaluate.ResultsFile`: locked, fsync'ed row by row).
 
 Same numbers everywhere: chip ``t`` is programmed from ``numpy.random.default_rng([seed, t])``
-whichever process runs it and whatever ran before it there, so every executor and any number
-of workers give identical rows (only ``wall_s`` and ``created`` differ; rows arrive in
-completion order). A worker checks that its model and data files hash to what the driver
+whichever process runs it and whatever ran before it there, and every task computes with the
+same number of torch threads (:func:`task_threads`: ``--threads``, else 1), so every executor
+and any number of workers give identical rows (only ``wall_s`` and ``created`` differ; rows
+arrive in completion order). A worker checks that its model and data files hash to what the driver
 hashed (workers on other machines must see the same files, e.g. on a shared filesystem).
 """
 
@@ -70,7 +71,8 @@ class Source:
     max_length: int
     batch_size: int
     device: str = "cpu"
-    #: torch threads in the process running the task (None: torch's default)
+    #: torch threads of the process running the task (None: torch's default); the planners
+    #: pin it (:func:`task_threads`) so that every executor computes with the same count
     num_threads: int | None = None
     #: the driver's content hashes; a worker refuses to run when its own differ
     model_sha256: str = ""
@@ -103,6 +105,16 @@ class RowTask:
     @property
     def row_id(self) -> tuple[str, int, int]:
         return (self.key, self.trial, self.seed)
+
+
+def task_threads(requested: int | None) -> int:
+    """Torch threads of every task: ``requested``, else ``$RERAM_COSIM_NUM_THREADS``, else 1, on
+    every executor. A row's float sums depend on the thread count, so pinning it is what makes
+    the same spec give the same numbers serially and on any number of workers; the parallelism
+    of a study comes from its workers."""
+    from nn.models import num_threads
+
+    return num_threads(requested) or 1
 
 
 def source_digests(model: str, task: str, split: str, glue_dir: str | os.PathLike | None) -> tuple[str, str]:
@@ -236,15 +248,35 @@ def _dask():
 
 @contextlib.contextmanager
 def local_cluster(workers: int, *, gpu: bool = False, timeout_s: float = 120.0) -> Iterator[Any]:
-    """A Dask ``LocalCluster`` of ``workers`` processes with one thread each (and one ``GPU``
-    resource each when ``gpu``) and a client on it; closed on exit."""
+    """A Dask ``LocalCluster`` of ``workers`` processes with one thread each (one torch thread
+    unless ``$RERAM_COSIM_NUM_THREADS`` is set; one ``GPU`` resource each when ``gpu``) and a
+    client on it; closed on exit."""
     distributed = _dask()
     import logging
 
-    cluster = distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None,
-    )
+    # one torch thread per worker process (unless $RERAM_COSIM_NUM_THREADS says otherwise): N
+    # workers on N cores, not N x N threads
+    env = {"RERAM_COSIM_NUM_THREADS": os.environ.get("RERAM_COSIM_NUM_THREADS", "1")}
+    import dask
+
+    # Dask sets MALLOC_TRIM_THRESHOLD_ in every worker, which switches off glibc's dynamic mmap
+    # threshold: every large tensor is then a fresh mmap, page-faulted and zeroed, and a MiniLM
+    # study row took 1.6-4x longer than in this process (measured, BENCHMARKS.md). Left unset.
+    # The nanny also writes its variables into this process's environment: restored below.
+    saved = {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                            "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None, env=env,
+            )
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         client = distributed.Client(cluster, timeout=timeout_s)
         try:
@@ -401,7 +433,7 @@ def evaluate_rows(
     from nn.glue import get_task
 
     src = Source(str(model), get_task(task).name, split, None if glue_dir is None else str(glue_dir), max_examples,
-                 max_length, batch_size, str(device), num_threads, model_sha, data_sha)
+                 max_length, batch_size, str(device), task_threads(num_threads), model_sha, data_sha)
     tasks = plan_rows(src, method, sim_cfg, trials, seed)
     res = ResultsFile(out_csv)
     written = run_tasks(tasks, res, executor=executor, workers=workers, address=address, progress=progress)

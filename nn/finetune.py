@@ -119,6 +119,14 @@ class FinetuneConfig(Config):
     prune_phase: float = 0.6
     #: "per_layer": every layer reaches the target; "global": the size-weighted mean does
     prune_scope: str = "per_layer"
+    #: Distillation from the starting model (frozen; the dense fine-tuned model when pruning), as
+    #: structured-pruning work on BERT does (CoFi, Xia et al. ACL 2022): weight of the distillation
+    #: loss in [0, 1], the task loss gets 1 - distill_alpha; 0 = off (see distillation_loss)
+    distill_alpha: float = 0.0
+    #: softmax temperature of the logit term (classification; regression tasks match the outputs)
+    distill_temperature: float = 2.0
+    #: weight of the hidden-state term (mean squared error of every layer's hidden states); 0 = logits only
+    distill_hidden: float = 0.0
     #: Hardware-aware training (nn.hwtrain), matched to the simulated chip `sim`:
     #: "weight": W*(1+sigma*z) with dva_sigma (Long et al.); "crossbar": per-weight noise of `sim`'s
     #: chip (quantization, slicing, differential pairs, level-table sigma of every cell, HRS included)
@@ -169,6 +177,9 @@ class FinetuneConfig(Config):
         check_range("prune_rows_cols", self.prune_rows_cols, 0.0, 1.0, hi_open=True)
         check_range("prune_phase", self.prune_phase, 0.0, 1.0, lo_open=True, hi_open=True)
         check_choice("prune_scope", self.prune_scope, ("per_layer", "global"))
+        check_range("distill_alpha", self.distill_alpha, 0.0, 1.0)
+        check_range("distill_temperature", self.distill_temperature, 0.0, 100.0, lo_open=True)
+        check_range("distill_hidden", self.distill_hidden, 0.0, 1e3)
         check_choice("dva_mode", self.dva_mode, ("weight", "crossbar"))
         if self.dva_quantize is None:
             object.__setattr__(self, "dva_quantize", self.dva_mode == "crossbar")
@@ -554,6 +565,9 @@ def finetune(
         )
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the fine-tuned model")
+    from device.io import check_output_dir
+
+    check_output_dir(out)  # one rule for every command: nothing is created above --out
     from nn.models import resolve_device
 
     dev_name = resolve_device(device if device is not None else _default_device())
@@ -594,7 +608,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     for e in (enc_train, *enc_dev.values()):
         check_token_lengths(model, e.lengths, cfg.max_length, base)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output directory {out}: {exc.strerror or exc}") from None
 
@@ -610,6 +624,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     hw_view = cfg.hardware_view()
     hw_targets = select_linear(model, cfg.dva_target) if hw_view is not None else []
     dva_gen = torch.Generator(device=device).manual_seed(_derive_seed(cfg.seed, 2))
+    teacher = _teacher(model) if cfg.distill_alpha > 0 else None  # before any pruning hook
     prune = _PruningPhase(model, cfg, total, device) if cfg.prune_rows_cols > 0 else None
 
     step = 0
@@ -668,8 +683,21 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
             # hardware view first (fake quantization / chip noise), then DVA's multiplicative noise
             # on top; both restore the clean weights exactly, the gradient is taken at the view
             with hardware_weights(hw_targets, hw_view, dva_gen), weight_noise(dva_targets, cfg.dva_sigma, dva_gen, cfg.dva_distribution):
-                loss = model(**batch).loss
-                total_loss = loss if prune is None else loss + prune.penalty(step)
+                hidden = teacher is not None and cfg.distill_hidden > 0
+                out_s = model(**batch, output_hidden_states=hidden) if hidden else model(**batch)
+                loss = out_s.loss
+                if teacher is not None:
+                    with torch.no_grad():
+                        out_t = teacher(**batch, output_hidden_states=hidden) if hidden else teacher(**batch)
+                    kd = distillation_loss(
+                        out_s.logits, out_t.logits, out_s.hidden_states if hidden else None,
+                        out_t.hidden_states if hidden else None, temperature=cfg.distill_temperature,
+                        hidden_weight=cfg.distill_hidden, attention_mask=batch.get("attention_mask"),
+                    )
+                    train_loss = (1.0 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+                else:
+                    train_loss = loss
+                total_loss = train_loss if prune is None else train_loss + prune.penalty(step)
                 total_loss.backward()
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -744,6 +772,57 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
         save_masks(out / MASKS_FILE, prune.masks)
     shutil.rmtree(out / _CKPT, ignore_errors=True)
     return metrics
+
+
+def _teacher(model: nn.Module) -> nn.Module:
+    """A frozen copy of the starting model (eval mode: no dropout) for distillation."""
+    import copy
+
+    t = copy.deepcopy(model).eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t
+
+
+def distillation_loss(
+    s_logits: torch.Tensor,
+    t_logits: torch.Tensor,
+    s_hidden: Sequence[torch.Tensor] | None = None,
+    t_hidden: Sequence[torch.Tensor] | None = None,
+    *,
+    temperature: float = 2.0,
+    hidden_weight: float = 0.0,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Distillation loss of a student towards a teacher (Hinton et al. 2015, arXiv 1503.02531; the
+    layer-wise hidden-state term as in CoFi, Xia et al. ACL 2022, arXiv 2204.00408).
+
+    Logits ``(batch, labels)``: classification (``labels > 1``) ``T**2 KL(softmax(t/T) ||
+    softmax(s/T))`` averaged over the batch (the ``T**2`` keeps its gradient scale independent of
+    ``T``); regression (one output) the mean squared difference. Hidden states (tuples of ``(batch,
+    tokens, hidden)``, e.g. ``output_hidden_states``): ``hidden_weight`` times the mean over layers
+    of the mean squared difference over the real tokens (``attention_mask``). Zero when student
+    and teacher agree.
+    """
+    if s_logits.shape[-1] > 1:
+        T = float(temperature)
+        kd = torch.nn.functional.kl_div(
+            torch.log_softmax(s_logits / T, -1), torch.log_softmax(t_logits / T, -1), log_target=True,
+            reduction="batchmean",
+        ) * (T * T)
+    else:
+        kd = torch.nn.functional.mse_loss(s_logits, t_logits)
+    if hidden_weight > 0 and s_hidden is not None and t_hidden is not None:
+        m = None if attention_mask is None else attention_mask.to(s_hidden[0].dtype).unsqueeze(-1)
+        terms = []
+        for hs, ht in zip(s_hidden, t_hidden):
+            d2 = (hs - ht).square()
+            if m is None:
+                terms.append(d2.mean())
+            else:
+                terms.append((d2 * m).sum() / (m.sum() * hs.shape[-1]).clamp(min=1))
+        kd = kd + hidden_weight * torch.stack(terms).mean()
+    return kd
 
 
 class _PruningPhase:

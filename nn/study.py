@@ -7,8 +7,12 @@ into one resumable CSV, ``<out>/results.csv``; then one figure per task and swee
 against the axis value with a +-1 standard deviation band, one line per method, the digital score
 as a dashed line.
 
-Spec format (JSON)
-------------------
+The rows run on an executor (:mod:`nn.executor`: ``serial``, or ``dask`` on a local or remote
+cluster); each row is keyed by the content of what produced it (:mod:`nn.evaluate`, "The key
+rule"), and the driver alone writes the results file, so a killed run resumes exactly.
+
+Spec format (JSON; :class:`StudySpec`, a frozen ``@config`` dataclass validated like every config)
+------------------------------------------------------------------------------------------------
 ::
 
     {
@@ -17,8 +21,8 @@ Spec format (JSON)
                                                #   {"sst2": "...", "mrpc": "..."} per task; a
                                                #   "cache:NAME" entry means nn.models.finetuned_model_dir(NAME);
                                                #   --model on the command line overrides it
-      "glue_dir": null,                        # local GLUE directory (null: $GLUE_DIR /
-                                               #   ../shared/data/glue / the hub); --glue-dir overrides
+      "glue_dir": null,                        # local GLUE directory (null: $GLUE_DIR, else
+                                               #   the hub); --glue-dir overrides
       "preset": "default",                     # a key of nn.sim.PRESETS
       "set": ["levels.source=synthetic"],      # --set style overrides of the preset
       "axes": {"faults.rate": [0, 0.005, 0.01, 0.02]},
@@ -68,7 +72,7 @@ import numpy as np
 from device.config import Config, ConfigError, apply_overrides, check_int_range, config
 from nn.sim import PRESETS, SimConfig, get_preset
 
-__all__ = ["StudySpec", "load_spec", "study_points", "plan_study", "run_study", "plot_study", "check_output_dir"]
+__all__ = ["StudySpec", "load_spec", "study_points", "plan_study", "run_study", "plot_study"]
 
 
 @config
@@ -224,22 +228,6 @@ def study_points(spec: StudySpec) -> int:
     return len(spec.tasks) * len(spec.methods) * (1 + n_pts * spec.trials)
 
 
-def check_output_dir(out_dir: str | os.PathLike) -> Path:
-    """The rule for an output *directory* (``study --out``, ``demo --out``), the same as for an
-    output file (:func:`device.io.check_writable`): its parent directory must exist and be
-    writable; nothing above it is ever created. The directory itself may exist (it is reused)."""
-    from device.io import OutputPathError, check_writable
-
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputPathError(f"cannot use {out} as the output directory: it is a file")
-    if out.is_dir():
-        check_writable(out / "results.csv")
-    else:
-        check_writable(out)
-    return out
-
-
 def plan_study(
     spec: StudySpec,
     *,
@@ -252,7 +240,7 @@ def plan_study(
     """Every row of ``spec`` as a :class:`nn.executor.RowTask`, in run order (per GLUE task and
     method: the digital row, then the chips of each point), keyed by content. Checks every table
     and every protection (masks beside the model) first."""
-    from nn.executor import Source, plan_rows, source_digests
+    from nn.executor import Source, plan_rows, source_digests, task_threads
     from nn.provenance import check_tables
 
     gd = glue_dir if glue_dir is not None else spec.glue_dir
@@ -269,7 +257,7 @@ def plan_study(
         m = spec.model_for(task, model)
         model_sha, data_sha = source_digests(m, task, "dev", gd)
         src = Source(m, task, "dev", None if gd is None else str(gd), spec.max_examples, spec.max_length,
-                     spec.batch_size, device, num_threads, model_sha, data_sha)
+                     spec.batch_size, device, task_threads(num_threads), model_sha, data_sha)
         seen_digital: set[str] = set()
         for method, point, cfg in points:
             hook = (prepare or {}).get(method)
@@ -302,7 +290,7 @@ def run_study(
 ) -> dict[str, Any]:
     """Run every point of ``spec`` into ``<out_dir>/results.csv`` (resumable) and draw the plots.
 
-    Before any work: the output directory (:func:`check_output_dir`), the results file, every
+    Before any work: the output directory (:func:`device.io.check_output_dir`), the results file, every
     table and every protection are checked, and every row is keyed (:func:`plan_study`). Then
     the missing rows run on ``executor`` (``"serial"`` or ``"dask"``, :mod:`nn.executor`;
     ``workers`` local processes, or the cluster at ``address``); the driver writes each row as
@@ -311,7 +299,7 @@ def run_study(
     patching (with Dask they are pickled to the workers). Returns ``{"csv": path, "plots":
     [paths], "written": n, "complete": bool}``.
     """
-    from device.io import atomic_write_text
+    from device.io import atomic_write_text, check_output_dir
     from nn.evaluate import ResultsFile, format_summary, read_results, summarize
     from nn.executor import check_executor, run_tasks
 

@@ -55,6 +55,7 @@ def test_executor_arguments_are_checked():
         check_executor("serial", 2, None)
 
 
+@pytest.mark.slow  # a local cluster of two worker processes (started and stopped here): 20-45 s on 2 shared cores
 def test_serial_and_two_dask_workers_give_identical_rows(spec, tmp_path):
     pytest.importorskip("distributed")
     n = study_points(spec)
@@ -72,3 +73,14 @@ def test_serial_and_two_dask_workers_give_identical_rows(spec, tmp_path):
     sim = [r["accuracy"] for r in a.values() if r["mode"] == "simulated"]
     assert len(set(sim)) > 1
     assert json.loads((tmp_path / "dask" / "study.json").read_text())["trials"] == 2
+
+
+def test_cli_refuses_workers_without_a_cluster_executor(spec, tmp_path, capsys):
+    from nn.cli import main
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(spec.data))
+    assert main(["study", "--spec", str(path), "--out", str(tmp_path / "o"), "--workers", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--executor dask" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

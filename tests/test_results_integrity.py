@@ -173,6 +173,7 @@ print(s["written"])
 """
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch and transformers: 15-45 s on 2 shared cores
 def test_two_identical_runs_at_once_write_each_row_once(files, tmp_path):
     out, go = tmp_path / "r.csv", tmp_path / "go"
     code = _WORKER.format(root=str(ROOT), tests=str(ROOT / "tests"), go=str(go), small=SMALL,
