@@ -63,6 +63,7 @@ __all__ = [
     "noise_robustness",
     "finetune",
     "read_finetune_info",
+    "distillation_loss",
 ]
 
 # Encoder attention projections and feed-forward layers of BERT-family models (query, key, value,

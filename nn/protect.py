@@ -20,6 +20,13 @@ named bundle, or of no protection), e.g.
 "protection.vote=fault_aware"]}``. With ``prune`` on, the masks are read from
 ``<model dir>/pruning_masks.safetensors`` (written by :func:`nn.pruning.save_masks`); a clear
 error says so when the file is absent.
+
+Fault-map-aware mapping (:mod:`mapping.faultaware`, ``SimConfig.faultaware``) combines with every
+protection: a method adds ``"faultaware.reencode=true"`` (and ``"faultaware.placement=true"``) to
+its overrides, e.g. ``"msb+reencode": ["protection.msb_embed=true", "faultaware.reencode=true"]``.
+:func:`protect_model` then gives each layer a :class:`mapping.faultaware.FaultAwareMapper` that
+knows the protection: the slices a read votes over keep their digits (their faults are the
+vote's), every other slice is re-encoded around the chip's stuck cells.
 """
 
 from __future__ import annotations
