@@ -191,7 +191,8 @@ class HardwareView:
     def _lut(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (device, dtype)
         if key not in self._tables:
-            assert self.stats is not None
+            if self.stats is None:  # MSB-embedding views carry no noise tables (see __call__)
+                raise RuntimeError("this hardware view has no code statistics (msb_copies > 0)")
             self._tables[key] = (
                 torch.from_numpy(self.stats.mean).to(device=device, dtype=dtype),
                 torch.from_numpy(self.noise_scale * self.stats.std).to(device=device, dtype=dtype),
