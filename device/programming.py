@@ -187,7 +187,8 @@ class LevelTable:
     labels: tuple[str, ...] | None = None
     #: measured tables: every measured conductance (S), flat, and its level index; the statistics
     #: (``g_mean_s``, ``g_std_s``, fits) and :meth:`sample` then use these exact samples, while
-    #: ``g_samples_s`` holds each level's empirical quantile function on a common grid
+    #: ``g_samples_s`` holds each level's empirical quantile function on a common grid (what
+    #: :meth:`sample_torch`, the engine's draw, resamples: the same distribution, interpolated)
     g_measured_s: np.ndarray | None = None
     measured_level: np.ndarray | None = None
     #: relative sigma of one read of these cells (the verify reads' setting; 0 = not known):
