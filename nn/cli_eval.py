@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="output directory (results.csv, plots/)")
     s.add_argument("--model", default=None, help="overrides the spec's model")
     s.add_argument("--glue-dir", default=None, help=GLUE_HELP)
-    s.add_argument("--threads", type=int, default=None, help="CPU threads")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads of every row, on every executor (default: $RERAM_COSIM_NUM_THREADS, else 1)")
     s.add_argument("--plot-only", action="store_true", help="only redraw the plots from results.csv")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--device", default="cpu", help="torch device of the simulated model, e.g. cuda (default cpu)")

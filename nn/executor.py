@@ -302,6 +302,14 @@ def _client(workers: int | None, address: str | None, gpu: bool) -> Iterator[Any
             yield client
 
 
+def submit_options(t: RowTask) -> dict[str, Any]:
+    """Keyword arguments of ``Client.submit`` for a task: a unique key, never cached, and one
+    ``GPU`` resource when its model is simulated on CUDA (it then runs only on workers started
+    with ``--resources GPU=1``, one task per GPU at a time)."""
+    return {"key": f"row-{t.key}-{t.trial}-{t.seed}", "pure": False,
+            "resources": {"GPU": 1} if t.source.wants_gpu else None}
+
+
 def check_executor(executor: str, workers: int | None, address: str | None) -> None:
     if executor not in EXECUTORS:
         raise ExecutorError(f"executor={executor!r} is invalid: must be one of {', '.join(EXECUTORS)}")
@@ -373,11 +381,7 @@ def run_tasks(
             distributed = _dask()
             gpu = any(t.source.wants_gpu for t in todo)
             with _client(workers, address, gpu) as client:
-                futures = {
-                    client.submit(run_task, t, key=f"row-{t.key}-{t.trial}-{t.seed}", pure=False,
-                                  resources={"GPU": 1} if t.source.wants_gpu else None): t
-                    for t in todo
-                }
+                futures = {client.submit(run_task, t, **submit_options(t)): t for t in todo}
                 for fut in distributed.as_completed(futures):
                     done(futures[fut], fut.result())
     finally:

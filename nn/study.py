@@ -322,13 +322,14 @@ def run_study(
         for r in rows:
             by_key.setdefault(r["config_hash"], []).append(r)
         shown = set()
+        digital_key = {(d.source, d.method): d.key for d in tasks if d.mode == "digital"}
         for t in tasks:
             if t.mode != "simulated" or t.key in shown:
                 continue
             shown.add(t.key)
             sim = [r for r in by_key.get(t.key, []) if r["seed"] == spec.seed]
-            dig_t = next((d for d in tasks if d.mode == "digital" and d.source == t.source and d.method == t.method), None)
-            dig = next((r for r in by_key.get(dig_t.key, []) if r["seed"] == spec.seed), None) if dig_t else None
+            dk = digital_key.get((t.source, t.method))
+            dig = next((r for r in by_key.get(dk, []) if r["seed"] == spec.seed), None)
             summary = {
                 "task": t.source.task, "method": t.method,
                 "digital": None if dig is None else {c: dig[c] for c in _metrics(dig)},

@@ -46,6 +46,17 @@ def rows_by_key(path: Path) -> dict[tuple[str, int, int], dict]:
     return out
 
 
+def test_cuda_tasks_ask_for_a_gpu(spec):
+    from nn.executor import Source, plan_rows, submit_options
+
+    cfg = spec.points()[0][2]
+    for device, want in (("cpu", None), ("cuda", {"GPU": 1}), ("cuda:1", {"GPU": 1})):
+        src = Source("m", "sst2", "dev", None, None, 32, 8, device, 1, "sha256:0", "sha256:1")
+        tasks = plan_rows(src, "baseline", cfg, 2, 0)
+        assert [submit_options(t)["resources"] for t in tasks] == [want] * 3
+        assert len({submit_options(t)["key"] for t in tasks}) == 3
+
+
 def test_executor_arguments_are_checked():
     with pytest.raises(ExecutorError, match="executor"):
         check_executor("ray", None, None)
