@@ -156,37 +156,40 @@ def lines_attenuation(g_s, r_wire_row_ohm: float, r_wire_col_ohm: float, *, r_so
     gdrv = 1.0 / (r_source_ohm + r_wire_row_ohm)
     gc = 1.0 / r_wire_col_ohm
     gout = 1.0 / (r_wire_col_ohm + r_sense_ohm)
-    # word lines: diagonal, backward pivots dr (vectorized over tiles and rows)
-    d = g_s + 2 * gw
-    d[..., 0] += gdrv - gw
-    d[..., -1] += (gdrv if both_sides else 0.0) - gw
-    dr = torch.empty_like(d)
-    dr[..., c - 1] = d[..., c - 1]
-    for k in range(c - 2, -1, -1):
-        dr[..., k] = d[..., k] - (gw * gw) / dr[..., k + 1]
-    fac = gw / dr
-    fac[..., 0] = gdrv / dr[..., 0]
-    v_w = torch.cumprod(fac, -1)
+
+    def pivots(d, e2, reverse):
+        """Elimination pivots along the leading axis (contiguous rows): forward ``dl`` or
+        backward ``dr`` of tridiagonal chains with diagonal ``d`` and off-diagonal squared ``e2``."""
+        out = torch.empty_like(d)
+        order = range(d.shape[0] - 1, -1, -1) if reverse else range(d.shape[0])
+        prev = None
+        for k in order:
+            out[k] = d[k] if prev is None else d[k] - e2 / prev
+            prev = out[k]
+        return out
+
+    # word lines, chain axis first: (cols, tiles, rows)
+    d = g_s.permute(2, 0, 1).contiguous().add_(2 * gw)
+    d[0] += gdrv - gw
+    d[-1] += (gdrv if both_sides else 0.0) - gw
+    dr = pivots(d, gw * gw, reverse=True)
+    fac = torch.reciprocal(dr).mul_(gw)
+    fac[0] *= gdrv / gw
+    v_w = torch.cumprod(fac, 0)
     if both_sides:
-        dl = torch.empty_like(d)
-        dl[..., 0] = d[..., 0]
-        for k in range(1, c):
-            dl[..., k] = d[..., k] - (gw * gw) / dl[..., k - 1]
-        fac = gw / dl
-        fac[..., -1] = gdrv / dl[..., -1]
-        v_w = v_w + torch.flip(torch.cumprod(torch.flip(fac, (-1,)), -1), (-1,))
-    # bit lines: diagonal over rows, forward pivots dl (vectorized over tiles and columns)
-    e = g_s + 2 * gc
-    e[:, 0, :] -= gc
-    e[:, -1, :] += gout - gc
-    dlc = torch.empty_like(e)
-    dlc[:, 0] = e[:, 0]
-    for k in range(1, r):
-        dlc[:, k] = e[:, k] - (gc * gc) / dlc[:, k - 1]
-    fac = gc / dlc
-    fac[:, -1] = gout / dlc[:, -1]
-    tr = torch.flip(torch.cumprod(torch.flip(fac, (1,)), 1), (1,))
-    return v_w * tr
+        dl = pivots(d, gw * gw, reverse=False)
+        fac = torch.reciprocal(dl).mul_(gw)
+        fac[-1] *= gdrv / gw
+        v_w = v_w + torch.flip(torch.cumprod(torch.flip(fac, (0,)), 0), (0,))
+    # bit lines, chain axis first: (rows, tiles, cols)
+    e = g_s.permute(1, 0, 2).contiguous().add_(2 * gc)
+    e[0] -= gc
+    e[-1] += gout - gc
+    dlc = pivots(e, gc * gc, reverse=False)
+    fac = torch.reciprocal(dlc).mul_(gc)
+    fac[-1] *= gout / gc
+    tr = torch.flip(torch.cumprod(torch.flip(fac, (0,)), 0), (0,))
+    return v_w.permute(1, 2, 0) * tr.permute(1, 0, 2)
 
 
 def first_order_predictor(g_s, r_wire_row_ohm: float, r_wire_col_ohm: float):
@@ -329,11 +332,11 @@ class IRDropTable:
             ((-3 * f + 4) * f + 1) * f / 2,
             (f - 1) * f * f / 2,
         )
-        out = 0
-        for o, wo in zip((-1, 0, 1, 2), w):
-            idx = (k + o).clamp(0, p - 1)
-            out = out + wo * torch.bmm(u[idx], v[idx])
-        return out
+        # one bmm over the four stencil points: [w0 U0, .., w3 U3] @ [V0; ..; V3]
+        idx = [(k + o).clamp(0, p - 1) for o in (-1, 0, 1, 2)]
+        uu = torch.cat([wo * u[i] for wo, i in zip(w, idx)], dim=-1)
+        vv = torch.cat([v[i] for i in idx], dim=-2)
+        return torch.bmm(uu, vv)
 
     def effective_matrix(self, g_s, circuit: Any = None):
         """Approximate effective matrices ``M`` with ``i_out = v_in @ M`` (see the module docstring).
@@ -359,7 +362,7 @@ class IRDropTable:
         for t0 in range(0, g3.shape[0], step):
             gt = g3[t0 : t0 + step]
             log_rho = torch.log(r * gt.mean(dim=(1, 2)))
-            out[t0 : t0 + step] = gt * lines_attenuation(gt, r, r) * torch.exp(self._log_b(size, log_rho))
+            out[t0 : t0 + step] = self._log_b(size, log_rho).exp_().mul_(lines_attenuation(gt, r, r)).mul_(gt)
         out = out.reshape(shape)
         return out.numpy() if as_numpy else out
 

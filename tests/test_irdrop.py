@@ -157,3 +157,25 @@ def test_shipped_table_meta(table):
     assert np.all(table.rms_error_rel[i128][table.r_wire_ohm <= 2.5] < 0.01)
     assert np.all(table.rms_error_rel[i128] < 0.012)
     assert DEFAULT.stat().st_size < 1 << 20
+
+
+def test_engine_refuses_what_the_table_does_not_describe(table):
+    # the engine's table mode goes through IRDropTable.effective_matrix: the circuit
+    # (200 ohm driver, 500 ohm sense) and a 1 mS level are refused, not silently mis-modelled
+    from crossbar.config import CrossbarConfig
+    from crossbar.engine import program_matrix
+
+    cfg = CrossbarConfig(tile_rows=64, tile_cols=64, bits_per_cell=2, ir_drop="table")
+    w = torch.randn(8, 40, generator=torch.Generator().manual_seed(0))
+    lv = LevelTable.load(DATA / "levels_b2.h5")
+    for circ in (CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, r_source_ohm=200.0, r_sense_ohm=500.0),
+                 CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, drive="both_sides")):
+        with pytest.raises(ConfigError, match="ir_drop='exact'"):
+            program_matrix(w, cfg, lv, None, np.random.default_rng(0), circuit=circ, irdrop=table)
+    hot = LevelTable.synthetic(bits_per_cell=2, g_on_s=1e-3, g_off_s=1e-5, sigma_rel=0.0, rng=np.random.default_rng(0))
+    with pytest.raises(InputError, match="window"):
+        program_matrix(w, cfg, hot, None, np.random.default_rng(0), circuit=CircuitConfig(), irdrop=table)
+    # the same chip in exact mode is accepted for every one of those circuits
+    pm = program_matrix(w, cfg.replace(ir_drop="exact"), lv, None, np.random.default_rng(0),
+                        circuit=CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, r_source_ohm=200.0, r_sense_ohm=500.0))
+    assert torch.isfinite(pm.matvec(torch.ones(2, 40))).all()
