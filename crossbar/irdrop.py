@@ -169,7 +169,7 @@ def lines_attenuation(g_s, r_wire_row_ohm: float, r_wire_col_ohm: float, *, r_so
         return out
 
     # word lines, chain axis first: (cols, tiles, rows)
-    d = g_s.permute(2, 0, 1).contiguous().add_(2 * gw)
+    d = g_s.permute(2, 0, 1).clone(memory_format=torch.contiguous_format).add_(2 * gw)
     d[0] += gdrv - gw
     d[-1] += (gdrv if both_sides else 0.0) - gw
     dr = pivots(d, gw * gw, reverse=True)
@@ -182,7 +182,7 @@ def lines_attenuation(g_s, r_wire_row_ohm: float, r_wire_col_ohm: float, *, r_so
         fac[-1] *= gdrv / gw
         v_w = v_w + torch.flip(torch.cumprod(torch.flip(fac, (0,)), 0), (0,))
     # bit lines, chain axis first: (rows, tiles, cols)
-    e = g_s.permute(1, 0, 2).contiguous().add_(2 * gc)
+    e = g_s.permute(1, 0, 2).clone(memory_format=torch.contiguous_format).add_(2 * gc)
     e[0] -= gc
     e[-1] += gout - gc
     dlc = pivots(e, gc * gc, reverse=False)
