@@ -5,7 +5,8 @@ real arrays have").
 
 Reads ``results/faultaware_points/results.csv`` (the issue's target points: 0.33 % SA0 only, 1e-3
 at SA0:SA1 = 1:1, 1 % at SA0:SA1 = 1:5, every method) and ``results/faultaware_curve/results.csv``
-(SA0:SA1 = 1:1 up to 10 %, with the seed paper's MSB embedding and combinations); see RESULTS.md
+(re-encoding, SA0:SA1 = 1:1 up to 10 %) and ``results/faultaware_combos/results.csv`` (the seed
+paper's MSB embedding with and without re-encoding); see RESULTS.md
 for the commands that write them. Scores are the mean over the chips of a point, with the
 standard deviation across chips and the drop below the digital (fault-free) score.
 """
@@ -55,12 +56,17 @@ def main() -> None:
             a = np.asarray(v)
             print(f"| {rate:g} | {_ratio(sa0)} | {m} | {a.size} | {a.mean():.4f} +- {a.std():.4f} | "
                   f"{100 * (digital - a.mean()):+.1f} |")
-    digital, pts = _load("faultaware_curve")
+    for name in ("faultaware_curve", "faultaware_combos"):
+        _curve(name)
+
+
+def _curve(name: str) -> None:
+    digital, pts = _load(name)
     if pts:
         rates = sorted({k[2] for k in pts})
         methods = sorted({k[0] for k in pts})
         n = sorted({len(v) for v in pts.values()})
-        print(f"\n**Mean score per fault rate**, SA0:SA1 = 1:1 (digital {digital:.4f}; "
+        print(f"\n**{name}: mean score per fault rate**, SA0:SA1 = 1:1 (digital {digital:.4f}; "
               f"{'/'.join(map(str, n))} chips per point):\n")
         print("| method | " + " | ".join(f"{x:g}" for x in rates) + " |")
         print("|---|" + "---:|" * len(rates))
