@@ -7,7 +7,8 @@ tiles of 128x128 at 8-bit weights, 2 bits/cell, differential) through the engine
 (``crossbar.engine.program_matrix``) three times per layer: ``ir_drop="ideal"``, ``"table"``
 (``crossbar.irdrop``) and ``"exact"`` (``crossbar.solver.effective_matrices``, every tile's
 nodal solution), from the same seed, and prints the wall time of each and the tiles per second
-of the exact step (exact minus ideal). ``--layers N`` programs the first N Linear layers only
+of the exact step (exact minus ideal), wall and CPU time (the CPU time, divided by the threads,
+is what a machine with that many free cores takes; the wall time depends on the other jobs). ``--layers N`` programs the first N Linear layers only
 (the timing scales with the tile count). Threads: ``RERAM_COSIM_NUM_THREADS`` (torch threads;
 the exact step runs one chunk of tiles per thread).
 
@@ -53,11 +54,11 @@ def main() -> None:
     print(f"{len(lin)} Linear layers, {n_tiles} tiles of {cfg.tile_rows}x{cfg.tile_cols}, {cfg.weight_bits}-bit weights, "
           f"{cfg.bits_per_cell} bits/cell, {cfg.mapping}; {args.r_wire_ohm:g} ohm/segment; torch threads "
           f"{torch.get_num_threads()}; device {args.device}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    times = {}
+    times, cpu = {}, {}
     modes = ("ideal",) + (() if args.skip_table else ("table",)) + ("exact",)
     for mode in modes:
         c = cfg.replace(ir_drop=mode)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i, (_, w) in enumerate(lin):
             pm = program_matrix(w, c, levels, None, np.random.default_rng(i), circuit=circ, irdrop=table,
                                 keep_conductances=(i == 0))
@@ -70,11 +71,15 @@ def main() -> None:
         if args.device != "cpu":
             torch.cuda.synchronize()
         times[mode] = time.perf_counter() - t0
-        print(f"  ir_drop={mode:<6} {times[mode]:8.1f} s", flush=True)
+        cpu[mode] = time.process_time() - c0
+        print(f"  ir_drop={mode:<6} {times[mode]:8.1f} s wall, {cpu[mode]:8.1f} s CPU (all threads), "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
     dt = times["exact"] - times["ideal"]
-    print(f"exact IR drop: {dt:.1f} s for {n_tiles} tiles = {n_tiles / dt:.1f} tiles/s "
-          f"({1e3 * dt / n_tiles:.1f} ms/tile); whole-model programming {times['exact']:.1f} s "
-          f"(ideal {times['ideal']:.1f} s)")
+    dc = cpu["exact"] - cpu["ideal"]
+    print(f"exact IR drop: {dt:.1f} s wall for {n_tiles} tiles = {n_tiles / dt:.1f} tiles/s "
+          f"({1e3 * dt / n_tiles:.1f} ms/tile); {dc:.1f} CPU-s ({1e3 * dc / n_tiles:.1f} CPU-ms/tile, "
+          f"{dc / torch.get_num_threads():.1f} s on {torch.get_num_threads()} free cores); whole-model programming "
+          f"{times['exact']:.1f} s (ideal {times['ideal']:.1f} s)")
     if "table" in times:
         dtt = times["table"] - times["ideal"]
         print(f"table IR drop: {dtt:.2f} s ({1e3 * dtt / n_tiles:.2f} ms/tile), exact/table = {dt / max(dtt, 1e-9):.0f}x")

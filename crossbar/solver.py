@@ -622,7 +622,7 @@ def _row_elimination_torch(g, c: CircuitConfig):
         tot = 1.0 + rdrv * g.sum(-1)  # (T, R)
         h = g / tot[..., None]
 
-        def schur_row(i):
+        def schur_row(i, full: bool = True):
             gi = g[:, i]
             s = -(rdrv / tot[:, i])[:, None, None] * gi[:, :, None] * gi[:, None, :]
             return s + torch.diag_embed(gi)
@@ -651,12 +651,24 @@ def _row_elimination_torch(g, c: CircuitConfig):
     h = g * inj
     upper = torch.ones(cc, cc, dtype=torch.bool, device=g.device).triu()
     zero = torch.zeros((), dtype=g.dtype, device=g.device)
+    # Z is semiseparable: Z[a, b] = q_a p_b for a >= b with p = exp(-lc), q = zd exp(lc), one
+    # outer product per row, when the exponentials stay far from overflow (|lc| < 300)
+    rank1 = bool(lc.numel() == 0 or float(lc.abs().max()) < 300.0)
+    if rank1:
+        gp = g * torch.exp(-lc)
+        gq = g * zd * torch.exp(lc)
 
-    def schur_row(i):
+    def schur_row(i, full: bool = True):
+        """``S_i`` (T, C, C); with ``full=False`` only its lower triangle is valid (what the
+        Cholesky factorization reads), built as one outer product."""
+        gi = g[:, i]
+        if rank1 and not full:
+            s = torch.mul(gq[:, i, :, None], gp[:, i, None, :]).neg_()
+            s.diagonal(dim1=-2, dim2=-1).add_(gi)
+            return s
         lci = lc[:, i]
         u = torch.where(upper, torch.exp((lci[:, None, :] - lci[:, :, None]).clamp(max=0.0)) * zd[:, i, None, :], zero)
         z = u + u.transpose(-1, -2).tril(-1)
-        gi = g[:, i]
         return torch.diag_embed(gi) - gi[:, :, None] * z * gi[:, None, :]
 
     return schur_row, h
@@ -682,10 +694,10 @@ def _block_effective_torch(g, c: CircuitConfig):
     dg = torch.arange(cc, device=g.device)
     pi = None
     for i in range(r):
-        sig = schur_row(i)
-        sig[:, dg, dg] += (gc if i > 0 else 0.0) + (gc if i < r - 1 else gout)
+        sig = schur_row(i, full=False)  # lower triangle valid: Cholesky reads no more
+        sig.diagonal(dim1=-2, dim2=-1).add_((gc if i > 0 else 0.0) + (gc if i < r - 1 else gout))
         if pi is not None:
-            sig -= (gc * gc) * pi
+            sig.add_(pi, alpha=-(gc * gc))
             y[:, :, :i] = torch.matmul(pi, y[:, :, :i]).mul_(gc)
         y[:, :, i] = h[:, i]
         chol, info = torch.linalg.cholesky_ex(sig)
