@@ -100,6 +100,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="override a write-verify setting (ProgrammingConfig, e.g. t_pulse_s=5e-8, read_noise_rel=0.02); repeatable",
     )
     pr.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    pr.add_argument("--engine", default="python", choices=("python", "spice"),
+                    help="python: the compact model; spice: every pulse and read an ngspice transient (small populations; "
+                    "no cycle-to-cycle term) (default: %(default)s)")
+    pr.add_argument("--processes", type=int, default=2, help="--engine spice: worker processes (default: %(default)s)")
+    pr.add_argument("--cache-dir", default=None, help="--engine spice: keep finished transients here; a rerun resumes")
     pr.set_defaults(func=_cmd_program)
 
     fa = sub.add_parser(
@@ -263,7 +268,13 @@ def _cmd_program(args: argparse.Namespace) -> int:
     defaults.update(base)
     cfg = apply_overrides(ProgrammingConfig.from_dict(defaults), args.program_overrides, flag="--program-set")
     rng = _rng(args.seed)
-    res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress)
+    if getattr(args, "engine", "python") == "spice":
+        from device.spice.program import SpiceEngine
+
+        with SpiceEngine(processes=args.processes, cache_dir=args.cache_dir) as eng:
+            res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress, engine=eng)
+    else:
+        res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress)
     res.save(args.out, seed=args.seed)
     if args.plot:
         from device.plots import plot_levels

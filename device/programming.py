@@ -694,8 +694,13 @@ def program_levels(
     n_devices: int,
     rng: np.random.Generator,
     progress: bool = False,
+    engine: Any = None,
 ) -> ProgrammingResult:
     """Program ``n_devices`` fresh cells per level by bidirectional ISPP write-verify.
+
+    ``engine``: what applies a pulse and reads a cell; None = the Python model
+    (:func:`device.compact.integrate`); :class:`device.spice.program.SpiceEngine` runs each pulse
+    and each read as an ngspice transient of the cell (same loop, same decisions).
 
     Every cell (``levels * n_devices`` of them, each with its own device-to-device draw) starts
     at ``cfg.initial_state`` and loops: read (with read noise); stop when inside the verify
@@ -753,7 +758,10 @@ def program_levels(
         if act.size == 0:
             break
         pa = pop.subset(act)
-        g_read = model.current(cfg.v_read_v, state[act], pa) / cfg.v_read_v
+        if engine is None:
+            g_read = model.current(cfg.v_read_v, state[act], pa) / cfg.v_read_v
+        else:
+            g_read = engine.read(pa, state[act], cfg.v_read_v, cfg.t_read_s)
         if cfg.read_noise_rel > 0:
             # the mean of verify_reads noisy reads (one read: the same draws as before)
             z = rng.standard_normal((cfg.verify_reads, act.size)).mean(axis=0)
@@ -777,7 +785,10 @@ def program_levels(
         a_s = np.clip(a_s, cfg.v_set_start_v, cfg.v_max_v)
         a_r = np.clip(a_r, cfg.v_reset_start_v, cfg.v_max_v)
         v_amp = np.where(direction > 0, a_s, -a_r)
-        new_state = integrate(model, pop.subset(act), state[act], wave, t_end, v_scale=v_amp, rng=rng)[0]
+        if engine is None:
+            new_state = integrate(model, pop.subset(act), state[act], wave, t_end, v_scale=v_amp, rng=rng)[0]
+        else:
+            new_state = engine.pulse(pop.subset(act), state[act], wave, v_amp)
         state[act] = new_state
         pulses[act] += 1
         amp_set[act] = np.where(direction > 0, np.minimum(a_s + cfg.v_step_v, cfg.v_max_v), a_s)
