@@ -65,8 +65,6 @@ def test_measured_ramps_to_a_preset_that_device_pulse_uses(tmp_path, capsys):
     h5 = tmp_path / "pu.h5"
     assert main(["device", "pulse", "--preset-file", str(out), "--out", str(h5), "--devices", "2", "--set-pulses", "3",
                  "--reset-pulses", "2", "--v-set", f"{data['pulses']['v_set_v']:.4f}", "--width", "100e-9"]) == 0
-    assert main(["device", "iv", "--preset-file", str(out), "--out", str(tmp_path / "iv.h5"), "--devices", "1",
-                 "--v-set-max", "1.6", "--v-reset-max", "1.6", "--points", "101"]) == 0
 
 
 def test_bad_ramp_files_exit_2(tmp_path, capsys):
