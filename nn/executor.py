@@ -266,7 +266,9 @@ def local_cluster(workers: int, *, gpu: bool = False, timeout_s: float = 120.0) 
     saved = {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                             "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")}
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        # and no statistical profiler sampling the task thread every 10 ms (tasks are seconds long)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                              "distributed.worker.profile.enabled": False}):
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                 silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None, env=env,
