@@ -121,7 +121,9 @@ def _table_fields(data: Any, prefix: str = "") -> list[tuple[str, str]]:
 def table_paths(sim_cfg: Any) -> dict[str, Path]:
     """``{role: path}`` of every table file ``sim_cfg`` reads: the level table when
     ``levels.source="table"`` (the shipped one when no path is given), the IR-drop table when
-    ``crossbar.ir_drop="table"``, and every other path-named field (see the module docstring)."""
+    ``crossbar.ir_drop="table"``, the relaxation table when ``crossbar.read_time_s > 0`` (the
+    shipped one when no path is given), and every other path-named field (see the module
+    docstring)."""
     from nn.sim import level_table_path
 
     out: dict[str, Path] = {}
@@ -131,8 +133,14 @@ def table_paths(sim_cfg: Any) -> dict[str, Path]:
     if sim_cfg.crossbar.ir_drop == "table":
         ip = sim_cfg.irdrop_table
         out["irdrop_table"] = Path(ip) if ip else Path(__file__).resolve().parents[1] / "data" / "irdrop_default.h5"
+    relax = getattr(sim_cfg, "relaxation", None)
+    if relax is not None and getattr(sim_cfg.crossbar, "read_time_s", 0) > 0:
+        rp = relax.table_path
+        out["relaxation.table_path"] = (
+            Path(rp) if rp else Path(__file__).resolve().parents[1] / "data" / "relaxation_techB.h5"
+        )
     for key, p in _table_fields(sim_cfg.to_dict()):
-        if key not in out and key not in ("levels.table_path", "irdrop_table"):
+        if key not in out and key not in ("levels.table_path", "irdrop_table", "relaxation.table_path"):
             out[key] = Path(p)
     return out
 
@@ -170,6 +178,10 @@ def check_tables(sim_cfg: Any) -> dict[str, str]:
             build_levels(sim_cfg)
         elif role == "irdrop_table":
             load_irdrop(sim_cfg)
+        elif role == "relaxation.table_path":
+            from nn.sim import load_relaxation
+
+            load_relaxation(sim_cfg)
         else:
             validate(p)
         _CHECKED.add(key)

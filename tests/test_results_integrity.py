@@ -221,3 +221,24 @@ def test_eval_creates_no_directory_and_checks_tables_first(files, tmp_path, monk
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "does not exist" in err and err.count("\n") == 1
         assert not (tmp_path / "missing").exists()
+
+
+def test_every_table_the_chip_reads_is_in_the_key(tmp_path):
+    from nn.evaluate import result_key
+    from nn.provenance import table_digests
+
+    common = dict(model_sha256="sha256:m", data_sha256="sha256:d", task="sst2", split="dev", max_examples=None,
+                  max_length=32, method="baseline")
+    base = build_sim_config("default", [])
+    assert set(table_digests(base)) == {"levels.table_path"}
+    relax = build_sim_config("default", ["crossbar.read_time_s=1000"])  # the shipped relaxation table
+    assert set(table_digests(relax)) == {"levels.table_path", "relaxation.table_path"}
+    # a copy of the shipped table at another path: same content, same key; other content: another key
+    shipped = Path(__file__).resolve().parents[1] / "data" / "relaxation_techB.h5"
+    copy = tmp_path / "relax.h5"
+    shutil.copy(shipped, copy)
+    moved = build_sim_config("default", ["crossbar.read_time_s=1000", f"relaxation.table_path={copy}"])
+    assert result_key(**common, sim_cfg=moved) == result_key(**common, sim_cfg=relax)
+    with open(copy, "ab") as f:
+        f.write(b"\0")  # other bytes (the key does not read the table, it hashes it)
+    assert result_key(**common, sim_cfg=moved) != result_key(**common, sim_cfg=relax)
