@@ -715,7 +715,7 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
     The same block elimination as :func:`effective_matrix` (``O(rows cols^3)`` per tile, exact to
     rounding), vectorized over tiles: the word-line inverses come from tridiagonal pivots in
     ``O(cols^2)`` per row, and the bit-line sweep runs batched Cholesky factorizations and
-    batched matmuls over ``tiles_per_call`` tiles at a time (default: about 64 MiB of blocks); on
+    batched matmuls over ``tiles_per_call`` tiles at a time (default: about 4 MiB of blocks); on
     the CPU the chunks run on ``torch.get_num_threads()`` threads, one thread each.
     Raises :class:`InputError` for bad tensors and :class:`ConfigError` for nonlinear cells.
     """
@@ -737,7 +737,7 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
     if c.r_wire_row_ohm == 0 and c.r_wire_col_ohm == 0 and c.r_source_ohm == 0 and c.r_sense_ohm == 0:
         return g_s.clone()
     if tiles_per_call is None:
-        tiles_per_call = max(1, (64 << 20) // (8 * cc * max(cc, r) * 6))
+        tiles_per_call = max(1, (4 << 20) // (8 * cc * max(cc, r) * 3))  # blocks stay in cache
     out = torch.empty_like(g_s)
     starts = list(range(0, t, tiles_per_call))
 
