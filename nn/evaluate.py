@@ -46,7 +46,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -55,6 +55,8 @@ from device.io import atomic_write_bytes, atomic_write_text, check_writable, sof
 from nn.sim import SimConfig, config_hash
 
 __all__ = [
+    "evaluate_split",
+    "noise_robustness",
     "CSV_COLUMNS",
     "METRIC_COLUMNS",
     "EvalSession",
@@ -640,3 +642,92 @@ def evaluate_glue(
     if verbose:
         print(format_summary(summary))
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# one model on one split (fine-tuning's dev scores, weight-noise robustness)
+
+
+def _model_device(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def evaluate_split(
+    model: Any,
+    split: Any,
+    task: str,
+    tokenizer: Any = None,
+    *,
+    max_length: int = 128,
+    batch_size: int = 64,
+    weight_noise_sigma: float = 0.0,
+    noise_distribution: str = "normal",
+    noise_target: Sequence[str] | str | None = None,
+    generator: Any = None,
+) -> dict[str, float]:
+    """GLUE metrics of ``model`` on ``split`` (``nn.metrics.glue_score`` keys, plus ``score``).
+
+    ``split``: a :class:`nn.glue.GlueSplit` (then ``tokenizer`` is needed) or an already
+    tokenized :class:`nn.glue.Encoded`. With ``weight_noise_sigma > 0`` the ``noise_target``
+    weights carry one draw of multiplicative noise (see :func:`nn.finetune.weight_noise`) from ``generator``
+    for the whole evaluation, and are restored afterwards. The model's train/eval mode is kept.
+    """
+    from nn import glue as glue_mod
+    from nn.finetune import select_linear, weight_noise
+    from nn.metrics import glue_score
+
+    if isinstance(split, glue_mod.GlueSplit):
+        if tokenizer is None:
+            raise UserError("evaluate_split needs a tokenizer for an untokenized GlueSplit")
+        enc = glue_mod.tokenize(split, tokenizer, max_length)
+    else:
+        enc = split
+    if weight_noise_sigma > 0 and generator is None:
+        raise UserError("weight_noise_sigma > 0 needs a seeded torch.Generator (generator=...)")
+    was_training = model.training
+    model.eval()
+    try:
+        if noise_target is None:
+            from nn.finetune import DEFAULT_DVA_TARGET
+
+            noise_target = (DEFAULT_DVA_TARGET,)
+        targets = select_linear(model, noise_target) if weight_noise_sigma > 0 else []
+        with weight_noise(targets, weight_noise_sigma, generator, noise_distribution):  # type: ignore[arg-type]
+            logits = predict(model, enc, batch_size)
+    finally:
+        model.train(was_training)
+    return glue_score(task, logits, enc.labels)
+
+
+def noise_robustness(
+    model: Any,
+    split: Any,
+    task: str,
+    tokenizer: Any = None,
+    *,
+    sigma: float,
+    n_draws: int = 5,
+    seed: int = 0,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Task score under ``n_draws`` independent weight-noise draws: ``{"scores", "mean", "std"}``.
+
+    ``std`` is the sample standard deviation (ddof=1) over draws. Extra keyword arguments go to
+    :func:`evaluate_split` (``max_length``, ``noise_distribution``, ``noise_target`` ...).
+    """
+    import torch
+
+    from nn import glue as glue_mod
+
+    if isinstance(split, glue_mod.GlueSplit):
+        split = glue_mod.tokenize(split, tokenizer, kwargs.pop("max_length", 128))
+    gen = torch.Generator(device=_model_device(model)).manual_seed(seed)
+    scores = [
+        evaluate_split(model, split, task, weight_noise_sigma=sigma, generator=gen, **kwargs)["score"]
+        for _ in range(n_draws)
+    ]
+    return {
+        "scores": scores,
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores, ddof=1)) if n_draws > 1 else 0.0,
+    }

@@ -48,7 +48,7 @@ from device.config import Config, ConfigError, check_choice, check_int_range, ch
 from device.errors import UserError
 from device.io import atomic_path, atomic_write_text, software_version
 from nn import glue as glue_mod
-from nn.evaluate import predict
+from nn.evaluate import evaluate_split as evaluate, noise_robustness, predict  # noqa: F401  (re-exported)
 from nn.metrics import glue_score
 from nn.hwtrain import hardware_weights
 from nn.sim import SimConfig
@@ -318,79 +318,6 @@ def weight_noise(
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def evaluate(
-    model: nn.Module,
-    split: glue_mod.GlueSplit | glue_mod.Encoded,
-    task: str,
-    tokenizer: Any = None,
-    *,
-    max_length: int = 128,
-    batch_size: int = 64,
-    weight_noise_sigma: float = 0.0,
-    noise_distribution: str = "normal",
-    noise_target: Sequence[str] | str = (DEFAULT_DVA_TARGET,),
-    generator: torch.Generator | None = None,
-) -> dict[str, float]:
-    """GLUE metrics of ``model`` on ``split`` (``nn.metrics.glue_score`` keys, plus ``score``).
-
-    ``split``: a :class:`nn.glue.GlueSplit` (then ``tokenizer`` is needed) or an already
-    tokenized :class:`nn.glue.Encoded`. With ``weight_noise_sigma > 0`` the ``noise_target``
-    weights carry one draw of multiplicative noise (see :func:`weight_noise`) from ``generator``
-    for the whole evaluation, and are restored afterwards. The model's train/eval mode is kept.
-    """
-    if isinstance(split, glue_mod.GlueSplit):
-        if tokenizer is None:
-            raise ValueError("evaluate needs a tokenizer for an untokenized GlueSplit")
-        enc = glue_mod.tokenize(split, tokenizer, max_length)
-    else:
-        enc = split
-    if weight_noise_sigma > 0 and generator is None:
-        raise ValueError("weight_noise_sigma > 0 needs a seeded torch.Generator (generator=...)")
-    was_training = model.training
-    model.eval()
-    try:
-        targets = select_linear(model, noise_target) if weight_noise_sigma > 0 else []
-        with weight_noise(targets, weight_noise_sigma, generator, noise_distribution):  # type: ignore[arg-type]
-            logits = predict(model, enc, batch_size)
-    finally:
-        model.train(was_training)
-    return glue_score(task, logits, enc.labels)
-
-
-def noise_robustness(
-    model: nn.Module,
-    split: glue_mod.GlueSplit | glue_mod.Encoded,
-    task: str,
-    tokenizer: Any = None,
-    *,
-    sigma: float,
-    n_draws: int = 5,
-    seed: int = 0,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """Task score under ``n_draws`` independent weight-noise draws: ``{"scores", "mean", "std"}``.
-
-    ``std`` is the sample standard deviation (ddof=1) over draws. Extra keyword arguments go to
-    :func:`evaluate` (``max_length``, ``noise_distribution``, ``noise_target`` ...).
-    """
-    if isinstance(split, glue_mod.GlueSplit):
-        split = glue_mod.tokenize(split, tokenizer, kwargs.pop("max_length", 128))
-    gen = torch.Generator(device=_model_device(model)).manual_seed(seed)
-    scores = [
-        evaluate(model, split, task, weight_noise_sigma=sigma, generator=gen, **kwargs)["score"]
-        for _ in range(n_draws)
-    ]
-    return {
-        "scores": scores,
-        "mean": float(np.mean(scores)),
-        "std": float(np.std(scores, ddof=1)) if n_draws > 1 else 0.0,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
