@@ -745,19 +745,22 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
         out[t0 : t0 + tiles_per_call] = _block_effective_torch(g_s[t0 : t0 + tiles_per_call].clone(), c)
 
     n_threads = torch.get_num_threads()
-    if g_s.device.type != "cpu" or n_threads <= 1 or len(starts) <= 1:
+    if g_s.device.type != "cpu" or n_threads <= 1:
         for t0 in starts:
             run(t0)
         return out
     # CPU: one chunk of tiles per thread, each single-threaded inside (torch releases the GIL in
-    # its kernels). The per-matrix LAPACK calls of the batched Cholesky do not split across
-    # threads, and intra-op threads on 128x128 blocks only add synchronisation.
+    # its kernels). Intra-op threads on 128x128 blocks were catastrophic on a busy machine
+    # (50x slower per tile: OpenMP threads waiting for cores), so they are off even for one chunk.
     from concurrent.futures import ThreadPoolExecutor
 
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as ex:
-            list(ex.map(run, starts))
+        if len(starts) == 1:
+            run(starts[0])
+        else:
+            with ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as ex:
+                list(ex.map(run, starts))
     finally:
         torch.set_num_threads(n_threads)
     return out
