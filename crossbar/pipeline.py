@@ -67,9 +67,6 @@ __all__ = [
 
 _DATA = Path(__file__).resolve().parents[1] / "data"
 
-#: cells per chunk of tiles when applying the IR-drop table (~1 MiB of float64)
-_TILE_CHUNK_CELLS = 1 << 17
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CellState:
