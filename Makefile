@@ -41,6 +41,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 install: $(STAMP)
 
 demo: install
+	@mkdir -p $(dir $(OUT))  # the toolkit never creates the parents of --out itself
 	$(PY) -m nn.cli demo --out $(OUT) $(if $(GLUE_DIR),--glue-dir $(GLUE_DIR),)
 
 test: install
