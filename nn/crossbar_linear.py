@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nn.sim import SimConfig, build_levels, load_irdrop, load_relaxation
+from nn.sim import SimConfig, build_levels, effective_crossbar, load_irdrop, load_relaxation
 
 __all__ = [
     "CrossbarLinear",
@@ -166,7 +166,7 @@ class CrossbarLinear(nn.Linear):
         irdrop = load_irdrop(cfg) if irdrop is None else irdrop
         gen_seed = int(rng.integers(2**63))
         pm = program_matrix(
-            self.weight.detach(), cfg.crossbar, levels, cfg.faults, rng, layout=self.layout, circuit=cfg.circuit,
+            self.weight.detach(), effective_crossbar(cfg, levels), levels, cfg.faults, rng, layout=self.layout, circuit=cfg.circuit,
             irdrop=irdrop, relaxation=load_relaxation(cfg), dtype=cfg.torch_dtype,
         )
         pm = self._chip_hook(pm)

@@ -148,7 +148,7 @@ class HardwareView:
     """
 
     def __init__(self, sim: Any, *, noise_scale: float = 1.0, quantize: bool = True, msb_copies: int = 0, levels: Any = None) -> None:
-        from nn.sim import SimConfig, build_levels
+        from nn.sim import SimConfig, build_levels, effective_crossbar
 
         if not isinstance(sim, SimConfig):
             raise ValueError(f"sim must be a SimConfig, got {type(sim).__name__}")
@@ -176,7 +176,7 @@ class HardwareView:
             self.levels_source = None
         else:
             lv = build_levels(sim) if levels is None else levels
-            self.stats = code_statistics(self.cfg, lv)
+            self.stats = code_statistics(effective_crossbar(sim, lv), lv)  # the chip's read noise too
             self.levels_source = str(getattr(lv, "source", "?"))
         self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 

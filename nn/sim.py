@@ -62,6 +62,7 @@ __all__ = [
     "build_levels",
     "load_irdrop",
     "RelaxationSpec",
+    "effective_crossbar",
     "load_relaxation",
     "config_hash",
     "level_table_path",
@@ -163,6 +164,10 @@ class SimConfig(Config):
     irdrop_table: str | None = None
     #: conductance relaxation model for crossbar.read_time_s > 0
     relaxation: RelaxationSpec = dataclasses.field(default_factory=RelaxationSpec)
+    #: inference read noise: "levels" = the relative read noise the level table was written and
+    #: verified with (LevelTable.read_noise_rel: one setting for verify and inference; synthetic
+    #: tables have none), "crossbar" = crossbar.read_noise_sigma_rel as set
+    read_noise: Literal["levels", "crossbar"] = "levels"
     #: regexes (re.search on qualified module names): nn.Linear modules put on crossbars
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     #: regexes: matching modules stay digital even if targeted (default: head and pooler)
@@ -188,6 +193,7 @@ class SimConfig(Config):
         if self.irdrop_table is not None and not isinstance(self.irdrop_table, str):
             raise ConfigError(f"irdrop_table={self.irdrop_table!r} is invalid: must be a path string or null")
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("read_noise", self.read_noise, ("levels", "crossbar"))
 
     @property
     def torch_dtype(self) -> Any:
@@ -250,6 +256,18 @@ def load_irdrop(cfg: SimConfig):
     if not path.is_file():
         raise ConfigError(f"IR-drop table {path} does not exist; give irdrop_table=PATH")
     return IRDropTable.load(path)
+
+
+def effective_crossbar(cfg: SimConfig, levels: Any) -> CrossbarConfig:
+    """The crossbar config a chip is programmed and read with: ``cfg.crossbar``, with the read
+    noise of the level table when ``cfg.read_noise == "levels"`` (the noise its write-verify
+    reads assumed; 0 for synthetic tables), so that programming and inference share one setting."""
+    if cfg.read_noise != "levels":
+        return cfg.crossbar
+    sigma = float(getattr(levels, "read_noise_rel", 0.0) or 0.0)
+    if sigma == cfg.crossbar.read_noise_sigma_rel:
+        return cfg.crossbar
+    return cfg.crossbar.replace(read_noise_sigma_rel=sigma)
 
 
 @dataclasses.dataclass(frozen=True)
