@@ -30,7 +30,8 @@ from nn.evaluate import EvalSession
 from nn.models import finetuned_model_dir
 from nn.sim import get_preset
 
-model_dir = finetuned_model_dir("minilm-sst2")
+# the fine-tuned MiniLM SST-2 that `make demo` caches; RERAM_COSIM_NOTEBOOK_MODEL points elsewhere
+model_dir = os.environ.get("RERAM_COSIM_NOTEBOOK_MODEL") or finetuned_model_dir("minilm-sst2")
 import nn  # noqa: E402
 
 # GLUE lives in ../shared/data/glue next to the repository (never in it)
