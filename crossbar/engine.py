@@ -198,11 +198,6 @@ class ProgrammedMatrix:
     def n_tiles(self) -> int:
         return self.layout.n_tiles
 
-    @property
-    def out_scale(self) -> torch.Tensor:
-        """``(R, 1, out)`` weight step x ADC step of the first slice (compatibility view)."""
-        return (self.w_step * self.adc_step[:, :1]).unsqueeze(1)
-
     def to(self, device: str | torch.device) -> "ProgrammedMatrix":
         """A copy with its tensors on ``device`` (e.g. ``"cuda"``)."""
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731

@@ -643,7 +643,7 @@ class _Part:
     k: int
     rule: str
     out_idx: torch.Tensor  # (G,) output of each group
-    fac: torch.Tensor  # (R, G) out_scale[r, o] * 2^(s b)
+    fac: torch.Tensor  # (R, G) w_step[r, o] * adc_step[r, s] * 2^(s b)
     sel: torch.Tensor | None  # (R, G) fault-aware choice
 
 
