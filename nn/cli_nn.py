@@ -150,8 +150,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     print(f"{info['steps']} steps, {wall:.0f} s wall in this call; " + "; ".join(parts))
     if "pruning" in info:
         pr = info["pruning"]
-        mean = sum(l["sparsity"] for l in pr["layers"].values()) / len(pr["layers"])
-        print(f"pruned {len(pr['layers'])} layers to row/column sparsity {mean:.3f}; masks in {args.out}/pruning_masks.safetensors")
+        print(
+            f"pruned {len(pr['layers'])} layers: {pr['rows_cols_removed']:.4f} of their rows + columns removed "
+            f"({pr['lines_removed']} of {pr['lines']}), {pr['weights_removed']:.4f} of their weights; "
+            f"masks in {args.out}/pruning_masks.safetensors"
+        )
     if "hardware_view" in info:
         hv = info["hardware_view"]
         what = []

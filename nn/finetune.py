@@ -759,8 +759,8 @@ class _PruningPhase:
     Steps ``[0, prune_phase * total)`` train hard-concrete gates on the rows and columns of the
     crossbar-mapped layers with the Lagrangian sparsity penalty (target ramped up over the first
     half of the phase); at the boundary the gates become hard masks with exactly the target
-    sparsity per layer; the remaining steps are the recovery fine-tune, with pruned weights held
-    at zero (re-applied after every optimizer step, since AdamW's moments would move them).
+    sparsity (per layer, or of all lines together with the global scope); the remaining steps are
+    the recovery fine-tune, with pruned weights held at zero (re-applied after every optimizer step, since AdamW's moments would move them).
     """
 
     def __init__(self, model: nn.Module, cfg: FinetuneConfig, total: int, device: torch.device) -> None:
@@ -793,8 +793,8 @@ class _PruningPhase:
             self.opt_lambda.zero_grad(set_to_none=True)
             if step >= self.boundary or final:
                 with torch.no_grad():
-                    exp = self.pruner.expected_sparsity()
-                    self.sparsity_at_boundary = float(torch.stack(list(exp.values())).mean())
+                    # the constrained quantity: the fraction of all lines (global scope) expected gone
+                    self.sparsity_at_boundary = float(self.pruner.total_expected_sparsity())
                 self.masks = self.pruner.finalize()
         else:
             reapply_masks(self.model, self.masks)
@@ -831,12 +831,15 @@ class _PruningPhase:
         self.pruner.row_gates[next(iter(self.pruner.layers))].generator.set_state(st["gen"])
 
     def report(self) -> dict[str, Any]:
+        from nn.pruning import mask_summary
+
         if self.masks is None:
             raise RuntimeError("report() before the pruning masks were finalised")
         return {
             "config": self.cfg.to_dict(),
             "gate_steps": self.boundary,
             "expected_sparsity_at_boundary": self.sparsity_at_boundary,
+            **mask_summary(self.masks),
             "layers": {n: {"rows_kept": int(m.rows.sum()), "rows": m.rows.numel(), "cols_kept": int(m.cols.sum()), "cols": m.cols.numel(), "sparsity": m.sparsity} for n, m in self.masks.items()},
         }
 

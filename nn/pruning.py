@@ -19,8 +19,10 @@ Method
     ``loss + lambda1 (s - t) + lambda2 (s - t)^2`` where ``s`` is the expected fraction of pruned
     rows and columns and ``t`` the target; the multipliers are trained by gradient *ascent*
     (:meth:`RowColPruner.lagrangian` returns the term; its multipliers' gradients are negated).
-    ``scope="global"`` controls the size-weighted mean over layers; ``"per_layer"`` adds one
-    constraint per layer.
+    ``scope="global"`` constrains the fraction of all targeted rows and columns removed (the
+    line-count-weighted mean of the layers' sparsities, :meth:`RowColPruner.total_expected_sparsity`),
+    the same quantity that finalize hits and the run reports; ``"per_layer"`` adds one constraint
+    per layer.
 
 Sparsity definition
     The row/column sparsity of a layer is the fraction of its rows and columns removed,
@@ -28,7 +30,9 @@ Sparsity definition
     lines. A weight survives only if both its row and its column survive.
 
 After training, :meth:`RowColPruner.finalize` turns the gates into hard boolean masks with exactly
-the target fraction per layer (the least likely gates go first), zeroes the pruned weights, and
+the target fraction (per layer, or of all lines together with ``scope="global"``: the least likely
+gates go first, ranked across layers, at most ``max_layer_sparsity`` of any one layer's rows or
+columns), zeroes the pruned weights, and
 keeps them at zero during the recovery fine-tune (a gradient hook). The masks are saved beside the
 model (:func:`save_masks`, safetensors) and read by the mapping layer, which packs the surviving
 rows and columns so that whole crossbar lines become free.
@@ -56,6 +60,7 @@ __all__ = [
     "DEFAULT_TARGETS",
     "MASKS_FILE",
     "reapply_masks",
+    "mask_summary",
 ]
 
 #: file name of the masks beside a pruned model (read by the mapping layer)
@@ -90,6 +95,9 @@ class PruningConfig(Config):
     lr_lambda: float = 0.05
     #: fraction of the pruning phase over which the target ramps linearly from 0 to target_sparsity
     warmup_fraction: float = 0.5
+    #: scope="global": most a finalized layer may lose of its rows, and of its columns (so that no
+    #: layer is cut to nothing while the others meet the target)
+    max_layer_sparsity: float = 0.95
 
     def __post_init__(self) -> None:
         check_range("target_sparsity", self.target_sparsity, 0.0, 1.0, hi_open=True)
@@ -105,6 +113,12 @@ class PruningConfig(Config):
         check_positive("lr_gates", self.lr_gates)
         check_positive("lr_lambda", self.lr_lambda)
         check_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+        check_range("max_layer_sparsity", self.max_layer_sparsity, 0.0, 1.0, lo_open=True, hi_open=True)
+        if self.scope == "global" and self.target_sparsity > self.max_layer_sparsity:
+            raise ValueError(
+                f"target_sparsity={self.target_sparsity} is above max_layer_sparsity={self.max_layer_sparsity}: "
+                "the global target cannot be met"
+            )
 
 
 class _HardConcrete(nn.Module):
@@ -234,6 +248,13 @@ class RowColPruner:
             out[name] = 1.0 - (kr.sum() + kc.sum()) / (kr.numel() + kc.numel())
         return out
 
+    def total_expected_sparsity(self) -> torch.Tensor:
+        """Expected fraction of all targeted rows and columns removed (differentiable): the global
+        scope's constrained quantity, the line-count-weighted mean of :meth:`expected_sparsity`."""
+        keep = sum(self.row_gates[n].keep_probability().sum() + self.col_gates[n].keep_probability().sum() for n in self.layers)
+        n_lines = sum(l.in_features + l.out_features for l in self.layers.values())
+        return 1.0 - keep / n_lines
+
     def lagrangian(self, progress: float) -> torch.Tensor:
         """``lambda1 (s - t) + lambda2 (s - t)^2`` with the target ramped by ``progress`` in [0, 1].
 
@@ -241,13 +262,10 @@ class RowColPruner:
         """
         ramp = 1.0 if self.cfg.warmup_fraction == 0 else min(1.0, progress / self.cfg.warmup_fraction)
         t = self.cfg.target_sparsity * ramp
-        exp = self.expected_sparsity()
         if self.cfg.scope == "global":
-            sizes = torch.tensor([float(l.in_features + l.out_features) for l in self.layers.values()])
-            s = torch.stack(list(exp.values()))
-            diff = ((s * sizes.to(s.device)).sum() / sizes.sum() - t).reshape(1)
+            diff = (self.total_expected_sparsity() - t).reshape(1)
         else:
-            diff = torch.stack(list(exp.values())) - t
+            diff = torch.stack(list(self.expected_sparsity().values())) - t
         return (self.lambda1 * diff + self.lambda2 * diff**2).sum()
 
     def finalize(self) -> dict[str, RowColMask]:
@@ -256,25 +274,33 @@ class RowColPruner:
         The deterministic gate values of the kept rows and columns are folded into the weights,
         so the model computes what its eval-mode gated version computed, less the removed lines.
 
-        Per layer (also with ``scope="global"``, whose learned per-layer allocation is kept) the
-        rows and columns with the lowest keep probability are removed, ``round(s * n)`` of each
-        kind where ``s`` is the layer's learned expected sparsity (per_layer: the target).
+        ``scope="per_layer"``: in every layer the ``round(t * n)`` rows and columns (competing)
+        with the lowest keep probability are removed, ``t`` the target and ``n`` the layer's lines.
+        ``scope="global"``: the ``round(t * N)`` lines with the lowest keep probability among all
+        ``N`` lines of all targeted layers are removed, so the masks remove exactly the target
+        fraction of rows + columns whatever the multipliers reached (the layers' shares are the
+        learned ones); no layer loses more than ``floor(max_layer_sparsity * n)`` of its rows or of
+        its columns (a line over that cap is skipped for the next least likely one).
         """
-        with torch.no_grad():
-            exp = {k: float(v) for k, v in self.expected_sparsity().items()}
+        keeps = {
+            name: (self.row_gates[name].keep_probability().detach().cpu(), self.col_gates[name].keep_probability().detach().cpu())
+            for name in self.layers
+        }
+        if self.cfg.scope == "global":
+            keep_flags = _global_keep(keeps, self.cfg.target_sparsity, self.cfg.max_layer_sparsity)
+        else:
+            keep_flags = {}
+            for name, (kr, kc) in keeps.items():
+                n_total = kr.numel() + kc.numel()
+                n_prune = int(round(self.cfg.target_sparsity * n_total))
+                # the least likely lines of this layer go, rows and columns competing
+                order = torch.argsort(torch.cat([kr, kc]), stable=True)[:n_prune]
+                keep = torch.ones(n_total, dtype=torch.bool)
+                keep[order] = False
+                keep_flags[name] = (keep[: kr.numel()], keep[kr.numel():])
         masks: dict[str, RowColMask] = {}
         for name, lin in self.layers.items():
-            s = self.cfg.target_sparsity if self.cfg.scope == "per_layer" else min(max(exp[name], 0.0), 0.95)
-            kr = self.row_gates[name].keep_probability().detach()
-            kc = self.col_gates[name].keep_probability().detach()
-            n_total = kr.numel() + kc.numel()
-            n_prune = int(round(s * n_total))
-            # remove the globally least likely lines of this layer, rows and columns competing
-            both = torch.cat([kr, kc])
-            order = torch.argsort(both, stable=True)[:n_prune]
-            keep = torch.ones(n_total, dtype=torch.bool, device=both.device)
-            keep[order] = False
-            masks[name] = RowColMask(keep[: kr.numel()], keep[kr.numel():])
+            masks[name] = RowColMask(*keep_flags[name])
             # The network was trained with kept lines scaled by their (deterministic) gate value
             # z in (0, 1]; fold z into the weights so that removing the gates keeps the function
             # (W <- z_col[:, None] * W * z_row[None, :]), instead of jumping every z to 1.
@@ -286,6 +312,63 @@ class RowColPruner:
         apply_masks(self.model, masks)
         self.masks = masks
         return masks
+
+
+def _global_keep(
+    keeps: dict[str, tuple[torch.Tensor, torch.Tensor]], target: float, max_layer_sparsity: float
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Keep flags removing the ``round(target * N)`` least likely of all ``N`` lines.
+
+    ``keeps`` maps each layer to its (rows, cols) keep probabilities. Lines are ranked by keep
+    probability across all layers (ties by position, deterministic); a line is eligible while it
+    is among the ``floor(max_layer_sparsity * n)`` least likely of its own gate vector, and the
+    first ``round(target * N)`` eligible lines in the global order are removed: the greedy
+    removal under the per-vector cap, vectorized.
+    """
+    vecs = [v for pair in keeps.values() for v in pair]
+    probs = torch.cat(vecs).double()
+    group = torch.cat([torch.full((v.numel(),), i, dtype=torch.long) for i, v in enumerate(vecs)])
+    n_all = probs.numel()
+    n_prune = int(round(target * n_all))
+    caps = torch.tensor([int(math.floor(max_layer_sparsity * v.numel())) for v in vecs], dtype=torch.long)
+    # rank of each line inside its own vector (by probability, ties by position)
+    rank = torch.empty(n_all, dtype=torch.long)
+    start = 0
+    for v in vecs:
+        order = torch.argsort(v.double(), stable=True)
+        rank[start + order] = torch.arange(v.numel())
+        start += v.numel()
+    eligible = rank < caps[group]
+    if int(eligible.sum()) < n_prune:
+        raise ValueError(f"target {target} needs {n_prune} lines but the per-layer cap {max_layer_sparsity} allows {int(eligible.sum())}")
+    # global order by probability; ties by position (a stable sort of the concatenation)
+    order = torch.argsort(probs, stable=True)
+    chosen = order[eligible[order]][:n_prune]
+    keep = torch.ones(n_all, dtype=torch.bool)
+    keep[chosen] = False
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    start = 0
+    for name, (kr, kc) in keeps.items():
+        out[name] = (keep[start : start + kr.numel()], keep[start + kr.numel() : start + kr.numel() + kc.numel()])
+        start += kr.numel() + kc.numel()
+    return out
+
+
+def mask_summary(masks: dict[str, RowColMask]) -> dict[str, float | int]:
+    """Sparsity of a set of masks, both ways: the fraction of all rows + columns removed (what
+    frees crossbar lines; the constrained quantity) and the fraction of all weights removed (a
+    weight survives only if its row and its column do)."""
+    lines = sum(m.rows.numel() + m.cols.numel() for m in masks.values())
+    lines_removed = sum(int((~m.rows).sum() + (~m.cols).sum()) for m in masks.values())
+    weights = sum(m.rows.numel() * m.cols.numel() for m in masks.values())
+    weights_kept = sum(int(m.rows.sum()) * int(m.cols.sum()) for m in masks.values())
+    return {
+        "lines": lines,
+        "lines_removed": lines_removed,
+        "rows_cols_removed": lines_removed / lines,
+        "weights": weights,
+        "weights_removed": (weights - weights_kept) / weights,
+    }
 
 
 def apply_masks(model: nn.Module, masks: dict[str, RowColMask]) -> list:

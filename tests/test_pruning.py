@@ -170,3 +170,105 @@ def test_finalize_preserves_the_eval_mode_function_of_kept_lines():
     ref = zc * ((x * zr * m.rows) @ w0.T) + b
     assert torch.allclose(out[:, m.cols], ref[:, m.cols], atol=1e-5)
     assert torch.equal(out[:, ~m.cols], b[~m.cols].expand(8, -1))
+
+
+class _ThreeLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.a = nn.Linear(16, 40)
+        self.encoder.b = nn.Linear(40, 24)
+        self.encoder.c = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.encoder.c(torch.relu(self.encoder.b(torch.relu(self.encoder.a(x)))))
+
+
+def _spread_gates(pruner, gen, shift):
+    """Random gate logits, per layer shifted so the layers' expected sparsities differ and their
+    line-weighted mean is far from the target (what an overshooting multiplier leaves)."""
+    with torch.no_grad():
+        for k, name in enumerate(pruner.layers):
+            for g in (pruner.row_gates[name], pruner.col_gates[name]):
+                g.log_alpha.copy_(torch.randn(g.log_alpha.shape, generator=gen) * 2.0 + shift[k])
+
+
+@pytest.mark.parametrize("target", [0.1, 0.3, 0.55])
+def test_global_finalize_removes_exactly_the_target_fraction_of_all_lines(target):
+    from nn.pruning import mask_summary
+
+    torch.manual_seed(0)
+    model = _ThreeLayers()
+    cfg = PruningConfig(target_sparsity=target, scope="global", target_modules=r"encoder\.[abc]$")
+    pruner = RowColPruner(model, cfg, generator=torch.Generator().manual_seed(0))
+    _spread_gates(pruner, torch.Generator().manual_seed(1), shift=[-2.0, 0.5, 2.0])
+    keep = {n: torch.cat([pruner.row_gates[n].keep_probability(), pruner.col_gates[n].keep_probability()]).detach() for n in pruner.layers}
+    expected = float(pruner.total_expected_sparsity().detach())
+    n_lines = sum(l.in_features + l.out_features for l in pruner.layers.values())  # 16+40+40+24+24+10
+    assert abs(expected - target) * n_lines > 4  # the gates alone would miss the target by > 4 lines
+    masks = pruner.finalize()
+    summ = mask_summary(masks)
+    assert summ["lines"] == n_lines == 154
+    # exactly round(t * N) lines: within one line of t * N
+    assert summ["lines_removed"] == round(target * n_lines)
+    assert abs(summ["rows_cols_removed"] - target) <= 1.0 / n_lines
+    # the removed lines are the globally least likely ones (no cap binds here)
+    removed = torch.cat([keep[n][~torch.cat([m.rows, m.cols])] for n, m in masks.items()])
+    kept = torch.cat([keep[n][torch.cat([m.rows, m.cols])] for n, m in masks.items()])
+    assert float(removed.max()) <= float(kept.min())
+    # weights removed, counted directly from the weight masks
+    w_total = sum(m.weight_mask().numel() for m in masks.values())
+    w_gone = sum(int((~m.weight_mask()).sum()) for m in masks.values())
+    assert summ["weights_removed"] == pytest.approx(w_gone / w_total)
+
+
+def test_global_finalize_caps_each_layer():
+    torch.manual_seed(0)
+    model = _ThreeLayers()
+    cfg = PruningConfig(target_sparsity=0.4, scope="global", target_modules=r"encoder\.[abc]$", max_layer_sparsity=0.5)
+    pruner = RowColPruner(model, cfg, generator=torch.Generator().manual_seed(0))
+    # layer a's gates are all nearly off: without the cap all 56 of its lines would go
+    _spread_gates(pruner, torch.Generator().manual_seed(2), shift=[-12.0, 3.0, 3.0])
+    masks = pruner.finalize()
+    a = masks["encoder.a"]
+    assert int((~a.rows).sum()) == 8 and int((~a.cols).sum()) == 20  # floor(0.5 * 16), floor(0.5 * 40)
+    assert sum(int((~m.rows).sum() + (~m.cols).sum()) for m in masks.values()) == round(0.4 * 154)
+
+
+def test_global_target_above_the_layer_cap_is_rejected():
+    with pytest.raises(ValueError, match="max_layer_sparsity"):
+        PruningConfig(target_sparsity=0.6, scope="global", max_layer_sparsity=0.5)
+
+
+def test_finetune_global_scope_reports_and_saves_the_exact_target(tmp_path):
+    from nn.finetune import read_finetune_info
+    from nn.pruning import MASKS_FILE, mask_summary
+
+    out, res = _tiny_run(tmp_path, "global", prune_rows_cols=0.25, prune_scope="global")
+    assert res is not None
+    masks = load_masks(out / MASKS_FILE)
+    summ = mask_summary(masks)
+    assert summ["lines_removed"] == round(0.25 * summ["lines"])
+    pr = read_finetune_info(out)["pruning"]
+    assert pr["lines_removed"] == summ["lines_removed"] and pr["lines"] == summ["lines"]
+    assert pr["rows_cols_removed"] == pytest.approx(summ["rows_cols_removed"])
+    assert pr["weights_removed"] == pytest.approx(summ["weights_removed"])
+    assert 0.0 <= pr["expected_sparsity_at_boundary"] <= 1.0
+
+
+def test_cli_prints_both_sparsities(tmp_path, capsys):
+    from _tiny_bert import write_glue, write_tiny_classifier
+
+    from nn.cli import main
+    from nn.finetune import read_finetune_info
+
+    write_tiny_classifier(tmp_path / "base")
+    write_glue(tmp_path / "glue")
+    out = tmp_path / "cli"
+    rc = main(["finetune", "--model", str(tmp_path / "base"), "--task", "sst2", "--glue-dir", str(tmp_path / "glue"), "--out", str(out),
+               "--epochs", "2", "--batch-size", "4", "--max-length", "16", "--lr", "1e-3", "--prune-rows-cols", "0.25", "--prune-scope", "global"])
+    assert rc == 0
+    pr = read_finetune_info(out)["pruning"]
+    text = capsys.readouterr().out
+    assert f"{pr['rows_cols_removed']:.4f} of their rows + columns removed ({pr['lines_removed']} of {pr['lines']})" in text
+    assert f"{pr['weights_removed']:.4f} of their weights" in text
