@@ -55,6 +55,13 @@ of one ADC step (``(R, tile_rows, S * out)`` for column-scope ADCs, ``(R, tile_r
 tile scope) or, with an ideal ADC, into one ``(out, in)`` effective weight matrix: a read is
 then one matmul plus the DAC quantization (:func:`crossbar.pipeline.fold`).
 
+Nonlinear (sinh) cells (``circuit.cell_v0_v > 0``) keep this: a cell's current is its read
+conductance at ``v_read_v`` times its voltage times a factor of the voltage alone, so a multi-bit
+read is the folded linear read of the codes mapped through a ``2 q_max + 1``-entry table (exact
+with ideal wires; the linear effective matrix of those conductances with wires, an
+approximation measured against the Newton solver), and a bit-serial read is the linear one
+(:func:`crossbar.read.cell_code_map`, :meth:`ProgrammedMatrix.drive`).
+
 Memory
 ------
 Kept per layer: the integer codes (int8/int16, ``out x in``), the folded readout matrix the read
@@ -68,6 +75,7 @@ bit-identically from the stored seed when a user inspects a layer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -89,7 +97,9 @@ from crossbar.pipeline import (
 )
 from crossbar.quant import QTensor, q_max, quantize, quantize_blocks
 from crossbar.read import (
+    apply_code_map,
     calibrate_input_step,
+    cell_code_map,
     dac_codes,
     dac_cycles,
     input_step,
@@ -229,9 +239,23 @@ class ProgrammedMatrix:
         step = input_step(xf, self.cfg, self.input_step, self.in_block() if self.input_step is not None and self.input_step.ndim else None)
         return dac_codes(xf, step, self.cfg, self.dtype), step
 
+    @functools.cached_property
+    def code_map(self) -> torch.Tensor | None:
+        """The nonlinear cells' map of the DAC codes (:func:`crossbar.read.cell_code_map`), float64
+        on the CPU; None for linear cells and bit-serial DACs."""
+        v0 = 0.0 if self.circuit is None else float(self.circuit.cell_v0_v)
+        return cell_code_map(self.cfg, v0)
+
+    def drive(self, codes: torch.Tensor) -> torch.Tensor:
+        """The word-line drive of ``codes`` (DAC codes or cycle planes) in linear-cell code units:
+        the codes themselves for linear cells and bit-serial DACs, else mapped through
+        :attr:`code_map` (the sinh cells' read at the code's voltage)."""
+        return apply_code_map(codes, self.code_map)
+
     def word_lines(self, codes: torch.Tensor) -> torch.Tensor:
         """Per-row-block word-line inputs ``(R, n, tile_rows)`` from ``(n, in)`` (or ``(K, n, in)``
-        cycle planes: ``(K, R, n, rows)``); free and copy rows read 0."""
+        cycle planes: ``(K, R, n, rows)``), through :meth:`drive`; free and copy rows read 0."""
+        codes = self.drive(codes)
         lead = codes.shape[:-1]
         pad = torch.cat([codes, codes.new_zeros(*lead, 1)], dim=-1).index_select(-1, self.row_gather())
         R, tr = self.layout.n_row_blocks, self.layout.tile_rows
@@ -279,7 +303,7 @@ class ProgrammedMatrix:
         xf = pad_rows(x.reshape(-1, self.in_features))  # aligned batch: the same bits in any batch
         xq, sx = self.dac(xf)
         if cfg.adc_bits is None:
-            y = read_ideal_adc(self.readout, self.noise_var, xq, sx, cfg, generator)
+            y = read_ideal_adc(self.readout, self.noise_var, self.drive(xq), sx, cfg, generator)
         else:
             sx_r, post = self.split_input_step(sx)
             y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.word_lines(xq), cfg, generator)
@@ -394,11 +418,13 @@ class ProgrammedMatrix:
 
         ``x``: ``(n, in_features)``. Returns ``(cycles, n, len(tiles), tile_cols)``: word-line
         voltages ``v_read_v`` per '1' bit (bit-serial) or ``v_read_v * code / q_max`` (multi-bit)
-        times the tile's effective matrix. Noise-free.
+        times the tile's effective matrix; sinh cells (``circuit.cell_v0_v > 0``): the codes through
+        :meth:`drive` (the engine's nonlinear read). Noise-free.
         """
         self.check_input(x)
         xq, _ = self.dac(x.reshape(-1, self.in_features))
         planes, _ = dac_cycles(xq, self.cfg)
+        planes = self.drive(planes)
         if self.cfg.dac == "multi_bit":
             planes = planes / q_max(self.cfg.input_bits)
         v = planes.double().cpu().numpy() * self.cfg.v_read_v
@@ -434,6 +460,7 @@ class ProgrammedMatrix:
             + ("ideal" if cfg.adc_bits is None else f"{cfg.adc_bits}-bit {cfg.adc_range} per {cfg.adc_scope}, "
                f"step {float(self.adc_step.min()):.3g}-{float(self.adc_step.max()):.3g} level steps")
             + f", IR drop {cfg.ir_drop}, read noise {cfg.read_noise_sigma_rel:g}"
+            + (f", sinh cells v0={self.circuit.cell_v0_v:g} V" if self.circuit is not None and not self.circuit.linear else "")
             + (f", read {cfg.read_time_s:g} s after programming" if cfg.read_time_s > 0 else ""),
             f"  faults: {int(fc[1])} SA0, {int(fc[2])} SA1 of {int(fc.sum())} cells ({(fc[1] + fc[2]) / max(1, fc.sum()):.3%})",
         ])

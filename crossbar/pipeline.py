@@ -17,7 +17,8 @@ encode_step         fault-map-aware re-encoding (mapping layer)    once per chip
 variation_step      programming (write-verify) variation           once per chip
 relaxation_step     conductance relaxation after ``read_time_s``   once per chip and read time
 stuck_at_step       stuck cells read g_sa0_s / g_sa1_s             once per chip
-ir_drop_step        wire resistance: effective matrix ``M(G)``     once per chip (linear cells)
+ir_drop_step        wire resistance: effective matrix ``M(G)``     once per chip (sinh cells: at
+                                                                   the chord at ``v_read_v``)
 ==================  =============================================  ===============================
 
 Read noise is sampled on every read and lives in the read (:mod:`crossbar.read`).
@@ -319,7 +320,13 @@ def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     the tabulated model (:meth:`crossbar.irdrop.IRDropTable.effective_matrix`), which raises for
     circuits, tile sizes and conductances outside what it was fitted and validated on; ``exact``:
     the nodal solution of every tile, batched on the tensors' device
-    (:func:`crossbar.solver.effective_matrices`). Once per chip."""
+    (:func:`crossbar.solver.effective_matrices`). Once per chip.
+
+    Sinh cells (``circuit.cell_v0_v > 0``): the read maps the DAC codes
+    (:func:`crossbar.read.cell_code_map`) and the effective matrix is the linear one of the
+    cells' read conductances at ``v_read_v`` (the circuit with ``cell_v0_v = 0``): exact with
+    ideal wires, an approximation with wires (``bench/bench_nonlinear_read.py`` measures it
+    against the Newton solver)."""
     from crossbar.solver import CircuitConfig
 
     cfg = ctx.cfg
@@ -327,6 +334,8 @@ def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     if cfg.ir_drop == "ideal":
         return state.replace(m_s=g)
     c = ctx.circuit if ctx.circuit is not None else CircuitConfig()
+    if not c.linear:  # the cell I-V lives in the read's code map; the wires see the chord at v_read_v
+        c = dataclasses.replace(c, cell_v0_v=0.0)
     g64 = g.to(torch.float64)  # the circuit models work in float64
     if cfg.ir_drop == "table":
         m = ctx.irdrop.effective_matrix(g64, c)

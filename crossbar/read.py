@@ -12,6 +12,11 @@ DAC (:func:`input_step`, :func:`dac_codes`, :func:`dac_cycles`)
     once on calibration data per layer / row block. Codes are applied either all at once as a
     bipolar voltage (``dac="multi_bit"``) or one two's-complement bit per cycle
     (``dac="bit_serial"``; the MSB cycle weighs ``-2**(input_bits-1)``).
+Cell I-V (:func:`cell_code_map`, :func:`apply_code_map`)
+    With sinh cells (``CircuitConfig.cell_v0_v > 0``) a cell at word-line voltage ``V`` passes
+    ``g V h(V) / h(v_read_v)`` with ``h(V) = sinh(V/v0) / (V/v0)``, ``g`` its read conductance at
+    ``v_read_v``; a multi-bit read is then exactly the linear read of distorted codes (see
+    :func:`cell_code_map`); bit-serial reads are unchanged.
 Analog sum
     Column currents per unit input code are the folded readout (:func:`crossbar.pipeline.fold`);
     differential subtraction (G+ minus G-, or column minus reference) happens in the analog
@@ -44,6 +49,8 @@ __all__ = [
     "calibrate_input_step",
     "dac_codes",
     "dac_cycles",
+    "cell_code_map",
+    "apply_code_map",
     "cycle_weights",
     "slice_weights",
     "adc_code_range",
@@ -160,6 +167,59 @@ def dac_cycles(xq: torch.Tensor, cfg: CrossbarConfig) -> tuple[torch.Tensor, tor
     u = torch.remainder(xq.to(torch.int64), 1 << B)  # two's complement
     k = torch.arange(B, device=xq.device)
     return ((u.unsqueeze(0) >> k.view(B, 1, 1)) & 1).to(xq.dtype), a
+
+
+def cell_code_map(cfg: CrossbarConfig, cell_v0_v: float) -> torch.Tensor | None:
+    """The nonlinear (sinh) cell read as a map of the DAC codes: ``(2 q_max + 1,)`` float64, entry
+    ``c + q_max`` the linear-cell code that gives code ``c``'s column current; None for linear
+    cells (``cell_v0_v == 0``) and bit-serial DACs (where it is the identity).
+
+    The cell: ``I(V) = g0 v0 sinh(V / v0)`` (the compact model's read I-V, ``crossbar.solver``;
+    Stanford-PKU ``v0 = 0.25 V``), ``v0`` the same for every level. Write ``I = g(V) V`` with the
+    chord conductance ``g(V) = g0 h(V)``, ``h(V) = sinh(V/v0) / (V/v0)`` (even, ``h(0) = 1``,
+    :func:`device.compact.small_signal_to_read_s`: the one place of the sinh chord). Because
+    ``h`` depends on the voltage only, a cell's current is its chord conductance *at one
+    reference voltage* times a factor of the voltage alone. The reference is ``v_read_v``: the
+    level table's conductances are taken as read conductances at the chip's read voltage (a
+    chip verifies its cells through its read path; level tables do not record another voltage),
+    so ``I(V) = g V h(V) / h(v_read_v)`` with ``g`` the cell's table conductance. Hence, with
+    ideal wires, exactly:
+
+    * multi-bit DAC (``V = v_read_v c / q_max`` for code ``c``): the column current of codes
+      ``c_i`` is the linear read of ``e(c_i) = c_i h(v_read_v c_i / q_max) / h(v_read_v)``, a
+      fixed odd map of the ``2 q_max + 1`` codes: a table lookup before the matmul, and the
+      folded readout is the linear one. ``|e(c)| <= |c|`` with equality at 0 and full scale.
+    * bit-serial DAC: the only nonzero voltage is ``v_read_v``, where every cell reads its
+      table conductance: the read equals the linear read (a per-cell scale of 1).
+
+    With wire resistance (``ir_drop`` "table" / "exact") the engine keeps the codes map and the
+    linear effective matrix of the cells' chord conductances at ``v_read_v`` (the table
+    conductances): the approximation ignores that the cells' chord falls with the cell voltage
+    the wires lower (and the loading changes with it). Its error against the Newton solution
+    (:func:`crossbar.solver.solve`) is measured in ``bench/bench_nonlinear_read.py`` and bounded
+    in ``tests/test_nonlinear_read.py``.
+    """
+    if cell_v0_v == 0.0 or cfg.dac == "bit_serial":
+        return None
+    from device.compact import small_signal_to_read_s  # sinh(x)/x: the one place
+
+    qm = q_max(cfg.input_bits)
+    c = torch.arange(1, qm + 1, dtype=torch.float64)
+    h = torch.tensor([float(small_signal_to_read_s(1.0, cfg.v_read_v * k / qm, cell_v0_v)) for k in range(1, qm + 1)],
+                     dtype=torch.float64)
+    e = c * (h / h[-1])
+    e[-1] = qm  # full scale is the reference: exact, not rounded
+    return torch.cat([-e.flip(0), e.new_zeros(1), e])
+
+
+def apply_code_map(codes: torch.Tensor, code_map: torch.Tensor | None) -> torch.Tensor:
+    """``codes`` (integer-valued, any shape, saturated at ``+-q_max``) through ``code_map``
+    (:func:`cell_code_map`) in ``codes``' dtype; ``codes`` itself when the map is None."""
+    if code_map is None:
+        return codes
+    qm = (code_map.numel() - 1) // 2
+    lut = code_map.to(device=codes.device, dtype=codes.dtype)
+    return torch.take(lut, codes.to(torch.int64) + qm)
 
 
 def slice_weights(cfg: CrossbarConfig, n: int, dtype: torch.dtype, device) -> torch.Tensor:
