@@ -1,6 +1,6 @@
 """Nonlinear (sinh) cell read: the engine's approximation against the Newton solver, and its cost.
 
-    .venv/bin/python bench/bench_nonlinear_read.py [--sizes 16 32 64] [--vectors 8]
+    .venv/bin/python bench/bench_nonlinear_read.py [--sizes 16 32 64] [--vectors 8] [--levels 1 2 4] [--wires 0 1 2.5 5]
 
 Part 1 (accuracy). For tiles of the shipped level tables (``data/levels_b{1,2,4}.h5``, uniform
 digits), wires of 0 (ideal), 1, 2.5 and 5 ohm per segment, sinh cells with ``v0 = 0.25 V``
@@ -57,15 +57,15 @@ def rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - ref) ** 2) / np.mean(ref**2)))
 
 
-def accuracy(sizes, n_vec: int, rng: np.random.Generator) -> None:
+def accuracy(sizes, n_vec: int, rng: np.random.Generator, level_bits=(1, 2, 4), wires=(0.0, 1.0, 2.5, 5.0)) -> None:
     print("part 1: RMS error / RMS actual column current, against Newton with sinh cells (v0 = 0.25 V)")
     print(f"{'size':>5} {'r_ohm':>5} {'v_read':>6} {'levels':>7} {'inputs':>8} {'linear':>8} {'engine':>9}")
     worst: dict[float, float] = {}
     for n in sizes:
-        for bits in (1, 2, 4):
+        for bits in level_bits:
             tab = LevelTable.load(ROOT / "data" / f"levels_b{bits}.h5")
             g = tab.sample(rng.integers(0, 2**bits, (n, n)), rng)
-            for r in (0.0, 1.0, 2.5, 5.0):
+            for r in wires:
                 lin_c = CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r)
                 m_lin = g if r == 0 else effective_matrix(g, lin_c)[0]
                 for v_read in (0.2, 0.3):
@@ -111,10 +111,12 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--vectors", type=int, default=8, help="input vectors per case")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="bits per cell of the level tables")
+    ap.add_argument("--wires", type=float, nargs="+", default=[0.0, 1.0, 2.5, 5.0], help="ohm per segment")
     ap.add_argument("--skip-accuracy", action="store_true")
     args = ap.parse_args()
     if not args.skip_accuracy:
-        accuracy(args.sizes, args.vectors, np.random.default_rng(0))
+        accuracy(args.sizes, args.vectors, np.random.default_rng(0), args.levels, args.wires)
     cost(args.repeats)
 
 
