@@ -33,9 +33,16 @@ Placement (:func:`place_layer`)
     Permutes the inputs over the word lines (row slots, free rows included) and the outputs over
     the column slots (the columns of one output: all slices and both polarities, free column
     groups included) so that the faults fall where they cost least. Cost of a placement: ``sum over
-    weights of r(q_oi, P)**2 * a_i`` with ``r`` the residual error of the weight's best encoding
-    given the fault pattern ``P`` of the cells it lands on (re-encoded or not) and ``a_i`` an
-    optional input weight (e.g. the mean square activation; 1 by default). With the columns
+    weights of s_o * a_i * r(q_oi, P)**2`` with ``r`` the residual error of the weight's best encoding
+    given the fault pattern ``P`` of the cells it lands on (re-encoded or not), ``a_i`` an
+    optional input weight (e.g. the input's mean square activation ``E[x_i**2]``) and ``s_o`` an
+    optional output weight (e.g. the mean square gradient of the loss with respect to output
+    ``o``: a Fisher-style sensitivity); both 1 by default. ``s_o a_i r_oi**2`` is then the
+    diagonal estimate of the loss's sensitivity to the weight's error, so faults go where the
+    model notices them least, not only onto small weights (on MiniLM the small weights of the
+    FFN's second layer sit on its rare high-activation inputs, where the unweighted cost moves
+    faults; see RESULTS.md). :class:`FaultAwareConfig` ``placement_weighting`` names which weights
+    a model run supplies (``nn.sensitivity`` estimates them). With the columns
     fixed the cost separates over inputs, so the best row permutation is a linear assignment
     problem (``scipy.optimize.linear_sum_assignment``), and likewise the columns with the rows
     fixed: alternating the two exact steps never increases the cost, and the result is kept only
@@ -47,17 +54,18 @@ Placement (:func:`place_layer`)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from crossbar.engine import FREE, NEG, POS, REF, CrossbarConfig, TileLayout
-from device.config import Config, check_int_range, config
+from device.config import Config, check_choice, check_int_range, config
 from mapping.plan import MappingError
 
 __all__ = [
     "FaultAwareConfig",
+    "PLACEMENT_WEIGHTINGS",
     "best_digits",
     "WeightCells",
     "weight_cells",
@@ -70,9 +78,13 @@ __all__ = [
     "place_layer",
     "placement_cost",
     "PlacementReport",
+    "ResidualTable",
     "frozen_slices",
     "FaultAwareMapper",
 ]
+
+#: the placement cost's weightings (FaultAwareConfig.placement_weighting)
+PLACEMENT_WEIGHTINGS = ("none", "activation", "fisher")
 
 _BIG = float("inf")
 #: faulty weights re-encoded per vectorized chunk (memory: ~ chunk x 256 x 8 bytes per tensor)
@@ -91,6 +103,11 @@ class FaultAwareConfig(Config):
     full_levels: bool = True
     #: alternating row / column assignment rounds of the placement (each never raises the cost)
     placement_rounds: int = 2
+    #: what the placement's cost weighs each weight's squared residual with: "none" (1),
+    #: "activation" (its input's mean square activation E[x_i^2]), "fisher" (E[x_i^2] times its
+    #: output's mean square loss gradient E[(dL/dy_o)^2]); the weights are estimated on training
+    #: batches of the model (nn.sensitivity) and handed to each layer's FaultAwareMapper
+    placement_weighting: Literal["none", "activation", "fisher"] = "none"
 
     def __post_init__(self) -> None:
         for name in ("reencode", "placement", "full_levels"):
@@ -99,6 +116,7 @@ class FaultAwareConfig(Config):
 
                 raise ConfigError(f"faultaware.{name}={getattr(self, name)!r} is invalid: must be true or false")
         check_int_range("faultaware.placement_rounds", self.placement_rounds, 1, 20)
+        check_choice("faultaware.placement_weighting", self.placement_weighting, PLACEMENT_WEIGHTINGS)
 
     @property
     def any(self) -> bool:
@@ -543,9 +561,11 @@ class PlacementReport:
     moved_outputs: int
 
 
-class _Residuals:
+class ResidualTable:
     """Squared residual error ``T[pattern, q]`` of the best encoding of code ``q`` given a fault
-    pattern of its ``K`` cells, filled lazily (shared by the layers of one chip configuration)."""
+    pattern of its ``K`` cells, filled lazily (shared by the layers of one chip configuration:
+    pass one to :func:`place_layer` as ``residuals=`` to reuse it). ``wc``: the layer's
+    :class:`WeightCells`; ``lv``, ``sv``: :func:`level_values`."""
 
     def __init__(self, cfg: CrossbarConfig, wc: WeightCells, lv, sv, reencode: bool) -> None:
         self.cfg, self.wc, self.lv, self.sv, self.reencode = cfg, wc, lv, sv, reencode
@@ -643,10 +663,12 @@ def _faulty_pairs(faults, layout, wc, rslots, cblk, ccols):
 
 
 def placement_cost(q: Any, layout: TileLayout, cfg: CrossbarConfig, faults: Any, *, levels: Any = None,
-                   reencode: bool = True, full_levels: bool = True, in_weight: Any = None) -> float:
-    """Fault cost of ``layout``: ``sum_{o,i} a_i r_oi**2``, ``r_oi`` the residual error (code
+                   reencode: bool = True, full_levels: bool = True, in_weight: Any = None,
+                   out_weight: Any = None) -> float:
+    """Fault cost of ``layout``: ``sum_{o,i} s_o a_i r_oi**2``, ``r_oi`` the residual error (code
     units) of weight ``(o, i)``'s best encoding (re-encoded or the plain digits) on the cells it
-    occupies; computed cell by cell with :func:`reencode_cells` and :func:`readback`."""
+    occupies, ``a = in_weight`` ``(in,)`` and ``s = out_weight`` ``(out,)`` (default 1); computed
+    cell by cell with :func:`reencode_cells` and :func:`readback`."""
     qq = (q.q if hasattr(q, "q") else torch.as_tensor(q)).detach().cpu().numpy().astype(np.int64)
     out_f, in_f = qq.shape
     fm = faults.detach().cpu().numpy() if isinstance(faults, torch.Tensor) else np.asarray(faults)
@@ -657,8 +679,21 @@ def placement_cost(q: Any, layout: TileLayout, cfg: CrossbarConfig, faults: Any,
     wc = weight_cells(layout, cfg, out_f, in_f)
     mapped = (wc.out_block >= 0)[:, None] & (wc.in_block >= 0)[None, :]
     r2 = np.where(mapped, (y - qq) ** 2, 0.0)
-    a = np.ones(in_f) if in_weight is None else np.asarray(in_weight, np.float64)
-    return float((r2 * a[None, :]).sum())
+    a = _line_weight(in_weight, in_f, "in_weight")
+    s = _line_weight(out_weight, out_f, "out_weight")
+    return float((r2 * a[None, :] * s[:, None]).sum())
+
+
+def _line_weight(w: Any, n: int, name: str) -> np.ndarray:
+    """``(n,)`` float64 non-negative finite weights (1 when ``w`` is None)."""
+    if w is None:
+        return np.ones(n)
+    a = np.asarray(w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else w, np.float64)
+    if a.shape != (n,):
+        raise MappingError(f"{name} has shape {a.shape}; the layer needs ({n},)")
+    if not np.all(np.isfinite(a)) or bool((a < 0).any()):
+        raise MappingError(f"{name} must be finite and >= 0")
+    return a
 
 
 def layout_digits(qq: np.ndarray, layout: TileLayout, cfg: CrossbarConfig) -> np.ndarray:
@@ -685,6 +720,7 @@ def place_layer(
     reencode: bool = True,
     full_levels: bool = True,
     in_weight: Any = None,
+    out_weight: Any = None,
     rounds: int = 2,
     residuals: Any = None,
 ) -> tuple[TileLayout, PlacementReport]:
@@ -693,7 +729,9 @@ def place_layer(
 
     ``q``: ``(out, in)`` weight codes (or a ``QTensor``); ``layout``: the layer's layout (copies
     and copy rows stay in place; free lines are slots); ``faults``: ``(tiles, rows, cols)`` the
-    chip's fault map of this layer; ``in_weight``: ``(in,)`` importance of each input (default 1).
+    chip's fault map of this layer; ``in_weight``: ``(in,)`` importance of each input, e.g. its
+    mean square activation, and ``out_weight``: ``(out,)`` of each output, e.g. the mean square
+    loss gradient with respect to it (default 1: the cost is ``sum s_o a_i r_oi**2``).
     Returns the new layout (same tiles: no crossbar is added) and a :class:`PlacementReport`.
     The cost never increases: each step is an exact linear assignment given the other side, and
     the identity is kept when nothing improves.
@@ -714,8 +752,9 @@ def place_layer(
         lv, sv = np.arange(2**cfg.bits_per_cell, dtype=np.float64), (0.0, float(2**cfg.bits_per_cell - 1))
     else:
         lv, sv = level_values(levels)
-    res = residuals if residuals is not None else _Residuals(cfg, wc, lv, sv, reencode)
-    a = np.ones(in_f) if in_weight is None else np.asarray(in_weight, np.float64).reshape(in_f)
+    res = residuals if residuals is not None else ResidualTable(cfg, wc, lv, sv, reencode)
+    a = _line_weight(in_weight, in_f, "in_weight")
+    s = _line_weight(out_weight, out_f, "out_weight")
     rslots, cblk, ccols = _slots(layout, cfg, wc)
     ins = np.flatnonzero(wc.in_block >= 0)
     outs = np.flatnonzero(wc.out_block >= 0)
@@ -743,36 +782,36 @@ def place_layer(
         inv_c[out_slot] = outs
         i, o = inv_r[r_idx], inv_c[c_idx]
         m = (i >= 0) & (o >= 0)
-        return float((T[pid[m], qq[o[m], i[m]] + qoff] * a[i[m]]).sum())
+        return float((T[pid[m], qq[o[m], i[m]] + qoff] * a[i[m]] * s[o[m]]).sum())
 
     before = total(in_slot, out_slot)
     best = (before, in_slot.copy(), out_slot.copy())
     done = 0
     for _ in range(rounds if r_idx.size else 0):
         T = res.table()
-        # rows, columns fixed: cost[i, slot] = a_i sum_o T[pattern(slot, out_slot[o]), q[o, i]]
+        # rows, columns fixed: cost[i, slot] = a_i sum_o s_o T[pattern(slot, out_slot[o]), q[o, i]]
         inv_c = np.full(len(cblk), -1)
         inv_c[out_slot] = outs
         o = inv_c[c_idx]
         m = o >= 0
         cost = np.zeros((len(rslots), in_f))
-        _accumulate(cost, r_idx[m], T, pid[m], qq[o[m]] , qoff)
+        _accumulate(cost, r_idx[m], T, pid[m], qq[o[m]], qoff, scale=None if out_weight is None else s[o[m]])
         cost = cost[:, ins].T * a[ins, None]
         _, cols = linear_sum_assignment(cost)
         in_slot = cols.astype(np.int64)
-        # columns, rows fixed: cost[o, slot] = sum_i a_i T[pattern(in_slot[i], slot), q[o, i]]
+        # columns, rows fixed: cost[o, slot] = s_o sum_i a_i T[pattern(in_slot[i], slot), q[o, i]]
         inv_r = np.full(len(rslots), -1)
         inv_r[in_slot] = ins
         i = inv_r[r_idx]
         m = i >= 0
         cost = np.zeros((len(cblk), out_f))
         _accumulate(cost, c_idx[m], T, pid[m], (qq[:, i[m]] ).T, qoff, scale=a[i[m]])
-        cost = cost[:, outs].T
+        cost = cost[:, outs].T * s[outs, None]
         _, cols = linear_sum_assignment(cost)
         out_slot = cols.astype(np.int64)
         done += 1
         c_now = total(in_slot, out_slot)
-        if c_now < best[0] - 1e-9:
+        if c_now < best[0] - 1e-12 * max(1.0, abs(best[0])):
             best = (c_now, in_slot.copy(), out_slot.copy())
         else:
             break
@@ -861,7 +900,7 @@ class FaultAwareEncoder:
 
 #: residual tables of the placement, keyed by what they are computed from (crossbar config,
 #: stuck values, re-encoding, level use): shared by every layer and chip of that configuration
-_TABLES: dict[tuple, "_Residuals"] = {}
+_TABLES: dict[tuple, "ResidualTable"] = {}
 
 
 class FaultAwareMapper:
@@ -875,15 +914,29 @@ class FaultAwareMapper:
     and chips of the same configuration (content-keyed). ``report``: the last call's placement
     report. Placement's cost assumes every slice may be re-encoded (slices a protection votes
     over are re-encoded by no one: there it is an approximation).
+
+    ``in_weight`` ``(in,)`` / ``out_weight`` ``(out,)``: the layer's weights of the placement cost
+    (:func:`place_layer`); required when ``fa.placement_weighting`` is not "none" ("activation"
+    needs ``in_weight``, "fisher" both), so a weighting that was asked for is never silently left
+    out (a model run gets them from ``nn.sensitivity``: one mapper per layer).
     """
 
-    def __init__(self, fa: FaultAwareConfig, prot: Any = None) -> None:
+    def __init__(self, fa: FaultAwareConfig, prot: Any = None, *, in_weight: Any = None,
+                 out_weight: Any = None) -> None:
         if not isinstance(fa, FaultAwareConfig):
             raise ValueError(f"expected a FaultAwareConfig, got {type(fa).__name__}")
         self.fa = fa
         self.prot = prot
+        self.in_weight = None if in_weight is None else _line_weight(in_weight, np.size(in_weight), "in_weight")
+        self.out_weight = None if out_weight is None else _line_weight(out_weight, np.size(out_weight), "out_weight")
         self.encoder = FaultAwareEncoder(fa, prot) if fa.reencode else None
         self.report: PlacementReport | None = None
+
+    def _weights(self) -> dict[str, Any]:
+        """The ``in_weight`` / ``out_weight`` that ``placement_weighting`` uses (the others None)."""
+        w = self.fa.placement_weighting
+        return {"in_weight": self.in_weight if w in ("activation", "fisher") else None,
+                "out_weight": self.out_weight if w == "fisher" else None}
 
     def fault_map(self, pm: Any, layout: TileLayout | None = None) -> torch.Tensor:
         """``(tiles, rows, cols)`` fault map of ``pm``'s chip (the test result a chip maker has)."""
@@ -905,6 +958,12 @@ class FaultAwareMapper:
         # of its seed, whatever was programmed before
         layout = default_layout(*pm.qweight.q.shape, pm.cfg) if base_layout is None else base_layout
         if self.fa.placement:
+            need = {"none": (), "activation": ("in_weight",), "fisher": ("in_weight", "out_weight")}
+            missing = [n for n in need[self.fa.placement_weighting] if getattr(self, n) is None]
+            if missing:
+                raise MappingError(
+                    f"faultaware.placement_weighting={self.fa.placement_weighting!r} needs the layer's "
+                    f"{' and '.join(missing)} (estimated on the model: nn.sensitivity.attach_placement_weights)")
             fm = self.fault_map(pm, layout)
             cfg = pm.cfg
             out_f, in_f = pm.qweight.q.shape
@@ -915,10 +974,10 @@ class FaultAwareMapper:
                 wc = weight_cells(layout, cfg, out_f, in_f, full_levels=self.fa.full_levels)
                 if len(_TABLES) >= 8:
                     _TABLES.pop(next(iter(_TABLES)))
-                res = _TABLES[key] = _Residuals(cfg, wc, lv, sv, self.fa.reencode)
+                res = _TABLES[key] = ResidualTable(cfg, wc, lv, sv, self.fa.reencode)
             layout, self.report = place_layer(pm.qweight, layout, cfg, fm, levels=pm.levels, reencode=self.fa.reencode,
                                               full_levels=self.fa.full_levels, rounds=self.fa.placement_rounds,
-                                              residuals=res)
+                                              residuals=res, **self._weights())
         new = dc.replace(pm, layout=layout, encoder=self.encoder, kept=None)
         st = run_pipeline(new.context())
         folded = fold(st.m_s, new.qweight, layout, new.cfg, level_step_s(new.levels), new.device, new.dtype)

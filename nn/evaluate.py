@@ -364,6 +364,8 @@ class EvalSession:
     #: content hashes of the model files and of the evaluated data (:mod:`nn.provenance`)
     model_sha256: str = ""
     data_sha256: str = ""
+    #: where the split came from (None: the hub); training batches for placement weights come from here too
+    glue_dir: str | None = None
     #: what the model is patched with now: ``(sim config JSON, prepare token)``, or None
     _patched: tuple[str, Any] | None = dataclasses.field(default=None, repr=False)
     _programmed: bool = dataclasses.field(default=False, repr=False)
@@ -402,7 +404,7 @@ class EvalSession:
         return cls(
             model_dir=str(model_dir), task=t.name, split=split, model=model, encoded=enc, max_examples=max_examples,
             max_length=max_length, batch_size=batch_size, n_examples=len(enc), model_sha256=model_digest(model_dir),
-            data_sha256=data_sha,
+            data_sha256=data_sha, glue_dir=None if glue_dir is None else str(glue_dir),
         )
 
     def key(self, method: str, sim_cfg: SimConfig | None, extra: dict[str, Any] | None = None) -> str:
@@ -437,6 +439,12 @@ class EvalSession:
             self._patched, self._programmed = want, False
             if prepare is not None:
                 prepare(self.model, sim_cfg)
+            if sim_cfg.faultaware.placement and sim_cfg.faultaware.placement_weighting != "none":
+                from nn.sensitivity import attach_placement_weights, training_batches
+
+                attach_placement_weights(self.model, sim_cfg, lambda: training_batches(
+                    self.model_dir, self.task, self.glue_dir, max_length=self.max_length,
+                    device=next(self.model.parameters()).device))
         rng = np.random.default_rng([seed, trial])
         if self._programmed:
             reprogram_model(self.model, rng)

@@ -343,3 +343,202 @@ def test_cli_mvm_fault_aware_json(capsys):
     assert plain["rel_error"] == plain["steps"][-1]["rel_error"] and fa["sa1_cells"] == plain["sa1_cells"] > 0
     q = fa["steps"][0]["rel_error"]
     assert plain["rel_error"] > 10 * q and fa["rel_error"] < 3 * q
+
+
+# --------------------------------------------------------------------------------------------
+# weighted placement (faultaware.placement_weighting; weights from nn.sensitivity)
+
+
+def _residual2(pm, lay, fm, cfg):
+    """``(out, in)`` squared residual of every weight, re-encoded on ``lay`` (cell by cell)."""
+    out_f, in_f = pm.qweight.q.shape
+    qq = pm.qweight.q.numpy().astype(np.int64)
+    d, _ = reencode_cells(layout_digits(qq, lay, cfg), fm, lay, cfg, out_f, in_f)
+    return (readback(d, fm, lay, cfg, out_f, in_f) - qq) ** 2
+
+
+def test_weighted_placement_moves_faults_off_the_line_that_matters():
+    """At 15 % stuck cells the residual cannot go to zero everywhere. With the cost's weight
+    concentrated on one output (one input), placement clears that output (input) of every residual
+    error, which the unweighted placement does not; the weighted cost never rises, and the report
+    matches the cell-by-cell cost with the same weights."""
+    from mapping.faultaware import ResidualTable
+
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    pm = program_matrix(w, cfg, None, FaultConfig(rate=0.15), np.random.default_rng(4), keep_conductances=True)
+    fm = pm.kept.faults
+    table = ResidualTable(cfg, weight_cells(pm.layout, cfg, 40, 70), np.arange(4.0), (0.0, 3.0), True)
+    r0 = _residual2(pm, pm.layout, fm, cfg)
+    k, j = int(np.argmax(r0.sum(1))), int(np.argmax(r0.sum(0)))
+    s = np.ones(40)
+    s[k] = 1e4
+    a = np.ones(70)
+    a[j] = 1e4
+    lay_u, _ = place_layer(pm.qweight, pm.layout, cfg, fm, residuals=table)
+    ru = _residual2(pm, lay_u, fm, cfg)
+    # the unweighted optimum leaves residual errors on output k and input j
+    assert ru[k].sum() > 0 and ru[:, j].sum() > 0
+    lay_s, rep_s = place_layer(pm.qweight, pm.layout, cfg, fm, out_weight=s, residuals=table)
+    assert _residual2(pm, lay_s, fm, cfg)[k].sum() == 0
+    lay_a, rep_a = place_layer(pm.qweight, pm.layout, cfg, fm, in_weight=a, residuals=table)
+    assert _residual2(pm, lay_a, fm, cfg)[:, j].sum() == 0
+    for lay, rep, kw in ((lay_s, rep_s, {"out_weight": s}), (lay_a, rep_a, {"in_weight": a})):
+        assert rep.cost_after < rep.cost_before
+        assert rep.cost_before == pytest.approx(placement_cost(pm.qweight, pm.layout, cfg, fm, **kw))
+        assert rep.cost_after == pytest.approx(placement_cost(pm.qweight, lay, cfg, fm, **kw))
+        assert lay.n_tiles == pm.layout.n_tiles
+        lay.validate(40, 70, cfg)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.002, 0.05])
+def test_weighted_placement_never_raises_its_cost_and_is_deterministic(rate):
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(2)) * 0.1
+    g = np.random.default_rng(9)
+    a, s = g.lognormal(0, 2, 70), g.lognormal(0, 2, 40)  # heavy-tailed, as activations and gradients are
+    pm = program_matrix(w, cfg, None, FaultConfig(rate=rate), np.random.default_rng(3), keep_conductances=True)
+    fm = pm.kept.faults
+    lay, rep = place_layer(pm.qweight, pm.layout, cfg, fm, in_weight=a, out_weight=s, rounds=4)
+    c0 = placement_cost(pm.qweight, pm.layout, cfg, fm, in_weight=a, out_weight=s)
+    c1 = placement_cost(pm.qweight, lay, cfg, fm, in_weight=a, out_weight=s)
+    assert c1 <= c0 and rep.cost_after == pytest.approx(c1) and rep.cost_before == pytest.approx(c0)
+    base = MappingPlan.from_shapes({"x": (40, 70)}, cfg)
+    placed = MappingPlan(cfg, {"x": LayerPlan(name="x", out_features=40, in_features=70, cfg=cfg, layout=lay)})
+    placed.check_no_extra_crossbars(base)
+    again, _ = place_layer(pm.qweight, pm.layout, cfg, fm, in_weight=a, out_weight=s, rounds=4)
+    assert np.array_equal(again.row_in, lay.row_in) and np.array_equal(again.col_out, lay.col_out)
+
+
+def test_placement_weights_are_checked():
+    from mapping.faultaware import FaultAwareConfig, FaultAwareMapper
+
+    cfg = CrossbarConfig(tile_rows=16, tile_cols=16)
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    pm = program_matrix(w, cfg, None, FaultConfig(rate=0.05), np.random.default_rng(0), keep_conductances=True)
+    with pytest.raises(MappingError, match="in_weight"):
+        place_layer(pm.qweight, pm.layout, cfg, pm.kept.faults, in_weight=np.ones(15))
+    with pytest.raises(MappingError, match="out_weight"):
+        place_layer(pm.qweight, pm.layout, cfg, pm.kept.faults, out_weight=-np.ones(8))
+    from device.config import ConfigError
+
+    with pytest.raises(ConfigError, match="placement_weighting"):
+        FaultAwareConfig(placement=True, placement_weighting="gradient")
+    # a weighting that was asked for is never silently dropped
+    fa = FaultAwareConfig(reencode=True, placement=True, placement_weighting="fisher")
+    with pytest.raises(MappingError, match="out_weight"):
+        FaultAwareMapper(fa, in_weight=np.ones(16))(pm)
+
+
+def test_weighted_mapper_is_a_function_of_the_seed():
+    from mapping.faultaware import FaultAwareConfig, FaultAwareMapper
+
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(0)) * 0.1
+    g = np.random.default_rng(1)
+    fa = FaultAwareConfig(reencode=True, placement=True, placement_weighting="fisher")
+    kw = dict(in_weight=g.lognormal(0, 1, 70), out_weight=g.lognormal(0, 1, 40))
+    pms = [FaultAwareMapper(fa, **kw)(program_matrix(w, cfg, _ideal_levels(), FaultConfig(rate=0.15),
+                                                     np.random.default_rng(7), dtype=torch.float64))
+           for _ in range(2)]
+    assert np.array_equal(pms[0].layout.row_in, pms[1].layout.row_in) and torch.equal(pms[0].readout, pms[1].readout)
+    unweighted = FaultAwareMapper(FaultAwareConfig(reencode=True, placement=True))(
+        program_matrix(w, cfg, _ideal_levels(), FaultConfig(rate=0.15), np.random.default_rng(7), dtype=torch.float64))
+    # the weights change the placement
+    assert not (np.array_equal(unweighted.layout.row_in, pms[0].layout.row_in)
+                and np.array_equal(unweighted.layout.col_out, pms[0].layout.col_out))
+
+
+def test_layer_sensitivity_is_the_expected_fisher_and_the_input_second_moment(tmp_path, one_thread):
+    """nn.sensitivity against brute force on a tiny BERT: ``in_sq`` is the mean square input over
+    the non-padded tokens, ``out_fisher`` the mean over those tokens of ``sum_c p_c (d(-log p_c) /
+    dy_o)**2``, computed here one example and one class at a time with autograd."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny_bert import write_tiny_classifier
+
+    from nn.crossbar_linear import crossbar_modules, patch_model
+    from nn.models import load_classifier
+    from nn.sensitivity import layer_sensitivity
+    from nn.sim import SimConfig
+
+    model, _ = load_classifier(write_tiny_classifier(tmp_path / "m"), None, task="sst2", require_finetuned=False)
+    patch_model(model, SimConfig())
+    ids = torch.tensor([[2, 5, 6, 16, 3, 0, 0], [2, 7, 8, 9, 17, 18, 3], [2, 10, 3, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    sens = layer_sensitivity(model, [{"input_ids": ids[:2], "attention_mask": mask[:2], "labels": torch.tensor([0, 1])},
+                                     {"input_ids": ids[2:], "attention_mask": mask[2:]}])
+    name = "bert.encoder.layer.1.intermediate.dense"
+    mod = crossbar_modules(model)[name]
+    got = {}
+    h = mod.register_forward_hook(lambda m, i, o: got.update(x=i[0], y=o))
+    x2, f2, n = 0.0, 0.0, 0
+    for b in range(3):
+        L = int(mask[b].sum())
+        logits = model(input_ids=ids[b:b + 1, :L]).logits[0]
+        x = got["x"][0].detach().double()
+        x2 = x2 + (x**2).sum(0)
+        p = logits.softmax(-1).detach().double()
+        for c in range(2):
+            logits = model(input_ids=ids[b:b + 1, :L]).logits[0]
+            (g,) = torch.autograd.grad(-logits.log_softmax(-1)[c], got["y"])
+            f2 = f2 + p[c] * (g[0].double() ** 2).sum(0)
+        n += L
+    h.remove()
+    assert sens[name].tokens == n == 15
+    np.testing.assert_allclose(sens[name].in_sq, (x2 / n).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(sens[name].out_fisher, (f2 / n).numpy(), rtol=1e-4, atol=1e-12)
+    assert model.training is False and all(p.grad is None for p in model.parameters())
+
+
+def test_attach_placement_weights_gives_each_layer_its_mapper(tmp_path, one_thread):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny_bert import write_tiny_classifier
+
+    from device.config import apply_overrides
+    from mapping.faultaware import FaultAwareMapper
+    from nn.crossbar_linear import crossbar_modules, patch_model, program_model, unpatch_model
+    from nn.models import load_classifier
+    from nn.sensitivity import attach_placement_weights
+    from nn.sim import SimConfig
+
+    model, _ = load_classifier(write_tiny_classifier(tmp_path / "m"), None, task="sst2", require_finetuned=False)
+    ids = torch.tensor([[2, 5, 6, 16, 3, 0], [2, 7, 8, 9, 3, 0]])
+    calls = []
+
+    def batches():
+        calls.append(1)
+        return [{"input_ids": ids, "attention_mask": (ids != 0).long()}]
+
+    base = SimConfig.from_dict({"crossbar": {"tile_rows": 16, "tile_cols": 32}, "levels": {"source": "synthetic"},
+                                "faults": {"rate": 0.05}})
+    cfg = apply_overrides(base, ["faultaware.reencode=true", "faultaware.placement=true",
+                                 "faultaware.placement_weighting=fisher"])
+    mods = patch_model(model, cfg)
+    with pytest.raises(MappingError, match="placement_weighting"):  # asked for, not supplied
+        program_model(model, np.random.default_rng(0))
+    for m in mods.values():
+        m.remap = None
+    sens = attach_placement_weights(model, cfg, batches)
+    assert set(sens) == set(mods) and calls == [1]
+    for n, m in mods.items():
+        assert isinstance(m.remap, FaultAwareMapper)
+        assert m.remap.in_weight.mean() == pytest.approx(1) and m.remap.out_weight.mean() == pytest.approx(1)
+        assert np.all(m.remap.out_weight >= 0) and m.remap.out_weight.std() > 0
+    program_model(model, np.random.default_rng(0))
+    reports = [m.remap.report for m in crossbar_modules(model).values()]
+    assert all(r.cost_after <= r.cost_before for r in reports) and any(r.cost_after < r.cost_before for r in reports)
+    unpatch_model(model)
+    patch_model(model, cfg)
+    attach_placement_weights(model, cfg, batches)
+    assert calls == [1]  # the same weights: estimated once per model
+    unpatch_model(model)
+    plain = apply_overrides(base, ["faultaware.reencode=true", "faultaware.placement=true"])
+    patch_model(model, plain)
+    assert attach_placement_weights(model, plain, batches) == {}
+    unpatch_model(model)

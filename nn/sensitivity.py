@@ -1,0 +1,182 @@
+"""Per-layer weights of the fault-map-aware placement cost, estimated on the model.
+
+The placement (:func:`mapping.faultaware.place_layer`) chooses where each weight's residual error
+lands. What that error costs the model is, to second order and with the diagonal (Fisher)
+approximation, ``sum_{o,i} E[(dL/dy_o)**2] E[x_i**2] r_oi**2`` for a layer ``y = W x``: the
+mean square gradient of the loss with respect to each output times the mean square of each
+input. This module measures both on a few training batches of the digital model:
+
+* :func:`layer_sensitivity`: ``{layer name: LayerSensitivity(in_sq, out_fisher)}`` for every
+  ``CrossbarLinear`` of a patched model, over the non-padded tokens. ``out_fisher`` is the
+  *expected* Fisher over the model's own predictive distribution (for each class ``c``,
+  ``p_c (d(-log p_c)/dy_o)**2`` summed over classes; regression: ``(d yhat / dy_o)**2``), so
+  it does not depend on whether the training labels are fitted; each example's gradient is
+  squared separately (a token's output only reaches its own example's loss).
+* :func:`training_batches`: a stratified subset of the task's training split (``default_rng``
+  of a fixed seed: the same rows every run), tokenized like the evaluation.
+* :func:`attach_placement_weights`: one :class:`mapping.faultaware.FaultAwareMapper` per layer
+  with its ``in_weight`` / ``out_weight`` (normalized to mean 1; the placement only compares
+  costs within a layer), as ``SimConfig.faultaware.placement_weighting`` asks ("activation":
+  ``in_sq``; "fisher": both). Estimated once per model and weights (cached).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LayerSensitivity",
+    "layer_sensitivity",
+    "training_batches",
+    "attach_placement_weights",
+    "N_EXAMPLES",
+]
+
+#: training examples the placement weights are estimated on (stratified, seed 0)
+N_EXAMPLES = 256
+_BATCH = 32
+
+#: model -> {weights fingerprint: {name: LayerSensitivity}}
+_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer's ``in_sq`` ``(in,)``: mean square input ``E[x_i**2]``, and ``out_fisher``
+    ``(out,)``: mean square loss gradient ``E[(dL/dy_o)**2]`` (expected Fisher), both over the
+    non-padded tokens of the batches, float64."""
+
+    in_sq: np.ndarray
+    out_fisher: np.ndarray
+    tokens: int
+
+
+def layer_sensitivity(model: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> dict[str, LayerSensitivity]:
+    """:class:`LayerSensitivity` of every ``CrossbarLinear`` of ``model`` (patched; read digitally
+    here), from ``batches`` (keyword dicts of a GLUE classifier: ``input_ids``,
+    ``attention_mask``, ...; ``labels`` are ignored). The model's gradients are left cleared, its
+    training mode and the layers' simulated flags unchanged."""
+    from nn.crossbar_linear import crossbar_modules
+
+    mods = crossbar_modules(model)
+    if not mods:
+        raise ValueError("the model has no CrossbarLinear modules; call patch_model first")
+    was_sim = {n: m.simulated for n, m in mods.items()}
+    req = {n: m.weight.requires_grad for n, m in mods.items()}
+    was_train = model.training
+    in_acc = {n: torch.zeros(m.in_features, dtype=torch.float64) for n, m in mods.items()}
+    out_acc = {n: torch.zeros(m.out_features, dtype=torch.float64) for n, m in mods.items()}
+    outs: dict[str, torch.Tensor] = {}
+    mask_now: list[torch.Tensor] = []
+    record_in = [False]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().reshape(-1, t.shape[-1]).to(torch.float64)
+        m = mask_now[0]
+        return t[m] if t.shape[0] == m.numel() else t
+
+    def hook(mod: Any, inp: tuple, out: torch.Tensor, name: str) -> None:
+        if record_in[0]:
+            in_acc[name] += (rows(inp[0]) ** 2).sum(0).cpu()
+        if out.requires_grad:
+            out.retain_grad()
+            outs[name] = out
+
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n)) for n, m in mods.items()]
+    tokens = 0
+    try:
+        model.eval()
+        for m in mods.values():
+            m.simulated = False
+            m.weight.requires_grad_(True)  # the outputs need a graph even for a frozen model
+        for b in batches:
+            kw = {k: v for k, v in b.items() if k != "labels"}
+            am = kw.get("attention_mask")
+            mask_now[:] = [(am if am is not None else torch.ones_like(kw["input_ids"])).reshape(-1).bool().cpu()]
+            tokens += int(mask_now[0].sum())
+            with torch.no_grad():
+                record_in[0] = True
+                logits = model(**kw).logits
+                record_in[0] = False
+            n_out = logits.shape[-1]
+            probs = logits.softmax(-1) if n_out > 1 else None
+            for c in range(n_out):
+                model.zero_grad(set_to_none=True)
+                outs.clear()
+                with torch.enable_grad():
+                    lg = model(**kw).logits
+                    if probs is None:
+                        loss = lg.sum()  # regression: d yhat / dy (Gauss-Newton, unit noise)
+                    else:  # sqrt(p_c) so that the squared gradients carry the weight p_c
+                        loss = -(lg.log_softmax(-1)[:, c] * probs[:, c].sqrt()).sum()
+                    loss.backward()
+                for n, o in outs.items():
+                    if o.grad is not None:
+                        out_acc[n] += (rows(o.grad) ** 2).sum(0).cpu()
+        if tokens == 0:
+            raise ValueError("layer_sensitivity got no tokens (no batches, or all padding)")
+    finally:
+        for h in handles:
+            h.remove()
+        outs.clear()
+        model.zero_grad(set_to_none=True)
+        for n, m in mods.items():
+            m.simulated = was_sim[n]
+            m.weight.requires_grad_(req[n])
+        model.train(was_train)
+    return {n: LayerSensitivity(in_sq=(in_acc[n] / tokens).numpy(), out_fisher=(out_acc[n] / tokens).numpy(),
+                                tokens=tokens) for n in mods}
+
+
+def training_batches(model_dir: str, task: str, glue_dir: Any, *, max_length: int = 128,
+                     n_examples: int = N_EXAMPLES, batch_size: int = _BATCH, seed: int = 0,
+                     device: Any = "cpu") -> list[dict[str, Any]]:
+    """``n_examples`` rows of ``task``'s training split (stratified, ``default_rng(seed)``),
+    tokenized with the model's tokenizer at ``max_length``, as padded batches."""
+    from transformers import AutoTokenizer
+
+    from nn.glue import get_task, load_split, subsample, tokenize
+    from nn.models import resolve_model_dir
+
+    t = get_task(task)
+    data = subsample(load_split(t, "train", glue_dir), n_examples, np.random.default_rng(seed))
+    tok = AutoTokenizer.from_pretrained(resolve_model_dir(model_dir))
+    enc = tokenize(data, tok, max_length)
+    return [enc.batch(np.arange(i, min(len(enc), i + batch_size)), device) for i in range(0, len(enc), batch_size)]
+
+
+def _normalized(v: np.ndarray) -> np.ndarray:
+    m = float(np.mean(v))
+    return v / m if m > 0 else np.ones_like(v)
+
+
+def attach_placement_weights(model: torch.nn.Module, sim_cfg: Any, batches: Any) -> dict[str, LayerSensitivity]:
+    """Give every ``CrossbarLinear`` of ``model`` a :class:`mapping.faultaware.FaultAwareMapper`
+    with the placement weights ``sim_cfg.faultaware.placement_weighting`` asks for (nothing to
+    do for "none" or without placement). ``batches``: the batches, or a callable returning them
+    (called only when the estimate is not cached for these weights). A mapper a protection set
+    before keeps its protection config. Returns the sensitivities (empty when nothing to do)."""
+    from mapping.faultaware import FaultAwareMapper
+    from nn.crossbar_linear import crossbar_modules
+
+    fa = sim_cfg.faultaware
+    if not fa.placement or fa.placement_weighting == "none":
+        return {}
+    mods = crossbar_modules(model)
+    key = tuple((n, m.weight.data_ptr(), m.weight._version, tuple(m.weight.shape)) for n, m in mods.items())
+    per_model = _CACHE.setdefault(model, {})
+    sens = per_model.get(key)
+    if sens is None:
+        sens = layer_sensitivity(model, batches() if callable(batches) else batches)
+        per_model.clear()
+        per_model[key] = sens
+    for n, m in mods.items():
+        prot = getattr(m.remap, "prot", None)
+        m.remap = FaultAwareMapper(fa, prot, in_weight=_normalized(sens[n].in_sq),
+                                   out_weight=_normalized(sens[n].out_fisher))
+    return sens
