@@ -28,13 +28,19 @@ def _load(name: str):
     if not p.is_file():
         print(f"(skipped: {p} does not exist)")
         return None, {}
-    digital, pts = None, defaultdict(list)
+    digital, latest = None, {}
     for r in csv.DictReader(p.open()):
         if r["mode"] == "digital":
             digital = float(r["score"])
             continue
         f = json.loads(r["sim_config"])["faults"]
-        pts[(r["method"], round(float(f["sa0_fraction"]), 4), float(f["rate"]))].append(float(r["score"]))
+        # one row per chip (trial) of a point: the newest, where a later software state re-ran it
+        key = (r["method"], round(float(f["sa0_fraction"]), 4), float(f["rate"]), int(r["trial"]))
+        if key not in latest or r["created"] > latest[key]["created"]:
+            latest[key] = r
+    pts = defaultdict(list)
+    for (m, sa0, rate, _), r in sorted(latest.items()):
+        pts[(m, sa0, rate)].append(float(r["score"]))
     return digital, pts
 
 
