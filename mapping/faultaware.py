@@ -39,9 +39,10 @@ Placement (:func:`place_layer`)
     optional output weight (e.g. the mean square gradient of the loss with respect to output
     ``o``: a Fisher-style sensitivity); both 1 by default. ``s_o a_i r_oi**2`` is then the
     diagonal estimate of the loss's sensitivity to the weight's error, so faults go where the
-    model notices them least, not only onto small weights (on MiniLM the small weights of the
-    FFN's second layer sit on its rare high-activation inputs, where the unweighted cost moves
-    faults; see RESULTS.md). :class:`FaultAwareConfig` ``placement_weighting`` names which weights
+    model notices them least, not only onto small weights (on MiniLM the residual-stream inputs
+    with the largest activations carry the smallest weights of the FFN's first layer, rank
+    correlation -0.7 to -0.9, and a few inputs of its second layer have 50-125x the mean square
+    activation: the unweighted cost is blind to both and moves faults there; see RESULTS.md). :class:`FaultAwareConfig` ``placement_weighting`` names which weights
     a model run supplies (``nn.sensitivity`` estimates them). With the columns
     fixed the cost separates over inputs, so the best row permutation is a linear assignment
     problem (``scipy.optimize.linear_sum_assignment``), and likewise the columns with the rows

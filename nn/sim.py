@@ -8,7 +8,9 @@ table, which ``nn.Linear`` modules go on crossbars (PEFT-style ``target_modules`
 ``exclude_modules`` regexes), the compute dtype, and fault-map-aware mapping of each chip
 (:class:`mapping.faultaware.FaultAwareConfig`: ``faultaware.reencode`` re-encodes every weight
 around the chip's stuck cells, ``faultaware.placement`` permutes rows and columns so faults land
-where they cost least; both use the chip's fault map, as after a post-fabrication test).
+where they cost least, ``faultaware.placement_weighting=fisher`` weighs that cost by each input's
+mean square activation and each output's mean square loss gradient, estimated on training batches
+by :mod:`nn.sensitivity`; all use the chip's fault map, as after a post-fabrication test).
 
 Every physics parameter is reachable from the command line through
 :func:`device.config.apply_overrides`::
