@@ -6,7 +6,9 @@ real arrays have").
 Reads ``results/faultaware_points/results.csv`` (the issue's target points: 0.33 % SA0 only, 1e-3
 at SA0:SA1 = 1:1, 1 % at SA0:SA1 = 1:5, every method) and ``results/faultaware_curve/results.csv``
 (re-encoding, SA0:SA1 = 1:1 up to 10 %) and ``results/faultaware_combos/results.csv`` (the seed
-paper's MSB embedding with and without re-encoding); see RESULTS.md
+paper's MSB embedding with and without re-encoding), ``results/paper1_pruned_kd/results.csv`` (the
+seed paper's methods on the distilled pruned model, with and without re-encoding) and
+``results/faultaware_{mrpc,stsb}/results.csv`` (MRPC and STS-B); see RESULTS.md
 for the commands that write them. Scores are the mean over the chips of a point, with the
 standard deviation across chips and the drop below the digital (fault-free) score.
 """
@@ -66,8 +68,28 @@ def main() -> None:
             a = np.asarray(v)
             print(f"| {rate:g} | {_ratio(sa0)} | {m} | {a.size} | {a.mean():.4f} +- {a.std():.4f} | "
                   f"{100 * (digital - a.mean()):.1f} | {100 * (chip - a.mean()):.1f} |")
-    for name in ("faultaware_curve", "faultaware_combos"):
+    for name in ("faultaware_curve", "faultaware_combos", "paper1_pruned_kd"):
         _curve(name)
+    for name in ("faultaware_mrpc", "faultaware_stsb"):
+        _points(name)
+
+
+def _points(name: str) -> None:
+    """Score per (fault ratio, rate, method) of a task, with the drop below its fault-free chip."""
+    digital, pts = _load(name)
+    if not pts:
+        return
+    free = [np.mean(v) for (m, _, r), v in pts.items() if r == 0 and m == "unprotected"]
+    chip = float(np.mean(free)) if free else float("nan")
+    print(f"\n**{name}** (GLUE score; digital {digital:.4f}, fault-free chip {chip:.4f}; mean +- std over chips):\n")
+    print("| faults | SA0:SA1 | method | chips | score | drop vs digital | drop vs fault-free chip |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for (m, sa0, rate), v in sorted(pts.items(), key=lambda kv: (-kv[0][1], kv[0][2], kv[0][0])):
+        if rate == 0:
+            continue
+        a = np.asarray(v)
+        print(f"| {rate:g} | {_ratio(sa0)} | {m} | {a.size} | {a.mean():.4f} +- {a.std():.4f} | "
+              f"{100 * (digital - a.mean()):.1f} | {100 * (chip - a.mean()):.1f} |")
 
 
 def _curve(name: str) -> None:
