@@ -68,7 +68,7 @@ def main() -> None:
             a = np.asarray(v)
             print(f"| {rate:g} | {_ratio(sa0)} | {m} | {a.size} | {a.mean():.4f} +- {a.std():.4f} | "
                   f"{100 * (digital - a.mean()):.1f} | {100 * (chip - a.mean()):.1f} |")
-    for name in ("faultaware_curve", "faultaware_combos", "paper1_pruned_kd"):
+    for name in ("faultaware_curve", "faultaware_combos", "paper1_pruned_kd", "paper1_pruned_kd30", "paper1_pruned_kd_place"):
         _curve(name)
     for name in ("faultaware_mrpc", "faultaware_stsb"):
         _points(name)
