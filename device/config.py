@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 __all__ = [
     "Config",
     "ConfigError",
+    "read_json_file",
     "config",
     "check_range",
     "check_positive",
@@ -38,6 +39,20 @@ C = TypeVar("C", bound="Config")
 
 class ConfigError(UserError):
     """A configuration value or key is invalid. The message names the field and what is allowed."""
+
+
+def read_json_file(path: Any, what: str) -> Any:
+    """The parsed content of the JSON file ``path``; a :class:`ConfigError` naming it as ``what``
+    (e.g. "study spec") when it is missing or not valid JSON."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not valid JSON: {exc}") from None
 
 
 def config(cls):

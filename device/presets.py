@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from device.compact import StanfordPKUParams
-from device.config import Config, ConfigError
+from device.config import Config, ConfigError, read_json_file
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "get_preset", "default_params", "load_preset_file"]
 
@@ -57,16 +57,10 @@ def load_preset_file(path: str) -> StanfordPKUParams:
     """A preset JSON file: either the parameters themselves (``StanfordPKUParams.to_dict()``) or a
     file written by ``reram-cosim device calibrate pulses`` (its ``params`` object). Unknown or
     invalid parameters are a :class:`ConfigError`."""
-    import json
     from pathlib import Path
 
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"preset file {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"preset file {p} is not valid JSON ({exc})") from None
+    data = read_json_file(p, "preset file")
     if isinstance(data, dict) and "params" in data:
         if data.get("model", "stanford_pku") != "stanford_pku":
             raise ConfigError(f"preset file {p} is for model {data.get('model')!r}; known: 'stanford_pku'")

@@ -69,7 +69,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from device.config import Config, ConfigError, apply_overrides, check_int_range, config
+from device.config import Config, ConfigError, apply_overrides, check_int_range, config, read_json_file
 from nn.sim import PRESETS, SimConfig, get_preset
 
 __all__ = ["StudySpec", "load_spec", "study_points", "plan_study", "run_study", "plot_study"]
@@ -210,12 +210,7 @@ def _strings(what: str, v: Any) -> None:
 def load_spec(path: str | os.PathLike) -> StudySpec:
     """Read and validate a study spec JSON file."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"study spec {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"study spec {p} is not valid JSON: {exc}") from None
+    data = read_json_file(p, "study spec")
     try:
         return StudySpec.from_dict(data)
     except ConfigError as exc:
