@@ -1,6 +1,8 @@
 """The mapping plan: which weight digit lives in which cell of which crossbar tile.
 
-A :class:`MappingPlan` holds one :class:`LayerPlan` per ``nn.Linear`` weight. A layer plan records
+A :class:`MappingPlan` holds one :class:`LayerPlan` per weight matrix on crossbars (an
+``nn.Linear`` weight, one group of a convolution in im2col form: :mod:`mapping.conv`, or one of
+a recurrent layer's matrices). A layer plan records
 
 * the tiles the layer occupies: a grid of ``R`` row blocks x ``C`` column blocks of
   ``tile_rows x tile_cols`` cells (``crossbar_count = R * C``);
@@ -245,16 +247,23 @@ class MappingPlan:
 
     @classmethod
     def from_module(cls, model: Any, cfg: CrossbarConfig, *, include: Iterable[str] | None = None) -> "MappingPlan":
-        """Dense plans for every ``torch.nn.Linear`` of ``model`` (names from ``named_modules``),
-        or only those whose name contains one of ``include``."""
+        """Dense plans for every ``torch.nn.Linear`` of ``model`` (names from ``named_modules``)
+        and every ``Conv1d`` / ``Conv2d`` (one matrix per group, im2col: :mod:`mapping.conv`), or
+        only those whose name contains one of ``include``."""
         import torch
 
+        from mapping.conv import ConvGeometry, matrix_names
+
         inc = tuple(include) if include is not None else None
-        shapes = {
-            n: tuple(m.weight.shape)
-            for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and (inc is None or any(s in n for s in inc))
-        }
+        shapes: dict[str, tuple[int, int]] = {}
+        for n, m in model.named_modules():
+            if inc is not None and not any(s in n for s in inc):
+                continue
+            if isinstance(m, torch.nn.Linear):
+                shapes[n] = tuple(m.weight.shape)
+            elif isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                geo = ConvGeometry.from_module(m)
+                shapes.update(dict.fromkeys(matrix_names(n, geo), geo.matrix_shape))
         return cls.from_shapes(shapes, cfg)
 
     def __getitem__(self, name: str) -> LayerPlan:
