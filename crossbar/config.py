@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from crossbar.adc import AdcConfig
 from crossbar.quant import QuantConfig
 from device.config import Config, ConfigError, check_choice, check_int_range, check_positive, check_range, config
 
@@ -65,6 +66,22 @@ class CrossbarConfig(Config):
     adc_range: Literal["full_scale", "calibrated"] = "full_scale"
     #: what one ADC conversion digitizes: each slice "column" per cycle, or the "tile" partial sum
     adc_scope: Literal["column", "tile"] = "column"
+    #: ADC architecture (crossbar.adc): "ideal" quantizer, "sar", "ramp", "pipeline", "cyclic"
+    adc_kind: Literal["ideal", "sar", "ramp", "pipeline", "cyclic"] = "ideal"
+    #: ADC inputs (differential pairs / columns minus reference, or tile outputs) converted in
+    #: turn by one ADC (ramp: sharing one ramp generator); its flaws are theirs
+    adc_columns_per_adc: int = 1
+    #: input-referred offset of each ADC, sigma relative to V_ref (half the full scale); per chip
+    adc_offset_sigma_rel: float = 0.0
+    #: gain error of each ADC, relative sigma; drawn once per chip
+    adc_gain_sigma_rel: float = 0.0
+    #: unit-capacitor mismatch of the CDAC (sar, ramp) or of C_s, C_f (pipeline, cyclic),
+    #: relative sigma (Pelgrom scaling with capacitor size); drawn once per chip
+    adc_cap_sigma_rel: float = 0.0
+    #: comparator offset, sigma relative to V_ref (sar, ramp, pipeline, cyclic); drawn once per chip
+    adc_comparator_sigma_rel: float = 0.0
+    #: open-loop gain of the 1.5-bit stage's residue amplifier, dB (pipeline, cyclic); None = infinite
+    adc_opamp_gain_db: float | None = None
     #: IR-drop model: "ideal" (none), "table" (crossbar.irdrop LUT), "exact" (crossbar.solver)
     ir_drop: Literal["ideal", "table", "exact"] = "ideal"
     #: read noise: relative sigma of each cell's conductance, drawn on every read
@@ -120,6 +137,7 @@ class CrossbarConfig(Config):
                     f"to resolve one level step of a {self.bits_per_cell}-bit cell"
                 )
             check_int_range("adc_bits", self.adc_bits, lo, 32)
+        self.adc  # noqa: B018  (validates the adc_* fields)
 
     @property
     def code_bits(self) -> int:
@@ -142,6 +160,23 @@ class CrossbarConfig(Config):
         """Outputs one tile holds in the default layout."""
         s = self.n_slices
         return self.tile_cols // (2 * s) if self.mapping == "differential" else (self.tile_cols - s) // s
+
+    @property
+    def adc(self) -> AdcConfig:
+        """The ADC description (:class:`crossbar.adc.AdcConfig`) built from the ``adc_*`` fields:
+        what the engine draws its flaws from and what the cost model prices."""
+        return AdcConfig(
+            kind=self.adc_kind, bits=self.adc_bits, columns_per_adc=self.adc_columns_per_adc,
+            offset_sigma_rel=self.adc_offset_sigma_rel, gain_sigma_rel=self.adc_gain_sigma_rel,
+            cap_sigma_rel=self.adc_cap_sigma_rel, comparator_sigma_rel=self.adc_comparator_sigma_rel,
+            opamp_gain_db=self.adc_opamp_gain_db,
+        )
+
+    @property
+    def adc_inputs_per_tile(self) -> int:
+        """ADC inputs of one tile in the default layout: every slice of every output
+        (``adc_scope="column"``: ``n_slices x outputs_per_tile``) or every output ("tile")."""
+        return self.outputs_per_tile * (self.n_slices if self.adc_scope == "column" else 1)
 
     @property
     def weight_quant(self) -> QuantConfig:

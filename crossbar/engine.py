@@ -572,6 +572,8 @@ def _program(
         irdrop = load_irdrop(irdrop, cfg)
     if cfg.read_time_s > 0 and relaxation is None:
         raise ConfigError(f"read_time_s={cfg.read_time_s:g} needs a relaxation model (relaxation=...)")
+    if cfg.adc.is_circuit:  # the per-chip transfer functions are being wired into the read (issue 26)
+        raise ConfigError(f"adc_kind={cfg.adc_kind!r} and ADC flaws are not simulated by the read yet; use adc_kind='ideal'")
     seed = int(rng.integers(2**63))
     device = torch.device(device)
     ctx = ProgramContext(
