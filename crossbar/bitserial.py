@@ -51,7 +51,7 @@ def plane_bytes(u: torch.Tensor, bits: int, tokens: int) -> torch.Tensor:
     return out
 
 
-def lut_bit_serial(u, bits, readout, ak, out, beta, quantize, clip, col_fac=None) -> torch.Tensor:
+def lut_bit_serial(u, bits, readout, ak, out, beta, quantize, clip, col_fac=None, tok_fac=None) -> torch.Tensor:
     """Bit-serial read with an ADC on every column in every cycle, from tables of partial currents.
 
     ``u``: ``(R, n, rows)`` two's-complement input codes in ``[0, 2**bits)``; ``readout``
@@ -59,9 +59,10 @@ def lut_bit_serial(u, bits, readout, ak, out, beta, quantize, clip, col_fac=None
     cycle weights times the row block's output factor; ``beta`` the slice base
     ``2**bits_per_cell``; ``clip`` ``(lo, hi)`` ADC codes or None; ``col_fac`` ``(R, L)`` an
     optional per-channel output factor (per-tile weight formats; ``ak`` then holds the cycle
-    weights only). Returns ``(n, out)``: ``sum_s beta**s sum_r col_fac[r, l] sum_k ak[r, k] *
-    adc(I[r, k, :, l])``, ``l = s * out + o``, the same sum as the ``bmm`` path of
-    :func:`crossbar.read.read_adc`.
+    weights only); ``tok_fac`` ``(R, n)`` an optional factor per row block and token (per-tile
+    input steps of each vector). Returns ``(n, out)``: ``sum_s beta**s sum_r col_fac[r, l]
+    tok_fac[r, t] sum_k ak[r, k] * adc(I[r, k, t, l])``, ``l = s * out + o``, the same sum as the
+    ``bmm`` path of :func:`crossbar.read.read_adc`.
 
     A cycle's inputs are 0/1, so its column current over 8 rows takes one of 256 values: for each
     row block and block of ``LUT_COLS`` columns the table ``T[c, g] = sum_j bit_j(c) D[8 g + j]``
@@ -86,6 +87,8 @@ def lut_bit_serial(u, bits, readout, ak, out, beta, quantize, clip, col_fac=None
     idx *= G
     idx += torch.arange(G, dtype=torch.int32, device=dev)  # table row c * G + g
     idx = idx.view(R, nb, K * m, G)
+    if tok_fac is not None:  # padded tokens read zero currents
+        tok_fac = torch.nn.functional.pad(tok_fac, (0, nb * m - n))
     lut = torch.zeros(256, G, min(L, LUT_COLS), dtype=dt, device=dev)
     y = torch.zeros(n, out, dtype=dt, device=dev)
     zbuf = torch.empty(nb * m * min(L, LUT_COLS), dtype=dt, device=dev)
@@ -105,7 +108,16 @@ def lut_bit_serial(u, bits, readout, ak, out, beta, quantize, clip, col_fac=None
                     if clip is not None:
                         cur.clamp_(*clip)
                 zb = z[b * m * lw : (b + 1) * m * lw].view(1, m * lw)
-                if col_fac is not None:
+                if tok_fac is not None:
+                    zk = torch.mm(ak[r], cur.view(K, m * lw)).view(m, lw)
+                    zk.mul_(tok_fac[r, b * m : (b + 1) * m].view(m, 1))
+                    if col_fac is not None:
+                        zk.mul_(col_fac[r, l0:l1])
+                    if r == 0:
+                        zb.copy_(zk.view(1, m * lw))
+                    else:
+                        zb.add_(zk.view(1, m * lw))
+                elif col_fac is not None:
                     zk = torch.mm(ak[r], cur.view(K, m * lw)).view(m, lw)
                     if r == 0:
                         torch.mul(zk, col_fac[r, l0:l1], out=zb.view(m, lw))

@@ -52,10 +52,13 @@ class CrossbarConfig(Config):
     #: static input format: bits after the binary point
     input_frac_bits: int = 4
     #: dynamic / scaled input format: one step per input "vector" (set by each vector itself, as a
-    #: per-vector shifter does: the default, needs no calibration data), or one per "layer" / per
-    #: row block ("tile") fixed once by ProgrammedMatrix.calibrate on calibration data. Never set
-    #: from the batch: a vector's output does not depend on which other vectors share its batch.
-    input_granularity: Literal["vector", "layer", "tile"] = "vector"
+    #: per-vector shifter does: the default, needs no calibration data), one per row block of
+    #: each vector ("tile_vector": each tile's DAC gets the step of its own tile_rows inputs, the
+    #: partial sums are rescaled digitally before they are added; aihwkit's per-tile ABS_MAX), or
+    #: one per "layer" / per row block ("tile") fixed once by ProgrammedMatrix.calibrate on
+    #: calibration data. Never set from the batch: a vector's output does not depend on which
+    #: other vectors share its batch.
+    input_granularity: Literal["vector", "tile_vector", "layer", "tile"] = "vector"
     #: "multi_bit": the whole input code as one bipolar voltage; "bit_serial": one bit per cycle
     dac: Literal["multi_bit", "bit_serial"] = "multi_bit"
     #: word-line voltage of a full-scale input (multi_bit) or of a '1' bit (bit_serial), V
@@ -101,7 +104,7 @@ class CrossbarConfig(Config):
         check_choice("mapping", self.mapping, ("differential", "offset"))
         check_int_range("input_bits", self.input_bits, 2, 16)
         check_choice("input_format", self.input_format, ("static", "dynamic", "scaled"))
-        check_choice("input_granularity", self.input_granularity, ("vector", "layer", "tile"))
+        check_choice("input_granularity", self.input_granularity, ("vector", "tile_vector", "layer", "tile"))
         check_choice("dac", self.dac, ("multi_bit", "bit_serial"))
         check_positive("v_read_v", self.v_read_v)
         check_choice("adc_range", self.adc_range, ("full_scale", "calibrated"))
@@ -189,14 +192,14 @@ class CrossbarConfig(Config):
     def input_quant(self) -> QuantConfig:
         return QuantConfig(
             bits=self.input_bits, mode=self.input_format, frac_bits=self.input_frac_bits,
-            granularity=self.input_granularity,
+            granularity="vector" if self.input_granularity == "tile_vector" else self.input_granularity,
         )
 
     @property
     def input_needs_calibration(self) -> bool:
         """Whether the DAC's input step is fixed once on calibration data (dynamic or scaled
         input format with ``input_granularity`` "layer" or "tile")."""
-        return self.input_format != "static" and self.input_granularity != "vector"
+        return self.input_format != "static" and self.input_granularity in ("layer", "tile")
 
     @property
     def needs_calibration(self) -> bool:

@@ -217,13 +217,26 @@ class ProgrammedMatrix:
         )
 
     # ---- the DAC and the word lines ----------------------------------------------------------
-    def in_block(self) -> torch.Tensor:
-        """``(in,)`` row block of every input."""
+    def in_block(self, unmapped: int = 0) -> torch.Tensor:
+        """``(in,)`` row block of every input; inputs no row block reads (pruned, or left out by
+        a layout) get ``unmapped``."""
         lay = self.layout
-        blk = np.zeros(self.in_features, np.int64)
+        blk = np.full(self.in_features, unmapped, np.int64)
         m = (lay.row_in >= 0) & ~lay.row_copy
         blk[lay.row_in[m]] = np.broadcast_to(np.arange(lay.n_row_blocks)[:, None], lay.row_in.shape)[m]
         return torch.from_numpy(blk).to(self.device)
+
+    @functools.cached_property
+    def block_inputs(self) -> torch.Tensor:
+        """``(R,)`` one input read by each row block (its first; 0 for a block that reads none):
+        where the per-row-block step of ``input_granularity="tile_vector"`` is picked from the
+        per-input step."""
+        lay = self.layout
+        first = np.zeros(lay.n_row_blocks, np.int64)
+        for r in range(lay.n_row_blocks):
+            ins = lay.row_in[r][(lay.row_in[r] >= 0) & ~lay.row_copy[r]]
+            first[r] = ins[0] if ins.size else 0
+        return torch.from_numpy(first).to(self.device)
 
     def row_gather(self) -> torch.Tensor:
         """``(R * tile_rows,)`` index into inputs padded with one zero column (free / copy rows)."""
@@ -234,9 +247,12 @@ class ProgrammedMatrix:
 
     def dac(self, xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input codes ``(n, in)`` (integer-valued, compute dtype, a new tensor) and the DAC step,
-        float64, broadcastable to them (scalar, ``(in,)`` per row block, or ``(n, 1)`` per vector):
-        ``x ~= codes * step`` (:func:`crossbar.read.input_step`, :func:`crossbar.read.dac_codes`)."""
-        step = input_step(xf, self.cfg, self.input_step, self.in_block() if self.input_step is not None and self.input_step.ndim else None)
+        float64, broadcastable to them (scalar, ``(in,)`` per calibrated row block, ``(n, 1)`` per
+        vector, or ``(n, in)`` per vector and row block): ``x ~= codes * step``
+        (:func:`crossbar.read.input_step`, :func:`crossbar.read.dac_codes`)."""
+        R = self.layout.n_row_blocks
+        per_block = self.cfg.input_granularity == "tile_vector" or (self.input_step is not None and self.input_step.ndim)
+        step = input_step(xf, self.cfg, self.input_step, self.in_block(R) if per_block else None, R)
         return dac_codes(xf, step, self.cfg, self.dtype), step
 
     @functools.cached_property
@@ -273,12 +289,16 @@ class ProgrammedMatrix:
             cs = cs * sx_r.to(self.dtype).view(R, 1, 1)
         return cs.reshape(R, S * out)
 
-    def split_input_step(self, sx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(per-row-block input step ``(R,)`` to fold into the channel scales, or None; the step
-        to multiply the outputs by after the read: scalar or ``(n, 1)``, or None)."""
+    def split_input_step(self, sx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """How the DAC step of :meth:`dac` enters a per-row-block read: (per-row-block step ``(R,)``
+        to fold into the channel scales, or None; per row block and vector ``(R, n)``, applied
+        digitally to each block's partial sums before they are added (``tile_vector``), or None;
+        the step to multiply the outputs by after the read, scalar or ``(n, 1)``, or None)."""
         if self.input_step is not None and self.input_step.ndim:
-            return self.input_step, None
-        return None, sx
+            return self.input_step, None, None
+        if self.cfg.input_format != "static" and self.cfg.input_granularity == "tile_vector":
+            return None, sx.index_select(1, self.block_inputs).T.contiguous(), None
+        return None, None, sx
 
     # ---- read ---------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -305,8 +325,9 @@ class ProgrammedMatrix:
         if cfg.adc_bits is None:
             y = read_ideal_adc(self.readout, self.noise_var, self.drive(xq), sx, cfg, generator)
         else:
-            sx_r, post = self.split_input_step(sx)
-            y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.word_lines(xq), cfg, generator)
+            sx_r, sx_rn, post = self.split_input_step(sx)
+            y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.word_lines(xq), cfg, generator,
+                         block_scale=sx_rn)
             if post is not None:
                 y.mul_(post.to(y.dtype))
         return y[:n].to(x.dtype).reshape(*lead, self.out_features)
@@ -339,7 +360,7 @@ class ProgrammedMatrix:
         cfg = self.cfg
         self.check_input(x)
         xf = x.reshape(-1, self.in_features)
-        st = calibrate_input_step(xf, cfg, self.layout.n_row_blocks, self.in_block())
+        st = calibrate_input_step(xf, cfg, self.layout.n_row_blocks, self.in_block(self.layout.n_row_blocks))
         if st is not None and self.input_step is not None:  # accumulate: cover all ranges
             st = torch.maximum(st, self.input_step.to(st.dtype))
         pm = dataclasses.replace(self, input_step=st)

@@ -98,11 +98,15 @@ def _check_finite_max(a: torch.Tensor) -> None:
         raise InputError("input holds NaN or infinite values")
 
 
-def input_step(xf: torch.Tensor, cfg: CrossbarConfig, calibrated: torch.Tensor | None, in_block: torch.Tensor | None) -> torch.Tensor:
+def input_step(xf: torch.Tensor, cfg: CrossbarConfig, calibrated: torch.Tensor | None, in_block: torch.Tensor | None,
+               n_row_blocks: int = 1) -> torch.Tensor:
     """The DAC step of inputs ``xf`` ``(n, in)``, float64, broadcastable to ``(n, in)``.
 
     Static format: a scalar ``2**-input_frac_bits``. Dynamic / scaled with
     ``input_granularity="vector"``: ``(n, 1)``, each vector's own step from its ``max|x|``.
+    "tile_vector": ``(n, in)``, each vector's step per row block from the ``max|x|`` of the
+    block's inputs (``in_block``: ``(in,)`` row block of each input, ``n_row_blocks`` for inputs
+    no block reads, which then take block 0's step: their rows read 0).
     "layer" / "tile": the step fixed by calibration (``calibrated``: a scalar, or ``(R,)`` per row
     block expanded to ``(in,)`` through ``in_block``); raises if not calibrated. Raises on NaN/inf.
     """
@@ -111,6 +115,13 @@ def input_step(xf: torch.Tensor, cfg: CrossbarConfig, calibrated: torch.Tensor |
         m = x.abs().amax(1, keepdim=True) if x.shape[1] else x.new_zeros(x.shape[0], 1)
         _check_finite_max(m)
         return step_for(m, cfg.input_quant)
+    if cfg.input_format != "static" and cfg.input_granularity == "tile_vector":
+        R = n_row_blocks
+        m = x.new_zeros(x.shape[0], R + 1).scatter_reduce_(1, in_block.view(1, -1).expand(x.shape[0], -1), x.abs(),
+                                                           reduce="amax", include_self=True)
+        _check_finite_max(m)
+        st = step_for(m[:, :R], cfg.input_quant)  # (n, R)
+        return st.index_select(1, in_block.clamp(max=R - 1))
     m = torch.linalg.vector_norm(x, ord=float("inf")) if x.numel() else x.new_zeros(())
     _check_finite_max(m)
     if cfg.input_format == "static":
@@ -120,12 +131,13 @@ def input_step(xf: torch.Tensor, cfg: CrossbarConfig, calibrated: torch.Tensor |
             f"input_granularity={cfg.input_granularity!r} fixes the DAC step once on calibration data: call "
             "ProgrammedMatrix.calibrate(x) first (or use input_granularity='vector')"
         )
-    return calibrated if calibrated.ndim == 0 else calibrated[in_block]
+    return calibrated if calibrated.ndim == 0 else calibrated[in_block.clamp(max=calibrated.numel() - 1)]
 
 
 def calibrate_input_step(xf: torch.Tensor, cfg: CrossbarConfig, n_row_blocks: int, in_block: torch.Tensor) -> torch.Tensor | None:
     """The calibrated DAC step for ``input_granularity`` "layer" (scalar) or "tile" (``(R,)``, per
-    row block) from calibration inputs ``xf`` ``(n, in)``; None when the format needs none."""
+    row block; ``in_block`` ``(in,)`` row block of each input, ``n_row_blocks`` for inputs no
+    block reads) from calibration inputs ``xf`` ``(n, in)``; None when the format needs none."""
     if not cfg.input_needs_calibration:
         return None
     a = xf.detach().abs()
@@ -133,9 +145,9 @@ def calibrate_input_step(xf: torch.Tensor, cfg: CrossbarConfig, n_row_blocks: in
     if cfg.input_granularity == "layer":
         return step_for(a.max() if a.numel() else a.new_zeros(()), cfg.input_quant)
     col_max = a.amax(0) if a.shape[0] else a.new_zeros(a.shape[1])
-    m = torch.zeros(n_row_blocks, dtype=a.dtype, device=a.device)
+    m = torch.zeros(n_row_blocks + 1, dtype=a.dtype, device=a.device)
     m = m.scatter_reduce(0, in_block, col_max, reduce="amax", include_self=True)
-    return step_for(m, cfg.input_quant)
+    return step_for(m[:n_row_blocks], cfg.input_quant)
 
 
 def dac_codes(xf: torch.Tensor, step: torch.Tensor, cfg: CrossbarConfig, dtype: torch.dtype) -> torch.Tensor:
@@ -296,14 +308,17 @@ def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: to
 
 def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: torch.Tensor, xw: torch.Tensor,
              cfg: CrossbarConfig, generator: torch.Generator | None, *, quantize: bool = True,
-             measure: bool = False) -> torch.Tensor:
+             measure: bool = False, block_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Per-cycle, per-tile reads with an ADC on each channel.
 
     ``readout`` ``(R, rows, L)`` in ADC steps, ``L = S * out`` (column scope, channel
     ``s * out + o``) or ``out`` (tile scope, ``S = 1``); ``chan_scale`` ``(R, L)`` output units
     per ADC code (weight step x ADC step x slice weight x per-row-block input step); ``xw``
-    ``(R, n, rows)`` word-line input codes (free and copy rows 0). Returns ``(n, out)``; with
-    ``measure`` the ``(R, S)`` largest unquantized |current| in ADC steps instead (calibration).
+    ``(R, n, rows)`` word-line input codes (free and copy rows 0); ``block_scale`` ``(R, n)``
+    the DAC step of each row block and input vector (``input_granularity="tile_vector"``): the
+    digital rescaling of each block's converted partial sums before they are added. Returns
+    ``(n, out)``; with ``measure`` the ``(R, S)`` largest unquantized |current| in ADC steps
+    instead (calibration).
 
     The DAC cycles are stacked into the token dimension: per chunk of ``m`` tokens one
     ``(R, K * m, rows) @ (R, rows, L)`` bmm gives every cycle's column currents, which are then
@@ -345,7 +360,8 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
         else:  # per-channel factors: (R, L), channel s * out + o
             ak_r, col_fac = a.view(1, 1, K).expand(R, 1, K), base.reshape(R, L)
         return lut_bit_serial(u, cfg.input_bits, readout, ak_r, out, 2.0**cfg.bits_per_cell,
-                              quantize, (lo, hi) if clip else None, col_fac)
+                              quantize, (lo, hi) if clip else None, col_fac,
+                              None if block_scale is None else block_scale.to(dt))
     if ak is not None:
         zs = torch.empty(n * L, dtype=dt, device=dev)  # (n, S, out) cycle- and block-summed codes
     # tokens per chunk: a multiple of ROW_ALIGN that does not depend on n (batch-independent bits)
@@ -386,6 +402,8 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
             continue
         if quantize:
             adc_convert(cur, cfg, clip)
+        if block_scale is not None:  # each row block's partial sums at its own input step
+            cur.view(R, K, m, L).mul_(block_scale[:, i0:i1].to(dt).view(R, 1, m, 1))
         if ak is not None:
             # cur is (R * K, m * L) row-major: cycles and row blocks in one GEMV
             torch.mm(ak, cur.view(R * K, m * L), out=zs[i0 * L : i1 * L].view(1, m * L))

@@ -700,7 +700,7 @@ class ProtectedMatrix:
         cfg, lay = pm.cfg, pm.layout
         R, tr = lay.n_row_blocks, lay.tile_rows
         xq, sx = pm.dac(xf)
-        sx_r, post = pm.split_input_step(sx)
+        sx_r, sx_rn, post = pm.split_input_step(sx)
         planes, a = dac_cycles(xq, cfg)  # (K, n, in)
         K, n = planes.shape[0], planes.shape[1]
         xw = pm.word_lines(planes)  # (K, R, n, rows)
@@ -726,6 +726,8 @@ class ProtectedMatrix:
                 v = cur[:, :, p.start : p.start + p.k * G].view(R, m, p.k, G)
                 w = vote(v, p.rule, self.tol, p.sel)  # (R, m, G)
                 fac = p.fac if sx_r is None else p.fac * sx_r.to(p.fac.dtype).view(R, 1)
+                if sx_rn is not None:  # per-tile input steps of each vector
+                    w = w * sx_rn[:, i0:i1].to(w.dtype).view(R, m, 1)
                 contrib = (w * fac.view(R, 1, G)).sum(0)  # (m, G)
                 if post is not None:
                     contrib = contrib * (post[i0:i1] if post.ndim else post).to(contrib.dtype)
