@@ -50,7 +50,8 @@ VGG8 = [(32, 3, 3, 128), (32, 128, 3, 128), (16, 128, 3, 256), (16, 256, 3, 256)
 
 def neurosim_vgg8(rows_parallel: int):
     cfg = CrossbarConfig(tile_rows=128, tile_cols=128, bits_per_cell=1, weight_bits=8, mapping="offset",
-                         input_bits=8, dac="bit_serial", adc_bits=4, adc_scope="column")
+                         input_bits=8, dac="bit_serial", adc_bits=4, adc_scope="column", adc_kind="sar",
+                         adc_columns_per_adc=8)
     tech = get_tech("neurosim_22nm").replace(rows_parallel=rows_parallel)
     g_on = 1 / 100e3
     g_mean = (g_on + g_on / 17) / 2  # 1-bit cells, half of them on
@@ -70,7 +71,7 @@ def neurosim_vgg8(rows_parallel: int):
 def neurram_macro(out_bits: int, in_bits: int, rng: np.random.Generator):
     """One 256x256 core read by one input vector; 48 cores for TOPS (CiMLoop: r.tops *= 48)."""
     cfg = CrossbarConfig(tile_rows=256, tile_cols=256, bits_per_cell=1, weight_bits=4, input_bits=in_bits,
-                         dac="multi_bit", adc_bits=max(out_bits, 2))
+                         dac="multi_bit", adc_bits=max(out_bits, 2), adc_columns_per_adc=1)
     tech = get_tech("neurram_130nm")
     # every row driven, every column its own channel (one neuron per column; a signed weight
     # is a differential pair of rows, so the 256x256 cells hold 128x256 weights: 65536 ops)

@@ -28,7 +28,8 @@ Counts per matrix-vector product (MVM) of one layer (``R x C`` tiles, ``K`` inpu
   block; one per copy and output for the MSB decode.
 
 Latency: tiles, row blocks and column blocks work in parallel; a tile read takes ``K`` cycles of
-its sub-reads, each converting its channels on ``ceil(tile_cols / cols_per_adc)`` ADCs in turn.
+its sub-reads, each converting its channels on ``ceil(channels / crossbar.adc_columns_per_adc)``
+ADCs in turn (the ADC description is the chip's :class:`crossbar.adc.AdcConfig`).
 Layers run one after the other (``latency_s``); with ``TechConfig.pipelined`` the throughput is set
 by the slowest layer. Area: cells, ADCs (or neurons), row drivers, shift-and-add, accumulation,
 buffers and protection logic of the tiles a layer occupies.
@@ -201,22 +202,36 @@ class AdcConversion:
     area_m2: float
 
 
-def adc_conversion(bits: int, tech: TechConfig, r_col_ohm: float, v_read_v: float) -> AdcConversion:
-    """The ADC of ``tech.adc_model`` at ``bits`` (see :mod:`mapping.technology`).
+def adc_model_for(cfg: CrossbarConfig, tech: TechConfig) -> str:
+    """The energy model of the chip's ADC: ``tech.adc_model``, but the Walden model for the
+    kinds the NeuroSim SAR fit does not describe (``crossbar.adc_kind`` ramp, pipeline, cyclic)."""
+    if tech.adc_model == "neurosim_sar" and cfg.adc_kind in ("ramp", "pipeline", "cyclic"):
+        return "walden"
+    return tech.adc_model
+
+
+def adc_conversion(bits: int, tech: TechConfig, r_col_ohm: float, v_read_v: float, *, kind: str = "sar",
+                   model: str | None = None) -> AdcConversion:
+    """The ADC of ``model`` (default ``tech.adc_model``) at ``bits`` (see :mod:`mapping.technology`);
+    ``kind`` (``crossbar.adc_kind``) sets the Walden model's clock cycles per conversion.
 
     ``r_col_ohm``: the resistance of a sensed column (NeuroSim's SAR fit has a term in it,
     defined at 0.5 V reads: scaled by ``0.5 / v_read_v`` as NeuroSim does); unused otherwise.
     The ``neurram`` model's conversion energy is per step and is costed per MVM in
     :func:`cost_layer` (here: one step)."""
+    from crossbar.adc import conversion_cycles
+
+    model = tech.adc_model if model is None else model
     a_t = tech.transistor_area_m2
-    if tech.adc_model == "neurosim_sar":
+    if model == "neurosim_sar":
         r = max(r_col_ohm, 1.0) * 0.5 / v_read_v
         p_w = tech.sar_a_w * bits + tech.sar_b_w + tech.sar_c_w * math.exp(-tech.sar_k * math.log10(r))
         t = (bits + 1) * tech.t_clock_s
         n_tr = (269 + 109 * (bits - 1)) + (209 + 73 * (bits - 1))
         return AdcConversion(p_w * t, t, n_tr * a_t)
-    if tech.adc_model == "walden":
-        return AdcConversion(tech.adc_fom_j * 2.0**bits, bits * tech.t_adc_bit_s, tech.a_adc_walden_m2)
+    if model == "walden":
+        k = "sar" if kind == "ideal" else kind
+        return AdcConversion(tech.adc_fom_j * 2.0**bits, conversion_cycles(k, bits) * tech.t_clock_s, tech.a_adc_walden_m2)
     return AdcConversion(tech.e_adc_step_j, tech.t_adc_step_s, tech.a_neuron_m2)
 
 
@@ -314,7 +329,10 @@ def cost_layer(work: LayerWork, tech: TechConfig) -> LayerCost:
     n_driven = driven.sum(1)  # (R,)
     sub = np.where(n_driven > 0, -(-n_driven // tech.rows_parallel) if tech.rows_parallel else 1, 0)
     ch = _channels(lay, cfg, work.voted)  # (C,)
-    n_adc = -(-tc // tech.cols_per_adc)
+    from crossbar.adc import adc_units
+
+    n_adc = max(1, adc_units(cfg.adc, int(ch.max(initial=0))))  # ADCs per tile (crossbar.adc_columns_per_adc)
+    model = adc_model_for(cfg, tech)
     K = cfg.cycles if tech.input_encoding == "voltage" else len(neurram_phases(cfg.input_bits - 1, tech.max_bits_one_phase))
 
     # conversions per MVM and the column resistance an ADC sees
@@ -325,10 +343,10 @@ def cost_layer(work: LayerWork, tech: TechConfig) -> LayerCost:
     sensed = float(sub.sum()) * float(cols_read.sum())
     g_col = float((work.g_row_s * act).sum()) / max(1, K) / sensed if sensed > 0 else 0.0
     r_col = 1.0 / g_col if g_col > 0 else 1e12
-    adc = adc_conversion(bits, tech, r_col, v_read)
+    adc = adc_conversion(bits, tech, r_col, v_read, kind=cfg.adc_kind, model=model)
 
     mag = cfg.input_bits - 1
-    if tech.adc_model == "neurram":
+    if model == "neurram":
         phases = neurram_phases(mag, tech.max_bits_one_phase)
         int_steps = sum(2**p - 1 for p in phases)
         adc_steps = sum(max(bits - sum(phases[:i]), 0) for i in range(len(phases)))
@@ -343,8 +361,7 @@ def cost_layer(work: LayerWork, tech: TechConfig) -> LayerCost:
         e_adc = conv_mvm * adc.energy_j
         e_shift = conv_mvm * acc_bits * add_j
         t_mvm = K * float(sub.max(initial=0)) * math.ceil(int(ch.max(initial=0)) / n_adc) * adc.time_s
-        sample_s = tech.t_clock_s if tech.adc_model == "neurosim_sar" else tech.t_adc_bit_s
-        t_read = tech.t_read_s if tech.t_read_s is not None else sample_s
+        t_read = tech.t_read_s if tech.t_read_s is not None else tech.t_clock_s
 
     e = dict.fromkeys(COMPONENTS, 0.0)
     e["array"] = v_read**2 * t_read * float((d_sq * work.g_row_s).sum())
@@ -374,7 +391,7 @@ def cost_layer(work: LayerWork, tech: TechConfig) -> LayerCost:
     area = dict.fromkeys(COMPONENTS, 0.0)
     area["array"] = T * tr * tc * tech.cell_area_m2
     area["row_drivers"] = T * tr * tech.row_driver_transistors * a_t
-    if tech.adc_model == "neurram":
+    if model == "neurram":
         area["adc"] = T * tc * tech.a_neuron_m2  # one neuron per column, shift-and-add inside
     else:
         area["adc"] = T * n_adc * adc.area_m2

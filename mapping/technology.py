@@ -24,7 +24,8 @@ ADC (:attr:`TechConfig.adc_model`)
     ``(a log2 L + b) + c exp(-k log10 R_col)`` W with ``R_col`` scaled to 0.5 V reads,
     ``E = P (log2 L + 1) t_clock``, latency ``(log2 L + 1) t_clock``, area from its transistor
     counts ``269 + 109 (log2 L - 1)`` NMOS and ``209 + 73 (log2 L - 1)`` PMOS.
-    ``walden``: Walden figure of merit, ``E = FOM_W 2^bits`` per conversion (Murmann, "ADC
+    ``walden``: Walden figure of merit, ``E = FOM_W 2^bits`` per conversion, latency the ADC
+    kind's clock cycles (:func:`crossbar.adc.conversion_cycles`) (Murmann, "ADC
     Performance Survey 1997-2025", github.com/bmurmann/ADC-survey).
     ``neurram``: NeuRRAM's voltage-mode neuron (Wan et al., Nature 608, 504 (2022)), as CiMLoop
     models it (github.com/mit-emze/cimloop, ``wan_nature_2022``; component energies from its
@@ -107,10 +108,11 @@ class TechConfig(Config):
     c_gate_driver_f: float = 0.0
     #: gate line swing, V
     v_gate_v: float = 0.0
-    #: ADC energy / latency / area model: "neurosim_sar", "walden" or "neurram" (module docstring)
+    #: ADC energy / latency / area model: "neurosim_sar", "walden" or "neurram" (module
+    #: docstring). The ADC itself (kind, bits, columns per ADC) is the chip's crossbar.adc
+    #: (crossbar.adc.AdcConfig); kinds the SAR fit does not describe (ramp, pipeline, cyclic) are
+    #: priced by the Walden model
     adc_model: Literal["neurosim_sar", "walden", "neurram"] = "neurosim_sar"
-    #: columns sharing one ADC through a multiplexer (NeuroSim numColMuxed = 8)
-    cols_per_adc: int = 8
     #: word lines read at once (NeuroSim numRowParallel); None = every row of a tile at once.
     #: Cost only: the engine reads every row of a tile in one conversion.
     rows_parallel: int | None = None
@@ -125,8 +127,6 @@ class TechConfig(Config):
     #: Walden figure of merit, J per conversion step (walden model): median FOMW_hf of the SAR
     #: ADCs with ENOB <= 9 and fs >= 10 MS/s in Murmann's survey (ISSCC + VLSI, 1997-2025): 37 fJ
     adc_fom_j: float = 37e-15
-    #: walden model: conversion time per bit, s
-    t_adc_bit_s: float = 1e-9
     #: walden model: ADC area, m^2 (median of the same survey rows: 0.026 mm^2)
     a_adc_walden_m2: float = 0.026e-6
     #: neurram model: energy per ADC step (one output bit), J (CiMLoop wan_variable_precision_adc)
@@ -186,14 +186,13 @@ class TechConfig(Config):
         check_choice("gate_lines", self.gate_lines, ("none", "rows", "cols"))
         check_range("v_gate_v", self.v_gate_v, 0.0, 10.0)
         check_choice("adc_model", self.adc_model, ("neurosim_sar", "walden", "neurram"))
-        check_int_range("cols_per_adc", self.cols_per_adc, 1, 4096)
         if self.rows_parallel is not None:
             check_int_range("rows_parallel", self.rows_parallel, 1, 4096)
         check_range("sar_k", self.sar_k, 0.0, 10.0)
         for f in ("sar_a_w", "sar_b_w", "sar_c_w", "e_adc_step_j", "e_shift_add_step_j", "e_sample_j",
                   "e_integrate_step_j", "t_inter_phase_s"):
             check_range(f, getattr(self, f), 0.0, 1.0)
-        for f in ("adc_fom_j", "t_adc_bit_s", "a_adc_walden_m2", "t_integrate_step_s", "t_adc_step_s",
+        for f in ("adc_fom_j", "a_adc_walden_m2", "t_integrate_step_s", "t_adc_step_s",
                   "a_neuron_m2", "transistor_area_f2", "buffer_area_bit_f2"):
             check_positive(f, getattr(self, f))
         check_int_range("max_bits_one_phase", self.max_bits_one_phase, 1, 16)
@@ -235,13 +234,14 @@ class TechConfig(Config):
 def _neurosim_22nm() -> TechConfig:
     """NeuroSim V1.4's default RRAM configuration (github.com/neurosim/DNN_NeuroSim_V1.4,
     ``Param.cpp`` and the V1.4 manual; CC BY-NC 4.0: its published numbers, not its code): 22 nm,
-    1 GHz clock, 1T1R cells of 4 F x 12 F, read voltage 0.55 V at 22 nm, 8 columns per ADC,
+    1 GHz clock, 1T1R cells of 4 F x 12 F, read voltage 0.55 V at 22 nm,
     every row of a 128 x 128 sub-array read at once (``numRowParallel``; 64 in its second
     release-test row), the SAR ADC fit of ``SarADC.cpp`` at 22 nm HP (the release test itself uses
     its flash ADC of current-mode sense amplifiers, whose Cadence tables are not published
     outside the code), wire capacitance 0.2 fF/um over the 12 F cell width, post-layout energy
     factor zeta = 1.22 on TOPS/W (its ``validated`` mode), pipelined layers. The crossbar side
-    (1-bit cells, 4-bit ADC, bit-serial 8-bit inputs, Ron 100 kOhm, on/off 17) is the chip's
+    (1-bit cells, 4-bit SAR ADC shared by 8 columns, bit-serial 8-bit inputs, Ron 100 kOhm, on/off
+    17) is the chip's
     SimConfig (``bench/bench_cost_anchors.py``)."""
     return TechConfig(v_read_v=0.55, pipelined=True, tops_per_w_energy_factor=1.22)
 
@@ -249,7 +249,7 @@ def _neurosim_22nm() -> TechConfig:
 def _neurram_130nm() -> TechConfig:
     """The NeuRRAM macro (Wan et al., Nature 608, 504 (2022)) as CiMLoop models it
     (github.com/mit-emze/cimloop ``workspace/models/arch/1_macro/wan_nature_2022``, MIT): 130 nm,
-    1.8 V, cells of 125.7 F^2, read voltage 0.5 V with 10 ns read pulses, inputs as pulse
+    1.8 V (one neuron per column: ``crossbar.adc_columns_per_adc=1``), cells of 125.7 F^2, read voltage 0.5 V with 10 ns read pulses, inputs as pulse
     counts in one or two phases, transposed word lines (one per output) of 1.5 fF access
     transistor + 0.6 fF coupling per cell plus a 48 fF driver, switched at 1.8 V once per input
     bit; one voltage-mode neuron per column (integrator, sampler, variable-precision ADC,
@@ -258,7 +258,7 @@ def _neurram_130nm() -> TechConfig:
     return TechConfig(
         node_m=130e-9, feature_m=130e-9, vdd_v=1.8, v_read_v=0.5, cell_area_f2=125.73964497, t_read_s=10e-9,
         input_encoding="pulse_count", c_row_per_cell_f=0.0, gate_lines="cols", c_gate_per_cell_f=2.1e-15,
-        c_gate_driver_f=48e-15, v_gate_v=1.8, adc_model="neurram", cols_per_adc=1, buffers=False,
+        c_gate_driver_f=48e-15, v_gate_v=1.8, adc_model="neurram", buffers=False,
     )
 
 
