@@ -398,10 +398,12 @@ def cost_layer(work: LayerWork, tech: TechConfig) -> LayerCost:
         area["shift_add"] = T * n_adc * acc_bits * (ADDER_TRANSISTORS + DFF_TRANSISTORS) * a_t
     area["accumulation"] = work.out_features * acc_bits * (ADDER_TRANSISTORS + DFF_TRANSISTORS) * a_t
     area["buffers"] = float(tech.buffers) * (work.in_features + work.out_features) * cfg.input_bits * tech.buffer_area_bit_f2 * tech.feature_m**2
+    # one comparator of col_bits per voted group (voting) or per output (MSB decode) of a tile
     if work.voted:
-        area["voting"] = T * n_adc * col_bits * ADDER_TRANSISTORS * a_t
+        groups_tile = int(((lay.col_role == POS) & lay.col_copy).sum()) / max(1, work.vote_replicas - 1) / max(1, C)
+        area["voting"] = T * math.ceil(groups_tile) * col_bits * ADDER_TRANSISTORS * a_t
     if work.msb_copies:
-        area["msb_decode"] = T * n_adc * col_bits * ADDER_TRANSISTORS * a_t
+        area["msb_decode"] = T * math.ceil(work.out_features / max(1, C)) * col_bits * ADDER_TRANSISTORS * a_t
     ops = 2.0 * work.in_features * work.out_features * work.mvms
     return LayerCost(
         name=work.name, shape=(work.out_features, work.in_features), tiles=T, mvms=float(work.mvms), ops=ops,
