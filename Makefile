@@ -42,7 +42,7 @@ install: $(STAMP)
 
 demo: install
 	@mkdir -p $(dir $(OUT))  # the toolkit never creates the parents of --out itself
-	$(PY) -m nn.cli demo --out $(OUT) $(if $(GLUE_DIR),--glue-dir $(GLUE_DIR),)
+	$(PY) -m cli demo --out $(OUT) $(if $(GLUE_DIR),--glue-dir $(GLUE_DIR),)
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

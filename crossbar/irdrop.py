@@ -265,7 +265,7 @@ class IRDropTable:
         """Raise :class:`ConfigError` unless the table describes ``circuit``; return its wire
         resistance per segment. Accepts a :class:`crossbar.solver.CircuitConfig` (None = its
         defaults) or a float (equal row and column wires, otherwise ideal)."""
-        from crossbar.solver import CircuitConfig
+        from crossbar.nodal import CircuitConfig
 
         if circuit is None:
             circuit = CircuitConfig()
@@ -435,7 +435,8 @@ def _homogeneous_log_b(size: int, log_rho: np.ndarray, rank: int) -> tuple[np.nd
     """Exact ``log B`` of the homogeneous ``size x size`` tile at each ``rho`` (1 ohm wires, every
     cell ``rho`` S), as rank-``rank`` SVD factors ``(points, size, rank)``, ``(points, rank, size)``."""
     torch = _torch()
-    from crossbar.solver import CircuitConfig, effective_matrices
+    from crossbar.effective import effective_matrices
+    from crossbar.nodal import CircuitConfig
 
     c = CircuitConfig(r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
     g = torch.exp(torch.as_tensor(log_rho, dtype=torch.float64))[:, None, None].expand(-1, size, size).contiguous()
@@ -472,7 +473,8 @@ def heldout_errors(model, cfg: TabulateConfig, *, sizes=None, r_wire_ohm=None, p
     """
     torch = _torch()
     from device.programming import LevelTable
-    from crossbar.solver import CircuitConfig, effective_matrices
+    from crossbar.effective import effective_matrices
+    from crossbar.nodal import CircuitConfig
 
     sizes = tuple(cfg.sizes if sizes is None else sizes)
     rs = tuple(cfg.r_wire_ohm if r_wire_ohm is None else r_wire_ohm)

@@ -327,7 +327,7 @@ def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     cells' read conductances at ``v_read_v`` (the circuit with ``cell_v0_v = 0``): exact with
     ideal wires, an approximation with wires (``bench/bench_nonlinear_read.py`` measures it
     against the Newton solver)."""
-    from crossbar.solver import CircuitConfig
+    from crossbar.nodal import CircuitConfig
 
     cfg = ctx.cfg
     g = state.g_s
@@ -340,7 +340,7 @@ def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     if cfg.ir_drop == "table":
         m = ctx.irdrop.effective_matrix(g64, c)
     else:
-        from crossbar.solver import effective_matrices
+        from crossbar.effective import effective_matrices
 
         m = effective_matrices(g64, c)
     return state.replace(m_s=m.to(g.dtype))

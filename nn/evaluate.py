@@ -677,11 +677,11 @@ def evaluate_split(
 
     ``split``: a :class:`nn.glue.GlueSplit` (then ``tokenizer`` is needed) or an already
     tokenized :class:`nn.glue.Encoded`. With ``weight_noise_sigma > 0`` the ``noise_target``
-    weights carry one draw of multiplicative noise (see :func:`nn.finetune.weight_noise`) from ``generator``
+    weights carry one draw of multiplicative noise (see :func:`nn.dva.weight_noise`) from ``generator``
     for the whole evaluation, and are restored afterwards. The model's train/eval mode is kept.
     """
     from nn import glue as glue_mod
-    from nn.finetune import select_linear, weight_noise
+    from nn.dva import select_linear, weight_noise
     from nn.metrics import glue_score
 
     if isinstance(split, glue_mod.GlueSplit):
@@ -696,7 +696,7 @@ def evaluate_split(
     model.eval()
     try:
         if noise_target is None:
-            from nn.finetune import DEFAULT_DVA_TARGET
+            from nn.dva import DEFAULT_DVA_TARGET
 
             noise_target = (DEFAULT_DVA_TARGET,)
         targets = select_linear(model, noise_target) if weight_noise_sigma > 0 else []

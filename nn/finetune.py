@@ -13,9 +13,11 @@ targeted ``nn.Linear`` modules are replaced by ``W * eps`` with fresh noise ``ep
 for ``normal``, ``exp(sigma*z)`` for ``lognormal``, ``z ~ N(0, 1)`` per weight, drawn from a
 seeded generator); forward and backward run at that perturbed point, the clean weights are put
 back bit for bit, and the optimizer steps with the gradient taken at the perturbed point
-(dL/dW' evaluated at W' = W*eps is applied to W, as in the paper's noise-injection training).
-:func:`evaluate` can apply the same kind of noise (one draw per call: one programmed chip), so
-the robustness of DVA-trained and normally trained models can be compared.
+(dL/dW' evaluated at W' = W*eps is applied to W, as in the paper's noise-injection training);
+the noise itself is :func:`nn.dva.weight_noise`, which :func:`nn.evaluate.noise_robustness` also
+applies (one draw per call: one programmed chip), so the robustness of DVA-trained and normally
+trained models can be compared. Pruning runs (:class:`nn.pruning.PruningPhase`) distil towards
+the starting model (:mod:`nn.distill`).
 
 Hardware-aware training (:mod:`nn.hwtrain`), from the :class:`nn.sim.SimConfig` ``sim`` the model
 will be evaluated with: ``dva_mode="crossbar"`` replaces the multiplicative noise by the
@@ -29,7 +31,6 @@ draw from the same seeded generator as DVA noise, so checkpoints resume bit-iden
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -38,7 +39,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +49,9 @@ from device.config import Config, ConfigError, check_choice, check_int_range, ch
 from device.errors import UserError
 from device.io import atomic_path, atomic_write_text, software_version
 from nn import glue as glue_mod
+from nn.distill import distillation_loss, frozen_teacher
+from nn.dva import DEFAULT_DVA_TARGET, resolve_targets, select_linear, weight_noise
 from nn.evaluate import evaluate_split as evaluate, noise_robustness, predict  # noqa: F401  (re-exported)
-from nn.metrics import glue_score
 from nn.hwtrain import hardware_weights
 from nn.sim import SimConfig
 
@@ -65,10 +67,6 @@ __all__ = [
     "read_finetune_info",
     "distillation_loss",
 ]
-
-# Encoder attention projections and feed-forward layers of BERT-family models (query, key, value,
-# attention output, intermediate and output dense). Not embeddings, pooler or classifier.
-DEFAULT_DVA_TARGET = r"encoder\..*(query|key|value|attention\.output\.dense|intermediate\.dense|output\.dense)$"
 
 FINETUNE_JSON = "reram_cosim_finetune.json"
 _CKPT = "checkpoint"
@@ -245,79 +243,6 @@ class FinetuneConfig(Config):
             target_sparsity=self.prune_rows_cols, scope=self.prune_scope,
             target_modules="|".join(f"(?:{p})" for p in resolve_targets(self.dva_target)),
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# weight noise
-
-
-def resolve_targets(patterns: Sequence[str] | str) -> tuple[str, ...]:
-    """``patterns`` as a tuple; the default ``(DEFAULT_DVA_TARGET,)`` stands for the simulated
-    chip's default layers of every supported family (:data:`nn.sim.DEFAULT_TARGET_MODULES`: BERT /
-    RoBERTa / ELECTRA, DistilBERT, ALBERT), which for BERT-style names are exactly the layers
-    ``DEFAULT_DVA_TARGET`` matches. The stored config keeps the one pattern, so runs saved before
-    this resolution are still recognised."""
-    pats = (patterns,) if isinstance(patterns, str) else tuple(patterns)
-    if pats == (DEFAULT_DVA_TARGET,):
-        from nn.sim import DEFAULT_TARGET_MODULES
-
-        return tuple(DEFAULT_TARGET_MODULES)
-    return pats
-
-
-def select_linear(model: nn.Module, patterns: Sequence[str] | str = (DEFAULT_DVA_TARGET,)) -> list[tuple[str, nn.Linear]]:
-    """The ``nn.Linear`` modules whose qualified names match any of ``patterns`` (``re.search``;
-    the default: see :func:`resolve_targets`).
-
-    Raises :class:`device.config.ConfigError` when none matches: noise applied to nothing is a silent bug.
-    """
-    pats = [re.compile(p) for p in resolve_targets(patterns)]
-    found = [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and any(p.search(name) for p in pats)
-    ]
-    if not found:
-        raise ConfigError(f"no nn.Linear module name matches {', '.join(p.pattern for p in pats)}")
-    return found
-
-
-def _noise_factors(weight: torch.Tensor, sigma: float, distribution: str, generator: torch.Generator) -> torch.Tensor:
-    z = torch.randn(weight.shape, generator=generator, device=generator.device, dtype=torch.float32)
-    z = z.to(device=weight.device)
-    eps = torch.exp(sigma * z) if distribution == "lognormal" else 1.0 + sigma * z
-    return eps.to(weight.dtype)
-
-
-@contextlib.contextmanager
-def weight_noise(
-    modules: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
-    sigma: float,
-    generator: torch.Generator,
-    distribution: str = "normal",
-) -> Iterator[None]:
-    """Multiply each module's ``weight`` by fresh noise inside the block; restore it exactly after.
-
-    ``normal``: ``W * (1 + sigma*z)``; ``lognormal``: ``W * exp(sigma*z)``; ``z ~ N(0, 1)``
-    elementwise from ``generator``, drawn in module order. Biases are not perturbed (the paper
-    models conductance variation of the weight cells). The clean weights are copied back from a
-    saved clone, so they are bit-identical after the block, also when it raises.
-    """
-    if sigma < 0 or not math.isfinite(sigma):
-        raise ValueError(f"sigma={sigma} is invalid: must be finite and >= 0")
-    if distribution not in ("normal", "lognormal"):
-        raise ValueError(f"distribution={distribution!r} is invalid: must be 'normal' or 'lognormal'")
-    if sigma == 0:
-        yield
-        return
-    from nn.hwtrain import hardware_weights
-
-    with hardware_weights(modules, lambda w, g: w * _noise_factors(w, sigma, distribution, g), generator):
-        yield
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,8 +477,15 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     hw_view = cfg.hardware_view()
     hw_targets = select_linear(model, cfg.dva_target) if hw_view is not None else []
     dva_gen = torch.Generator(device=device).manual_seed(_derive_seed(cfg.seed, 2))
-    teacher = _teacher(model) if cfg.distill_alpha > 0 else None  # before any pruning hook
-    prune = _PruningPhase(model, cfg, total, device) if cfg.prune_rows_cols > 0 else None
+    teacher = frozen_teacher(model) if cfg.distill_alpha > 0 else None  # before any pruning hook
+    prune = None
+    if cfg.prune_rows_cols > 0:
+        from nn.pruning import PruningPhase
+
+        prune = PruningPhase(
+            model, cfg.pruning_config(), round(cfg.prune_phase * total),
+            torch.Generator().manual_seed(_derive_seed(cfg.seed, 4)),
+        )
 
     step = 0
     history: list[dict[str, Any]] = []
@@ -700,146 +632,3 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
         save_masks(out / MASKS_FILE, prune.masks)
     shutil.rmtree(out / _CKPT, ignore_errors=True)
     return metrics
-
-
-def _teacher(model: nn.Module) -> nn.Module:
-    """A frozen copy of the starting model (eval mode: no dropout) for distillation."""
-    import copy
-
-    t = copy.deepcopy(model).eval()
-    for p in t.parameters():
-        p.requires_grad_(False)
-    return t
-
-
-def distillation_loss(
-    s_logits: torch.Tensor,
-    t_logits: torch.Tensor,
-    s_hidden: Sequence[torch.Tensor] | None = None,
-    t_hidden: Sequence[torch.Tensor] | None = None,
-    *,
-    temperature: float = 2.0,
-    hidden_weight: float = 0.0,
-    attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Distillation loss of a student towards a teacher (Hinton et al. 2015, arXiv 1503.02531; the
-    layer-wise hidden-state term as in CoFi, Xia et al. ACL 2022, arXiv 2204.00408).
-
-    Logits ``(batch, labels)``: classification (``labels > 1``) ``T**2 KL(softmax(t/T) ||
-    softmax(s/T))`` averaged over the batch (the ``T**2`` keeps its gradient scale independent of
-    ``T``); regression (one output) the mean squared difference. Hidden states (tuples of ``(batch,
-    tokens, hidden)``, e.g. ``output_hidden_states``): ``hidden_weight`` times the mean over layers
-    of the mean squared difference over the real tokens (``attention_mask``). Zero when student
-    and teacher agree.
-    """
-    if s_logits.shape[-1] > 1:
-        T = float(temperature)
-        kd = torch.nn.functional.kl_div(
-            torch.log_softmax(s_logits / T, -1), torch.log_softmax(t_logits / T, -1), log_target=True,
-            reduction="batchmean",
-        ) * (T * T)
-    else:
-        kd = torch.nn.functional.mse_loss(s_logits, t_logits)
-    if hidden_weight > 0 and s_hidden is not None and t_hidden is not None:
-        m = None if attention_mask is None else attention_mask.to(s_hidden[0].dtype).unsqueeze(-1)
-        terms = []
-        for hs, ht in zip(s_hidden, t_hidden):
-            d2 = (hs - ht).square()
-            if m is None:
-                terms.append(d2.mean())
-            else:
-                terms.append((d2 * m).sum() / (m.sum() * hs.shape[-1]).clamp(min=1))
-        kd = kd + hidden_weight * torch.stack(terms).mean()
-    return kd
-
-
-class _PruningPhase:
-    """Row/column pruning inside a fine-tuning run (seed paper 1; :mod:`nn.pruning`).
-
-    Steps ``[0, prune_phase * total)`` train hard-concrete gates on the rows and columns of the
-    crossbar-mapped layers with the Lagrangian sparsity penalty (target ramped up over the first
-    half of the phase); at the boundary the gates become hard masks with exactly the target
-    sparsity (per layer, or of all lines together with the global scope); the remaining steps are
-    the recovery fine-tune, with pruned weights held at zero (re-applied after every optimizer step, since AdamW's moments would move them).
-    """
-
-    def __init__(self, model: nn.Module, cfg: FinetuneConfig, total: int, device: torch.device) -> None:
-        from nn.pruning import RowColPruner
-
-        pcfg = cfg.pruning_config()
-        self.cfg = pcfg
-        self.model = model
-        self.boundary = max(1, int(round(cfg.prune_phase * total)))
-        gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, 4))
-        self.pruner = RowColPruner(model, pcfg, generator=gen)
-        self.opt_gates = torch.optim.Adam(list(self.pruner.gate_parameters()), lr=pcfg.lr_gates)
-        self.opt_lambda = torch.optim.Adam(self.pruner.lambda_parameters(), lr=pcfg.lr_lambda, maximize=True)
-        self.masks = None
-        self.sparsity_at_boundary: float | None = None
-
-    def penalty(self, step: int) -> torch.Tensor:
-        if self.masks is not None:
-            return torch.zeros(())
-        return self.pruner.lagrangian(step / self.boundary)
-
-    def after_step(self, step: int, final: bool = False) -> None:
-        from nn.pruning import reapply_masks
-
-        if self.masks is None:
-            if not final:
-                self.opt_gates.step()
-                self.opt_lambda.step()
-            self.opt_gates.zero_grad(set_to_none=True)
-            self.opt_lambda.zero_grad(set_to_none=True)
-            if step >= self.boundary or final:
-                with torch.no_grad():
-                    # the constrained quantity: the fraction of all lines (global scope) expected gone
-                    self.sparsity_at_boundary = float(self.pruner.total_expected_sparsity())
-                self.masks = self.pruner.finalize()
-        else:
-            reapply_masks(self.model, self.masks)
-
-    def state_dict(self) -> dict[str, Any]:
-        st: dict[str, Any] = {"sparsity_at_boundary": self.sparsity_at_boundary}
-        if self.masks is None:
-            st["gates"] = {n: (self.pruner.row_gates[n].log_alpha.detach().cpu(), self.pruner.col_gates[n].log_alpha.detach().cpu()) for n in self.pruner.layers}
-            st["lambdas"] = [t.detach().cpu() for t in self.pruner.lambda_parameters()]
-            st["opt_gates"] = self.opt_gates.state_dict()
-            st["opt_lambda"] = self.opt_lambda.state_dict()
-            st["gen"] = self.pruner.row_gates[next(iter(self.pruner.layers))].generator.get_state()
-        else:
-            st["masks"] = {n: (m.rows, m.cols) for n, m in self.masks.items()}
-        return st
-
-    def load_state_dict(self, st: dict[str, Any]) -> None:
-        from nn.pruning import RowColMask, apply_masks
-
-        self.sparsity_at_boundary = st.get("sparsity_at_boundary")
-        if "masks" in st:
-            self.pruner.remove_hooks()
-            self.masks = {n: RowColMask(r, c) for n, (r, c) in st["masks"].items()}
-            apply_masks(self.model, self.masks)
-            return
-        with torch.no_grad():
-            for n, (r, c) in st["gates"].items():
-                self.pruner.row_gates[n].log_alpha.copy_(r)
-                self.pruner.col_gates[n].log_alpha.copy_(c)
-            for t, v in zip(self.pruner.lambda_parameters(), st["lambdas"]):
-                t.copy_(v)
-        self.opt_gates.load_state_dict(st["opt_gates"])
-        self.opt_lambda.load_state_dict(st["opt_lambda"])
-        self.pruner.row_gates[next(iter(self.pruner.layers))].generator.set_state(st["gen"])
-
-    def report(self) -> dict[str, Any]:
-        from nn.pruning import mask_summary
-
-        if self.masks is None:
-            raise RuntimeError("report() before the pruning masks were finalised")
-        return {
-            "config": self.cfg.to_dict(),
-            "gate_steps": self.boundary,
-            "expected_sparsity_at_boundary": self.sparsity_at_boundary,
-            **mask_summary(self.masks),
-            "layers": {n: {"rows_kept": int(m.rows.sum()), "rows": m.rows.numel(), "cols_kept": int(m.cols.sum()), "cols": m.cols.numel(), "sparsity": m.sparsity} for n, m in self.masks.items()},
-        }
-

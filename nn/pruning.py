@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -61,6 +61,7 @@ __all__ = [
     "MASKS_FILE",
     "reapply_masks",
     "mask_summary",
+    "PruningPhase",
 ]
 
 #: file name of the masks beside a pruned model (read by the mapping layer)
@@ -428,3 +429,86 @@ def load_masks(path: str | Path) -> dict[str, RowColMask]:
             raise ValueError(f"{path}: mask {n!r} lacks its rows or cols entry")
         out[n] = RowColMask(t[f"{n}.rows"], t[f"{n}.cols"])
     return out
+
+
+class PruningPhase:
+    """Row/column pruning inside a fine-tuning run (seed paper 1), driven by :func:`nn.finetune.finetune`.
+
+    Steps ``[0, prune_phase * total)`` train hard-concrete gates on the rows and columns of the
+    crossbar-mapped layers with the Lagrangian sparsity penalty (target ramped up over the first
+    half of the phase); at the boundary the gates become hard masks with exactly the target
+    sparsity (per layer, or of all lines together with the global scope); the remaining steps are
+    the recovery fine-tune, with pruned weights held at zero (re-applied after every optimizer step, since AdamW's moments would move them).
+    """
+
+    def __init__(self, model: nn.Module, pcfg: PruningConfig, boundary: int, generator: torch.Generator) -> None:
+        """``pcfg``: the pruning settings; ``boundary``: the step at which the gates become
+        masks (``prune_phase`` times the run's steps); ``generator``: the gates' noise."""
+        self.cfg = pcfg
+        self.model = model
+        self.boundary = max(1, int(boundary))
+        self.pruner = RowColPruner(model, pcfg, generator=generator)
+        self.opt_gates = torch.optim.Adam(list(self.pruner.gate_parameters()), lr=pcfg.lr_gates)
+        self.opt_lambda = torch.optim.Adam(self.pruner.lambda_parameters(), lr=pcfg.lr_lambda, maximize=True)
+        self.masks = None
+        self.sparsity_at_boundary: float | None = None
+
+    def penalty(self, step: int) -> torch.Tensor:
+        if self.masks is not None:
+            return torch.zeros(())
+        return self.pruner.lagrangian(step / self.boundary)
+
+    def after_step(self, step: int, final: bool = False) -> None:
+        if self.masks is None:
+            if not final:
+                self.opt_gates.step()
+                self.opt_lambda.step()
+            self.opt_gates.zero_grad(set_to_none=True)
+            self.opt_lambda.zero_grad(set_to_none=True)
+            if step >= self.boundary or final:
+                with torch.no_grad():
+                    # the constrained quantity: the fraction of all lines (global scope) expected gone
+                    self.sparsity_at_boundary = float(self.pruner.total_expected_sparsity())
+                self.masks = self.pruner.finalize()
+        else:
+            reapply_masks(self.model, self.masks)
+
+    def state_dict(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"sparsity_at_boundary": self.sparsity_at_boundary}
+        if self.masks is None:
+            st["gates"] = {n: (self.pruner.row_gates[n].log_alpha.detach().cpu(), self.pruner.col_gates[n].log_alpha.detach().cpu()) for n in self.pruner.layers}
+            st["lambdas"] = [t.detach().cpu() for t in self.pruner.lambda_parameters()]
+            st["opt_gates"] = self.opt_gates.state_dict()
+            st["opt_lambda"] = self.opt_lambda.state_dict()
+            st["gen"] = self.pruner.row_gates[next(iter(self.pruner.layers))].generator.get_state()
+        else:
+            st["masks"] = {n: (m.rows, m.cols) for n, m in self.masks.items()}
+        return st
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.sparsity_at_boundary = st.get("sparsity_at_boundary")
+        if "masks" in st:
+            self.pruner.remove_hooks()
+            self.masks = {n: RowColMask(r, c) for n, (r, c) in st["masks"].items()}
+            apply_masks(self.model, self.masks)
+            return
+        with torch.no_grad():
+            for n, (r, c) in st["gates"].items():
+                self.pruner.row_gates[n].log_alpha.copy_(r)
+                self.pruner.col_gates[n].log_alpha.copy_(c)
+            for t, v in zip(self.pruner.lambda_parameters(), st["lambdas"]):
+                t.copy_(v)
+        self.opt_gates.load_state_dict(st["opt_gates"])
+        self.opt_lambda.load_state_dict(st["opt_lambda"])
+        self.pruner.row_gates[next(iter(self.pruner.layers))].generator.set_state(st["gen"])
+
+    def report(self) -> dict[str, Any]:
+        if self.masks is None:
+            raise RuntimeError("report() before the pruning masks were finalised")
+        return {
+            "config": self.cfg.to_dict(),
+            "gate_steps": self.boundary,
+            "expected_sparsity_at_boundary": self.sparsity_at_boundary,
+            **mask_summary(self.masks),
+            "layers": {n: {"rows_kept": int(m.rows.sum()), "rows": m.rows.numel(), "cols_kept": int(m.cols.sum()), "cols": m.cols.numel(), "sparsity": m.sparsity} for n, m in self.masks.items()},
+        }

@@ -40,7 +40,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from crossbar.engine import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig
-from crossbar.solver import CircuitConfig
+from crossbar.nodal import CircuitConfig
 from device.config import (
     Config,
     ConfigError,
@@ -74,7 +74,7 @@ _DATA = Path(__file__).resolve().parents[1] / "data"
 
 #: encoder attention projections and feed-forward layers of BERT / RoBERTa / ELECTRA
 #: (``encoder.layer.N.attention.self.{query,key,value}``, ``attention.output.dense``,
-#: ``intermediate.dense``, ``output.dense``; the same pattern as ``nn.finetune.DEFAULT_DVA_TARGET``),
+#: ``intermediate.dense``, ``output.dense``; the same pattern as ``nn.dva.DEFAULT_DVA_TARGET``),
 #: of DistilBERT (``transformer.layer.N.attention.{q,k,v,out}_lin``, ``ffn.lin{1,2}``) and of ALBERT
 #: (``encoder.albert_layer_groups.G.albert_layers.N.attention.{query,key,value,dense}``, ``ffn``,
 #: ``ffn_output``; one module per layer group, shared by the layers that use it). Not the

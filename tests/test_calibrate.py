@@ -14,7 +14,7 @@ import pytest
 from device.calibrate import CalibrationError, calibrate_levels, calibrate_levels_csv, read_techb, techb_levels_csv
 from device.programming import LevelTable, clopper_pearson, empirical_readout_error
 from device.tables import read_table, validate
-from nn.cli import main
+from cli.main import main
 
 DEVICES = Path(__file__).parents[2] / "shared" / "data" / "devices"
 TECHB = DEVICES / "relaxation_techB"

@@ -14,7 +14,7 @@ import pytest
 
 from device.calibrate_pulses import Ramps, fit_pulses, simulate_ramps
 from device.compact import StanfordPKUParams
-from nn.cli import main
+from cli.main import main
 
 RAMPS = Path(__file__).parents[2] / "shared" / "data" / "devices" / "pulse_ramps"
 

@@ -57,7 +57,7 @@ def test_presets_build_and_overrides_reach_every_section():
     with pytest.raises(ConfigError, match="rate"):
         build_sim_config("default", ["faults.rate=2"])
     assert config_hash(cfg) != config_hash(build_sim_config("default"))
-    from nn.cli_eval import SIM_PRESETS
+    from cli.evaluate import SIM_PRESETS
 
     assert tuple(SIM_PRESETS) == tuple(PRESETS)  # the CLI reads the registry itself
 

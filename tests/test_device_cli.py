@@ -12,7 +12,7 @@ from device import cli, tables
 
 
 def _main(argv):
-    """The entry point's contract (nn/cli.py): ValueError -> 'error: ...' on stderr, exit 2."""
+    """The entry point's contract (cli/main.py): ValueError -> 'error: ...' on stderr, exit 2."""
     parser = argparse.ArgumentParser(prog="reram-cosim")
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

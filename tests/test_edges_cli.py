@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nn.cli import main
+from cli.main import main
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -206,7 +206,7 @@ def test_tables_validate_unknown_kind(tmp_path, capsys):
 
 
 def test_a_bug_is_not_a_user_error(monkeypatch, tmp_path, capsys):
-    import device.cli as dcli
+    import cli.device as dcli
 
     def boom(args):
         raise ValueError("numpy said something")  # a plain ValueError is a bug, not bad input
@@ -217,7 +217,7 @@ def test_a_bug_is_not_a_user_error(monkeypatch, tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback_of_user_errors(tmp_path):
-    argv = [sys.executable, "-m", "nn.cli", "--debug", "device", "faults", "--rows", "4", "--cols", "4", "--rate", "2",
+    argv = [sys.executable, "-m", "cli", "--debug", "device", "faults", "--rows", "4", "--cols", "4", "--rate", "2",
             "--out", str(tmp_path / "f.h5")]
     r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2 and "Traceback" in r.stderr and "ConfigError" in r.stderr

@@ -348,10 +348,10 @@ def test_cuda_matches_cpu():
 
 
 def _run_cli(argv):
-    """What nn.cli.main does for our subcommand: parse, run, map ValueError to exit status 2."""
+    """What cli.main.main does for our subcommand: parse, run, map ValueError to exit status 2."""
     import argparse
 
-    from crossbar.cli_engine import register
+    from cli.crossbar import register
 
     parser = argparse.ArgumentParser(prog="reram-cosim")
     register(parser.add_subparsers(dest="command", required=True))

@@ -108,7 +108,7 @@ def test_bad_inputs_one_clear_error(files, tmp_path):
 
 
 def test_cli_eval(files, tmp_path, capsys):
-    from nn.cli import main
+    from cli.main import main
 
     out = tmp_path / "cli.csv"
     args = ["eval", "--model", str(files["model"]), "--task", "sst2", "--glue-dir", str(files["glue"]),

@@ -87,7 +87,7 @@ def test_serial_and_two_dask_workers_give_identical_rows(spec, tmp_path):
 
 
 def test_cli_refuses_workers_without_a_cluster_executor(spec, tmp_path, capsys):
-    from nn.cli import main
+    from cli.main import main
 
     path = tmp_path / "s.json"
     path.write_text(json.dumps(spec.data))

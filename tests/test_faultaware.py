@@ -331,7 +331,7 @@ def test_cli_mvm_fault_aware_json(capsys):
     3.4 % at 128x256; quantization alone 2.0 %)."""
     import json
 
-    from nn.cli import main
+    from cli.main import main
 
     argv = ["crossbar", "mvm", "--rows", "96", "--cols", "48", "--tile", "32", "32", "--fault-rate", "0.01",
             "--set", "levels.source=synthetic", "--json"]

@@ -303,7 +303,7 @@ def test_missing_model_fails_fast(tmp_path):
 
 
 def test_cli_finetune(tiny_model, toy_data, tmp_path, capsys, monkeypatch):
-    from nn import cli_nn
+    from cli import finetune as cli_nn
 
     monkeypatch.setenv("RERAM_COSIM_NUM_THREADS", "1")
 
@@ -333,7 +333,7 @@ def test_cli_finetune(tiny_model, toy_data, tmp_path, capsys, monkeypatch):
 
 
 def test_cli_import_is_light():
-    code = "import sys, nn.cli_nn; bad = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    code = "import sys, cli.finetune; bad = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -318,7 +318,7 @@ def test_finetune_hardware_aware_smoke_and_resume(tiny, tmp_path, mode):
 
 
 def test_cli_finetune_crossbar_mode(tiny, tmp_path, capsys, monkeypatch):
-    from nn import cli_nn
+    from cli import finetune as cli_nn
 
     monkeypatch.setenv("RERAM_COSIM_NUM_THREADS", "1")
     model, train, dev = tiny

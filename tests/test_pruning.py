@@ -259,7 +259,7 @@ def test_finetune_global_scope_reports_and_saves_the_exact_target(tmp_path):
 def test_cli_prints_both_sparsities(tmp_path, capsys):
     from _tiny_bert import write_glue, write_tiny_classifier
 
-    from nn.cli import main
+    from cli.main import main
     from nn.finetune import read_finetune_info
 
     write_tiny_classifier(tmp_path / "base")

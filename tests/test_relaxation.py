@@ -21,7 +21,7 @@ from device.relaxation import (
     relaxation_data,
 )
 from device.tables import read_table, validate
-from nn.cli import main
+from cli.main import main
 
 TECHB = Path(__file__).parents[2] / "shared" / "data" / "devices" / "relaxation_techB"
 needs_techb = pytest.mark.skipif(not (TECHB / "relaxdata_10k.min.tsv.gz").is_file(), reason="shared tech-B data absent")
@@ -150,7 +150,7 @@ def test_cli_fits_a_tidy_csv_and_refuses_bad_ones(tmp_path, capsys):
     assert "time_s" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["device.calibrate", "device.relaxation", "device.cli_calibrate"])
+@pytest.mark.parametrize("module", ["device.calibrate", "device.relaxation", "cli.calibrate"])
 def test_calibration_modules_import_light(module):
     code = (f"import sys, {module}\n"
             "print(','.join(m for m in ('torch', 'matplotlib', 'scipy', 'PySpice') if m in sys.modules))\n")

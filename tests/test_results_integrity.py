@@ -115,7 +115,7 @@ def test_the_software_version_is_part_of_the_key(files, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text", ["just one line", "a,b\n1,2\n3,", ",".join(LEGACY_CSV_COLUMNS) + "\nsst2,dev"])
 def test_a_foreign_or_older_file_is_refused_and_left_untouched(files, tmp_path, text, capsys):
-    from nn.cli import main
+    from cli.main import main
 
     p = tmp_path / "x.csv"
     p.write_text(text)
@@ -196,7 +196,7 @@ def test_two_identical_runs_at_once_write_each_row_once(files, tmp_path):
 
 
 def test_eval_creates_no_directory_and_checks_tables_first(files, tmp_path, monkeypatch, capsys):
-    from nn.cli import main
+    from cli.main import main
 
     missing = tmp_path / "missing" / "deeper"
     with pytest.raises(OutputPathError, match="does not exist"):

@@ -93,7 +93,7 @@ def test_study_runs_resumes_and_plots(files, tmp_path):
 
 
 def test_cli_study(files, tmp_path, capsys):
-    from nn.cli import main
+    from cli.main import main
 
     spec = tmp_path / "s.json"
     spec.write_text(json.dumps(spec_dict(files, axes={"faults.rate": [0.05]}, methods={"baseline": []}, trials=1)))

@@ -1,7 +1,9 @@
 """The ``reram-cosim`` command line.
 
-Each layer owns its subcommands in its own ``cli`` module with a ``register(subparsers)``
-function; this module only assembles them and turns user errors into one line on stderr and a
+The command line is the top layer of the code base: ``cli/`` imports ``device``, ``crossbar``,
+``mapping`` and ``nn``, and none of them imports ``cli`` (``tests/test_layers.py``). Each command
+group lives in its own module here with a ``register(subparsers)`` function; this module only
+assembles them and turns user errors into one line on stderr and a
 non-zero exit status. Subcommand modules import their heavy dependencies (torch, transformers,
 PySpice) inside the handlers, so ``reram-cosim --help`` stays fast.
 
@@ -19,12 +21,12 @@ import sys
 
 #: modules that contribute subcommands, in the order they appear in ``--help``
 COMMAND_MODULES = (
-    "device.cli",
-    "device.cli_tables",
-    "crossbar.cli",
-    "crossbar.cli_engine",
-    "nn.cli_nn",
-    "nn.cli_eval",
+    "cli.device",
+    "cli.tables",
+    "cli.circuit",
+    "cli.crossbar",
+    "cli.finetune",
+    "cli.evaluate",
 )
 
 

@@ -3,7 +3,7 @@
 :func:`run_demo` writes into ``out_dir``:
 
 1. ``device/``: I-V curve, level histograms (1 and 2 bits per cell), read-out error summary
-   (``device.demo.run_device_demo``, when that module is installed);
+   (:func:`cli.demo_device.run_device_demo`);
 2. ``irdrop/``: IR-drop map and current error vs position of one tile
    (:func:`crossbar.irdrop.demo_figures`);
 3. the fine-tuned MiniLM SST-2 classifier: reused from ``finetuned_model_dir("minilm-sst2")``
@@ -119,17 +119,11 @@ def run_demo(
     notes: list[str] = []
 
     # 1. device figures
-    try:
-        from device.demo import run_device_demo
-    except ImportError:
-        run_device_demo = None
-        msg = "device.demo.run_device_demo is not available in this build: device figures skipped"
-        notes.append(msg)
-        _say(f"[1/5] {msg}")
-    if run_device_demo is not None:
-        _say("[1/5] device: I-V curve, level histograms, read-out errors")
-        run_device_demo(out / "device")
-        made["figures"] += [str(p) for p in sorted((out / "device").glob("*.png"))]
+    from cli.demo_device import run_device_demo
+
+    _say("[1/5] device: I-V curve, level histograms, read-out errors")
+    run_device_demo(out / "device")
+    made["figures"] += [str(p) for p in sorted((out / "device").glob("*.png"))]
     # 2. IR drop figures
     from crossbar.irdrop import demo_figures
 

@@ -5,9 +5,9 @@ registry (:data:`nn.sim.PRESETS`) and typed ``--set KEY=VALUE`` overrides of its
 :class:`nn.sim.SimConfig` (``crossbar.*``, ``faults.*``, ``levels.*``, ``circuit.*``,
 ``irdrop_table``); ``--show-config`` prints it. The named flags (``--adc-bits``, ``--fault-rate``
 ...) are shortcuts for the same keys, applied before ``--set``. The registry lives in ``nn/``
-because one preset is one whole simulated chip; this command-line module reads it (and the shared
-``--preset``/``--set`` flags of :func:`nn.cli_eval.sim_args`) inside its functions only, when
-``nn/cli.py`` assembles the command line: importing the crossbar package imports nothing above it.
+because one preset is one whole simulated chip; the command line sits above every layer, so this
+module may use all four packages (and the shared ``--preset``/``--set`` flags of
+:func:`cli.evaluate.sim_args`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from nn.cli_eval import sim_args
+    from cli.evaluate import sim_args
 
     p = subparsers.add_parser(
         "crossbar",
@@ -96,7 +96,7 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     from crossbar.engine import program_matrix
     from device.errors import UserError
     from device.programming import LevelTable
-    from nn.cli_eval import show_config
+    from cli.evaluate import show_config
     from nn.sim import build_levels, build_sim_config, load_irdrop
 
     fa_over = ["faultaware.reencode=true", "faultaware.placement=true"] if args.fault_aware else []

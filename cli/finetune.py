@@ -1,4 +1,4 @@
-"""``reram-cosim finetune``: the NLP subcommands, registered by ``nn/cli.py``.
+"""``reram-cosim finetune``: the NLP subcommands, registered by ``cli/main.py``.
 
 Importing this module is cheap: torch, transformers and datasets are imported by the handler.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from nn.cli_eval import GLUE_HELP, glue_dir_arg, show_config, sim_args
+from cli.evaluate import GLUE_HELP, glue_dir_arg, show_config, sim_args
 
 __all__ = ["register"]
 

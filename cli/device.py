@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fa.add_argument("--out", required=True, help="output HDF5 file")
     fa.set_defaults(func=_cmd_faults)
 
-    from device.cli_calibrate import register as register_calibrate
+    from cli.calibrate import register as register_calibrate
 
     register_calibrate(sub)
 

@@ -1,4 +1,4 @@
-"""``reram-cosim eval | study | demo``: GLUE on simulated crossbars, registered by ``nn/cli.py``.
+"""``reram-cosim eval | study | demo``: GLUE on simulated crossbars, registered by ``cli/main.py``.
 
 Importing this module is cheap: torch and transformers are imported by the handlers.
 """
@@ -199,7 +199,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from nn.demo import run_demo
+    from cli.demo import run_demo
 
     run_demo(args.out, glue_dir_arg(args.glue_dir), trials=args.trials, max_examples=args.max_examples)
     return 0

@@ -1,7 +1,7 @@
 """``reram-cosim circuit ...``: crossbar netlists, exact / SPICE solves and IR-drop tables.
 
 All values on the command line are SI (ohm, siemens, volts). ``register(subparsers)`` adds the
-``circuit`` command group; ``nn/cli.py`` maps a :class:`device.errors.UserError` to ``error: ...``
+``circuit`` command group; ``cli/main.py`` maps a :class:`device.errors.UserError` to ``error: ...``
 and exit status 2. Every file is written through :mod:`device.io` (temporary file, rename).
 """
 
