@@ -72,7 +72,11 @@ Cost (pure functions, used by the engine's docs and the cost model)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
+
+import numpy as np
+import torch
 
 from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
 
@@ -84,10 +88,17 @@ __all__ = [
     "adc_units",
     "conversions_per_read",
     "adc_cycles_per_read",
+    "KINDS_WITH_CIRCUITS",
+    "AdcTransfer",
+    "draw_transfer",
+    "sar_transitions",
+    "pipeline_transfer",
 ]
 
 #: the ADC kinds the engine models (see the module docstring)
 ADC_KINDS = ("ideal", "sar", "ramp", "pipeline", "cyclic")
+#: the kinds modelled as circuits (transfer functions drawn per chip even without flaws)
+KINDS_WITH_CIRCUITS = ADC_KINDS[1:]
 
 #: which flaws each kind has beyond the generic offset and gain errors
 _KIND_FLAWS = {
@@ -227,3 +238,168 @@ def adc_cycles_per_read(adc: AdcConfig, inputs: int, dac_cycles: int) -> int:
     if adc.kind == "pipeline":
         return dac_cycles * n + conversion_latency_cycles(adc.kind, adc.bits) - 1
     return dac_cycles * n * c
+
+
+# --------------------------------------------------------------------------------------------
+# the flaws of a chip's ADCs: drawn once per chip, as transfer functions
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdcTransfer:
+    """The transfer functions of one layer's ADC inputs on one chip, in LSB units.
+
+    ``breaks``: ``(T, M)`` float, each row ascending (``+inf`` padding): the input levels
+    where the code changes. ``codes``: ``(T, M + 1)`` float codes of the intervals between
+    them (``codes[:, i]`` for ``breaks[i-1] < v <= breaks[i]``), or None for monotonic
+    converters with their codes in order (code ``lo + i``, missing codes as repeated breaks).
+    ``table``: ``(R, L)`` int64, the row of ``breaks`` that channel (ADC input) ``l`` of row
+    block ``r`` reads. Applied by :func:`crossbar.read.adc_convert`.
+    """
+
+    breaks: torch.Tensor
+    codes: torch.Tensor | None
+    table: torch.Tensor
+
+    def to(self, device=None, dtype=None) -> "AdcTransfer":
+        mv = lambda t: None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)  # noqa: E731
+        return AdcTransfer(breaks=mv(self.breaks), codes=mv(self.codes), table=self.table.to(device))
+
+
+def _cdac(bits: int, n: int, cap_sigma_rel: float, rng: np.random.Generator) -> np.ndarray:
+    """Levels ``(n, 2**bits)`` of ``n`` binary-weighted capacitor DACs in LSB units,
+    ``V(D) = V_ref (2 sum_j d_j C_j / C_tot - 1)``, ``V_ref = 2**(bits-1)``: capacitor ``j`` of
+    ``2**j`` units has absolute sigma ``cap_sigma_rel sqrt(2**j)`` units (Pelgrom), the
+    termination capacitor one unit. Ideal: ``V(D) = D - 2**(bits-1)``."""
+    units = 2.0 ** np.arange(bits)
+    c = units + cap_sigma_rel * np.sqrt(units) * rng.standard_normal((n, bits))
+    c_tot = c.sum(1) + 1.0 + cap_sigma_rel * rng.standard_normal(n)
+    d = (np.arange(2**bits)[:, None] >> np.arange(bits)) & 1  # (2**bits, bits) digits of D
+    h = 2.0 ** (bits - 1)
+    return h * (2.0 * (c @ d.T.astype(np.float64)) / c_tot[:, None] - 1.0)
+
+
+def sar_transitions(levels: np.ndarray) -> np.ndarray:
+    """Transition levels ``(n, 2**bits - 1)`` of SAR converters whose binary search compares the
+    input with ``levels[:, D]`` when trying code ``D`` (``levels`` ``(n, 2**bits)``, column 0
+    unused): the output is ``#{k : T_k < v}`` (unsigned).
+
+    A binary search is monotonic whatever its reference levels (two inputs part at the first
+    comparison they disagree on, the larger one taking the branch with the larger codes), so it
+    is described by its transitions: the transition to code ``k`` lies at the node that tries
+    ``k``, whose inputs lie between the transitions to ``k - 2**j`` and ``k + 2**j`` (``2**j``
+    the lowest set bit of ``k``); hence ``T_k = clip(levels[k], T_{k - 2**j}, T_{k + 2**j})``,
+    computed from the most significant bit down.
+    """
+    n, size = levels.shape
+    bits = size.bit_length() - 1
+    t = np.empty((n, size + 1))
+    t[:, 0], t[:, size] = -np.inf, np.inf
+    for j in range(bits - 1, -1, -1):
+        k = np.arange(1 << j, size, 2 << j)
+        t[:, k] = np.clip(levels[:, k], t[:, k - (1 << j)], t[:, k + (1 << j)])
+    return t[:, 1:size]
+
+
+def _stage_split(lo, hi, a, c, code, t, d_vals, weights):
+    """Split each piece ``[lo, hi)`` (input ``w``; the stage sees ``a w + c``) at the ascending
+    thresholds ``t`` (list of ``(n, P)``) into ``len(t) + 1`` sub-pieces with decisions
+    ``d_vals``, returning stacked ``(n, P * (len(t) + 1))`` arrays, piece-major (ascending)."""
+    edges = [lo] + [np.clip(x, lo, hi) for x in t] + [hi]
+    los = np.stack(edges[:-1], -1)
+    his = np.stack(edges[1:], -1)
+    sh = los.shape[:-2] + (-1,)
+    codes = code[..., None] + np.asarray(weights)
+    return los.reshape(sh), his.reshape(sh), np.repeat(a, len(d_vals), -1).reshape(sh), \
+        np.broadcast_to(c[..., None], los.shape).reshape(sh), codes.reshape(sh), \
+        np.broadcast_to(np.asarray(d_vals, np.float64), los.shape).reshape(sh)
+
+
+def _compact(*arrays, valid):
+    """Keep the valid pieces of each row, in order, padded to the largest count (invalid last)."""
+    order = np.argsort(~valid, axis=1, kind="stable")
+    p = max(1, int(valid.sum(1).max()))
+    out = [np.take_along_axis(x, order, 1)[:, :p] for x in arrays]
+    return out + [np.take_along_axis(valid, order, 1)[:, :p]]
+
+
+def pipeline_transfer(bits: int, gamma: np.ndarray, eta: np.ndarray, off_hi: np.ndarray, off_lo: np.ndarray,
+                      off_final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Transfer functions of ``n`` 1.5-bit-per-stage converters, in LSB units, exactly.
+
+    ``gamma``, ``eta``, ``off_hi``, ``off_lo``: ``(n, bits - 1)`` per stage: the MDAC's
+    ``C_s / C_f``, its finite-gain factor ``1 / (1 + 1/(A beta))``, and the offsets of the
+    comparators at ``+V_ref/4`` and ``-V_ref/4`` (LSB); ``off_final`` ``(n,)``. A stage sees
+    ``V`` and decides ``d = +1`` if ``V > V_ref/4 + off_hi``, else ``-1`` if ``V < -V_ref/4 +
+    off_lo``, else 0, and passes ``((1 + gamma) V - d gamma V_ref) eta``; the final comparator
+    gives ``d_f = [V > off_final]``; the code is ``sum_n d_n 2**(bits-1-n) + d_f - 1`` of the
+    input plus half an LSB (mid-tread). Every stage is affine in the input on each decision
+    region, so the pieces are split stage by stage at the thresholds mapped back to the input.
+    Returns ``breaks`` ``(n, M)`` (ascending, ``+inf`` padded) and ``codes`` ``(n, M + 1)``.
+    """
+    n = gamma.shape[0]
+    h = 2.0 ** (bits - 1)
+    span = 8.0 * h  # beyond this every decision saturates (stage gains are near 2)
+    lo = np.full((n, 1), -span)
+    hi = np.full((n, 1), span)
+    a = np.ones((n, 1))
+    c = np.full((n, 1), 0.5)  # w = v + 1/2: the stages convert the input plus half an LSB
+    code = np.zeros((n, 1))
+    for s in range(bits - 1):
+        g, e = gamma[:, s : s + 1], eta[:, s : s + 1]
+        t_hi = (h / 4 + off_hi[:, s : s + 1] - c) / a
+        t_lo = np.minimum((-h / 4 + off_lo[:, s : s + 1] - c) / a, t_hi)
+        w = 2.0 ** (bits - 2 - s)
+        lo, hi, a, c, code, d = _stage_split(lo, hi, a, c, code, [t_lo, t_hi], (-1.0, 0.0, 1.0), (-w, 0.0, w))
+        c = ((1 + g) * c - d * g * h) * e
+        a = a * (1 + g) * e
+        lo, hi, a, c, code, valid = _compact(lo, hi, a, c, code, valid=hi > lo)
+        lo = np.where(valid, lo, np.inf)
+        hi = np.where(valid, hi, np.inf)
+    t_f = (off_final[:, None] - c) / a
+    lo, hi, a, c, code, _ = _stage_split(lo, hi, a, c, code, [t_f], (0.0, 1.0), (-1.0, 0.0))
+    lo, code, valid = _compact(lo, code, valid=hi > lo)
+    # a break between pieces of the same code is no break: keep the first piece of each run
+    keep = valid.copy()
+    keep[:, 1:] &= code[:, 1:] != code[:, :-1]
+    lo, code, keep = _compact(lo, code, valid=keep)
+    lo = np.where(keep, lo, np.inf)
+    code = np.where(keep, code, np.take_along_axis(code, np.maximum(keep.sum(1, keepdims=True) - 1, 0), 1))
+    return lo[:, 1:], code
+
+
+def draw_transfer(adc: AdcConfig, n_adcs: int, adc_of_input: np.ndarray, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Draw the flaws of ``n_adcs`` ADCs once (one chip) and return the transfer functions of
+    their inputs: ``(breaks (T, M), codes (T, M + 1) or None, table (inputs,))`` in LSB units
+    (see :class:`AdcTransfer`); ``adc_of_input`` ``(inputs,)`` the ADC each input is converted
+    by. Every ADC of a kind shares the kind's transfer with its flaws; a ramp's columns differ
+    by their comparators, so its tables are per input."""
+    b = adc.bits
+    h = 2.0 ** (b - 1)
+    gain = 1.0 + adc.gain_sigma_rel * rng.standard_normal(n_adcs)
+    offset = adc.offset_sigma_rel * h * rng.standard_normal(n_adcs)
+    codes = None
+    table = np.asarray(adc_of_input, np.int64)
+    if adc.kind == "ideal":
+        t = np.broadcast_to(np.arange(1, 2**b) - h - 0.5, (n_adcs, 2**b - 1))
+    elif adc.kind == "sar":
+        lv = _cdac(b, n_adcs, adc.cap_sigma_rel, rng) - 0.5  # compare with V(D) - LSB/2: mid-tread
+        lv += adc.comparator_sigma_rel * h * rng.standard_normal((n_adcs, 1))
+        t = sar_transitions(lv)  # signed LSB: V(D) = D - 2**(bits-1) ideally
+    elif adc.kind == "ramp":
+        lv = _cdac(b, n_adcs, adc.cap_sigma_rel, rng)[:, 1:] - 0.5
+        t = np.maximum.accumulate(lv, axis=1)[table]  # the counter stops at the first step above v
+        t = t + adc.comparator_sigma_rel * h * rng.standard_normal((table.size, 1))
+        gain, offset = gain[table], offset[table]
+        table = np.arange(table.size)
+    else:  # pipeline, cyclic
+        k = b - 1 if adc.kind == "pipeline" else 1
+        cs = 1.0 + adc.cap_sigma_rel * rng.standard_normal((n_adcs, k))
+        cf = 1.0 + adc.cap_sigma_rel * rng.standard_normal((n_adcs, k))
+        a_ol = np.inf if adc.opamp_gain_db is None else 10.0 ** (adc.opamp_gain_db / 20.0)
+        eta = 1.0 / (1.0 + (cs + cf) / (cf * a_ol))
+        o = adc.comparator_sigma_rel * h * rng.standard_normal((n_adcs, 2 * k + 1))
+        rep = lambda x: np.repeat(x, b - 1, 1) if k == 1 else x  # noqa: E731  (cyclic: one stage, reused)
+        t, codes = pipeline_transfer(b, rep(cs / cf), rep(eta), rep(o[:, :k]), rep(o[:, k : 2 * k]), o[:, 2 * k])
+    t = (np.asarray(t, np.float64) - offset[:, None]) / gain[:, None]  # v (1 + g) + o crosses t
+    return t, codes, table

@@ -86,6 +86,7 @@ from crossbar.layout import FREE, NEG, POS, REF, LayoutError, TileLayout, defaul
 from crossbar.pipeline import (
     PROGRAMMING_STEPS,
     CellState,
+    adc_flaws_step,
     FoldedReadout,
     ProgramContext,
     check_levels,
@@ -186,6 +187,9 @@ class ProgrammedMatrix:
     relaxation: Any = None
     fault_map: Any = None
     encoder: Callable[..., torch.Tensor] | None = None
+    #: the chip's ADCs with their flaws (crossbar.adc.AdcTransfer), drawn once per chip; None for
+    #: flawless ideal quantizers
+    adc_transfer: Any = None
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -214,6 +218,7 @@ class ProgrammedMatrix:
         return dataclasses.replace(
             self, qweight=self.qweight.to(device), readout=mv(self.readout), noise_var=mv(self.noise_var),
             w_step=mv(self.w_step), adc_step=mv(self.adc_step), input_step=mv(self.input_step),
+            adc_transfer=None if self.adc_transfer is None else self.adc_transfer.to(device),
         )
 
     # ---- the DAC and the word lines ----------------------------------------------------------
@@ -327,7 +332,7 @@ class ProgrammedMatrix:
         else:
             sx_r, sx_rn, post = self.split_input_step(sx)
             y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.word_lines(xq), cfg, generator,
-                         block_scale=sx_rn)
+                         block_scale=sx_rn, transfer=self.adc_transfer)
             if post is not None:
                 y.mul_(post.to(y.dtype))
         return y[:n].to(x.dtype).reshape(*lead, self.out_features)
@@ -593,8 +598,6 @@ def _program(
         irdrop = load_irdrop(irdrop, cfg)
     if cfg.read_time_s > 0 and relaxation is None:
         raise ConfigError(f"read_time_s={cfg.read_time_s:g} needs a relaxation model (relaxation=...)")
-    if cfg.adc.is_circuit:  # the per-chip transfer functions are being wired into the read (issue 26)
-        raise ConfigError(f"adc_kind={cfg.adc_kind!r} and ADC flaws are not simulated by the read yet; use adc_kind='ideal'")
     seed = int(rng.integers(2**63))
     device = torch.device(device)
     ctx = ProgramContext(
@@ -603,6 +606,7 @@ def _program(
         cell_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
     )
     st = run_pipeline(ctx, PROGRAMMING_STEPS)
+    adc_transfer = adc_flaws_step(ctx, dtype)
     folded = fold(st.m_s, qweight, layout, cfg, level_step_s(levels), device, dtype)
     if keep_conductances and ctx.cell_dtype != torch.float64:  # inspection: the float64 cells
         st = run_pipeline(dataclasses.replace(ctx, cell_dtype=torch.float64), PROGRAMMING_STEPS)
@@ -612,6 +616,7 @@ def _program(
         seed=seed, fault_counts=fc, kept=TileState.from_cells(st) if keep_conductances else None,
         input_step=input_step, relaxation=relaxation, fault_map=fault_map, encoder=encoder,
         readout=folded.readout, noise_var=folded.noise_var, w_step=folded.w_step, adc_step=folded.adc_step,
+        adc_transfer=adc_transfer,
     )
 
 

@@ -21,7 +21,10 @@ ir_drop_step        wire resistance: effective matrix ``M(G)``     once per chip
                                                                    the chord at ``v_read_v``)
 ==================  =============================================  ===============================
 
-Read noise is sampled on every read and lives in the read (:mod:`crossbar.read`).
+The ADCs' flaws (:mod:`crossbar.adc`: capacitor mismatch, comparator and input offsets, gain
+errors) are drawn once per chip by :func:`adc_flaws_step`, from the chip's generator like the
+steps, as a transfer function per ADC input that the read applies. Read noise is sampled on
+every read and lives in the read (:mod:`crossbar.read`).
 
 Randomness: every step draws from its own ``torch.Generator`` on the tensors' device, seeded from
 the chip's seed and the step's name (:meth:`ProgramContext.generator`), so a chip is a pure
@@ -64,6 +67,8 @@ __all__ = [
     "load_irdrop",
     "weight_steps",
     "FoldedReadout",
+    "adc_flaws_step",
+    "adc_of_channels",
 ]
 
 _DATA = Path(__file__).resolve().parents[1] / "data"
@@ -517,3 +522,47 @@ def _input_rows(layout: TileLayout, in_f: int) -> torch.Tensor:
     flat = np.arange(layout.row_in.size).reshape(layout.row_in.shape)
     inv[layout.row_in[m]] = flat[m]
     return torch.from_numpy(inv)
+
+
+# --------------------------------------------------------------------------------------------
+# the chip's ADCs
+
+
+def adc_of_channels(layout: TileLayout, cfg: CrossbarConfig, out_f: int) -> tuple[np.ndarray, int]:
+    """``(R, L)`` the ADC converting each channel of each row block (``L = S * out`` channels
+    ``s * out + o`` for column-scope ADCs, ``out`` for tile scope) and the number of ADCs.
+
+    Each tile has its own ADCs; its ADC inputs (channels whose G+ or offset column it holds; for
+    tile scope the outputs, placed by their first slice's column) are taken in the order of
+    their columns and shared ``cfg.adc_columns_per_adc`` to an ADC (neighbouring columns share a
+    multiplexer). Unmapped channels read zero current and take ADC 0 of their row block."""
+    R, C, tc = layout.n_row_blocks, layout.n_col_blocks, layout.tile_cols
+    pos, _ = _channel_columns(layout, cfg, out_f)
+    if cfg.adc_scope == "tile":
+        pos = pos[:out_f]
+    N = cfg.adc_columns_per_adc
+    blk = np.where(pos >= 0, pos // tc, 0)
+    order = np.lexsort((pos, blk))  # by tile, then by column
+    rank = np.empty_like(order)
+    starts = np.searchsorted(blk[order], np.arange(C))
+    rank[order] = np.arange(order.size) - starts[blk[order]]
+    per_tile = max(1, -(-int(np.bincount(blk, minlength=C).max()) // N))
+    adc = np.where(pos >= 0, blk * per_tile + rank // N, 0)
+    n_per_block = C * per_tile
+    return adc[None, :] + n_per_block * np.arange(R)[:, None], R * n_per_block
+
+
+def adc_flaws_step(ctx: ProgramContext, dtype: torch.dtype):
+    """The chip's ADCs with their flaws (``cfg.adc``, :func:`crossbar.adc.draw_transfer`): an
+    :class:`crossbar.adc.AdcTransfer` per layer, or None for flawless ideal quantizers and
+    unquantized reads. Once per chip, from the chip's generator (stream "adc")."""
+    from crossbar.adc import AdcTransfer, draw_transfer
+
+    cfg = ctx.cfg
+    if not cfg.adc.is_circuit:
+        return None
+    chan, n_adcs = adc_of_channels(ctx.layout, cfg, int(ctx.qweight.q.shape[0]))
+    t, codes, table = draw_transfer(cfg.adc, n_adcs, chan.reshape(-1), ctx.numpy_rng("adc"))
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=ctx.device, dtype=dtype)  # noqa: E731
+    return AdcTransfer(breaks=as_t(t), codes=None if codes is None else as_t(codes),
+                       table=torch.from_numpy(table.reshape(chan.shape)).to(ctx.device))

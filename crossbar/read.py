@@ -252,12 +252,30 @@ def adc_code_range(cfg: CrossbarConfig) -> tuple[int, int]:
     return -(2 ** (cfg.adc_bits - 1)), 2 ** (cfg.adc_bits - 1) - 1
 
 
-def adc_convert(cur: torch.Tensor, cfg: CrossbarConfig, clip: bool = True) -> torch.Tensor:
-    """The ADC, in place: currents in ADC steps -> rounded codes, clamped to the code range when
-    ``clip`` (skip the clamp only when :func:`adc_can_clip` proved it a no-op)."""
-    cur.round_()
-    if clip:
-        cur.clamp_(*adc_code_range(cfg))
+def adc_convert(cur: torch.Tensor, cfg: CrossbarConfig, clip: bool = True, transfer=None, rows=None, cols=None
+                ) -> torch.Tensor:
+    """The ADC, in place: currents in ADC steps -> codes, the one place a conversion happens.
+
+    Without ``transfer``: rounded, clamped to the code range when ``clip`` (skip the clamp only
+    when :func:`adc_can_clip` proved it a no-op). With ``transfer`` (the chip's ADCs with their
+    flaws, :class:`crossbar.adc.AdcTransfer`): each channel's code is looked up in its ADC's
+    transfer function (``searchsorted`` on its breaks). ``cur``: ``(R, X, L)`` (every row block
+    and channel) or, with ``rows`` (a row block) and ``cols`` (a slice of channels), ``(X, l)``.
+    """
+    if transfer is None:
+        cur.round_()
+        if clip:
+            cur.clamp_(*adc_code_range(cfg))
+        return cur
+    tab = transfer.table if rows is None else transfer.table[rows, cols]
+    br = transfer.breaks[tab]  # (R, L, M) or (l, M)
+    v = cur.transpose(-1, -2).contiguous()
+    idx = torch.searchsorted(br, v)  # number of breaks below v
+    if transfer.codes is None:
+        code = idx.to(cur.dtype).add_(adc_code_range(cfg)[0])
+    else:
+        code = torch.gather(transfer.codes[tab], -1, idx)
+    cur.copy_(code.transpose(-1, -2))
     return cur
 
 
@@ -308,7 +326,7 @@ def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: to
 
 def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: torch.Tensor, xw: torch.Tensor,
              cfg: CrossbarConfig, generator: torch.Generator | None, *, quantize: bool = True,
-             measure: bool = False, block_scale: torch.Tensor | None = None) -> torch.Tensor:
+             measure: bool = False, block_scale: torch.Tensor | None = None, transfer=None) -> torch.Tensor:
     """Per-cycle, per-tile reads with an ADC on each channel.
 
     ``readout`` ``(R, rows, L)`` in ADC steps, ``L = S * out`` (column scope, channel
@@ -316,7 +334,9 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     per ADC code (weight step x ADC step x slice weight x per-row-block input step); ``xw``
     ``(R, n, rows)`` word-line input codes (free and copy rows 0); ``block_scale`` ``(R, n)``
     the DAC step of each row block and input vector (``input_granularity="tile_vector"``): the
-    digital rescaling of each block's converted partial sums before they are added. Returns
+    digital rescaling of each block's converted partial sums before they are added;
+    ``transfer`` the chip's ADCs with their flaws (:func:`adc_convert`), None for ideal
+    quantizers. Returns
     ``(n, out)``; with ``measure`` the ``(R, S)`` largest unquantized |current| in ADC steps
     instead (calibration).
 
@@ -353,7 +373,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
         ak = (base[:, 0, :1] * a.view(1, K)).reshape(1, R * K)
         w_s = beta.view(1, S, 1)
     if (BIT_SERIAL_LUT and K > 1 and not measure and noise_var is None and dev.type == "cpu"
-            and dt in (torch.float32, torch.float64)):
+            and dt in (torch.float32, torch.float64) and transfer is None):
         u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)  # two's complement codes
         if ak is not None:
             ak_r, col_fac = ak.view(R, 1, K), None
@@ -401,7 +421,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
             peak = torch.maximum(peak, cur.abs().view(R, K * m, S, out).amax(dim=(1, 3)))
             continue
         if quantize:
-            adc_convert(cur, cfg, clip)
+            adc_convert(cur, cfg, clip, transfer)
         if block_scale is not None:  # each row block's partial sums at its own input step
             cur.view(R, K, m, L).mul_(block_scale[:, i0:i1].to(dt).view(R, 1, m, 1))
         if ak is not None:

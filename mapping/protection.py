@@ -747,6 +747,11 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
         raise ValueError(f"expected a ProgrammedMatrix, got {type(pm).__name__}")
     cfg, lay = pm.cfg, pm.layout
     prot.check_against(cfg)
+    if pm.adc_transfer is not None and prot.duplicate:
+        raise ConfigError(
+            f"adc_kind={cfg.adc_kind!r} with ADC flaws: the voted read of duplicated columns converts with ideal "
+            "ADCs only; use adc_kind='ideal' without flaws, or no duplication"
+        )
     R, C, tr, tc = lay.n_row_blocks, lay.n_col_blocks, lay.tile_rows, lay.tile_cols
     S = cfg.n_slices
     out_f = pm.out_features

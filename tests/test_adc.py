@@ -64,3 +64,147 @@ def test_cycles_per_read_with_sharing():
     assert adc_cycles_per_read(sar, 3, 1) == 3 * 6  # fewer inputs than the sharing
     with pytest.raises(ConfigError, match="no conversion time"):
         adc_cycles_per_read(AdcConfig(), 64, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# the circuits: transfer functions drawn once per chip
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from crossbar import read  # noqa: E402
+from crossbar.adc import KINDS_WITH_CIRCUITS, draw_transfer, pipeline_transfer, sar_transitions  # noqa: E402
+from crossbar.engine import program_matrix  # noqa: E402
+
+
+def _lookup(t, codes, v, lo):
+    idx = np.stack([np.searchsorted(t[i], v[i], side="left") for i in range(v.shape[0])])
+    return idx + lo if codes is None else np.take_along_axis(codes, idx, 1)
+
+
+@pytest.mark.parametrize("kind", ["ideal", "sar", "ramp", "pipeline", "cyclic"])
+def test_flawless_circuits_are_the_ideal_quantizer(kind):
+    b, h = 6, 32
+    v = np.random.default_rng(0).uniform(-h - 5, h + 5, (20, 4000))
+    t, codes, table = draw_transfer(AdcConfig(kind=kind, bits=b), 20, np.arange(20), np.random.default_rng(1))
+    got = _lookup(t[table], None if codes is None else codes[table], v, -h)
+    assert np.array_equal(got, np.clip(np.round(v), -h, h - 1))
+
+
+def test_sar_transitions_are_the_binary_search_of_mismatched_levels():
+    """The transitions from the recursive clip equal a brute-force binary search (bit by bit
+    against the CDAC level of each trial code), with 5 % unit-capacitor mismatch (missing and
+    wide codes) and comparator offsets."""
+    b, n = 7, 25
+    rng = np.random.default_rng(2)
+    lv = np.sort(rng.uniform(-70, 70, (n, 2**b)), axis=1) + rng.normal(0, 3, (n, 2**b))  # non-monotonic levels
+    t = sar_transitions(lv)
+    v = rng.uniform(-80, 80, (n, 3000))
+    reg = np.zeros(v.shape, np.int64)
+    for j in range(b - 1, -1, -1):
+        trial = reg | (1 << j)
+        reg = np.where(v > np.take_along_axis(lv, trial, 1), trial, reg)
+    assert np.array_equal(_lookup(t, None, v, 0), reg)
+
+
+def test_pipeline_transfer_is_the_stage_by_stage_conversion():
+    b, n, h = 6, 25, 32
+    rng = np.random.default_rng(3)
+    g = 1 + 0.05 * rng.standard_normal((n, b - 1))
+    e = 1 - 0.02 * rng.random((n, b - 1))
+    oh, ol = 0.1 * h * rng.standard_normal((2, n, b - 1))
+    of = 0.1 * h * rng.standard_normal(n)
+    t, codes = pipeline_transfer(b, g, e, oh, ol, of)
+    v = rng.uniform(-h - 6, h + 6, (n, 4000))
+    V, code = v + 0.5, np.zeros(v.shape)
+    for s in range(b - 1):
+        d = np.where(V > h / 4 + oh[:, s : s + 1], 1.0, np.where(V < -h / 4 + ol[:, s : s + 1], -1.0, 0.0))
+        code += d * 2 ** (b - 2 - s)
+        V = ((1 + g[:, s : s + 1]) * V - d * g[:, s : s + 1] * h) * e[:, s : s + 1]
+    code += (V > of[:, None]) - 1.0
+    assert np.array_equal(_lookup(t, codes, v, 0), code)
+
+
+def test_sar_mid_code_dnl_has_the_capacitor_mismatch_sigma():
+    """Binary-weighted CDAC, unit mismatch sigma_u (capacitor of m units: sigma_u sqrt(m)): the
+    width of code 0111..1 is ``(C_{b-1} - sum_{j<b-1} C_j) 2**b / C_tot`` LSB, so to first order
+    its DNL is a linear form of the capacitors' errors with variance ``~ sigma_u**2 (2**b - 1)``
+    (computed here from the linearized coefficients); 4000 ADCs, the sample mean and sigma
+    within 4 standard errors."""
+    b, su, n = 8, 0.01, 4000
+    t, _, _ = draw_transfer(AdcConfig(kind="sar", bits=b, cap_sigma_rel=su), n, np.arange(n), np.random.default_rng(4))
+    k = 2 ** (b - 1)  # t[:, i] is the transition to unsigned code i + 1
+    dnl = (t[:, k - 1] - t[:, k - 2]) - 1.0  # width of code 0111..1 in LSB, minus one
+    # linearization: that width is (C_{b-1} - sum_{j<b-1} C_j) * 2**b / C_tot; perturb
+    # C_j by sqrt(2**j) z_j (j < b), C_term by z_t: d width = coefficient . z
+    units = 2.0 ** np.arange(b)
+    num0, tot0 = 1.0, 2.0**b  # nominal: 2**(b-1) - (2**(b-1) - 1) = 1, C_tot = 2**b
+    a_num = np.where(np.arange(b) == b - 1, 1.0, -1.0) * np.sqrt(units)
+    a_tot = np.append(np.sqrt(units), 1.0)
+    coef = np.append(a_num, 0.0) * 2.0**b / tot0 - num0 * 2.0**b / tot0**2 * a_tot
+    sd = su * np.sqrt(np.sum(coef**2))
+    assert abs(float(np.mean(dnl))) < 4 * sd / np.sqrt(n)
+    assert abs(float(np.std(dnl)) / sd - 1) < 4 / np.sqrt(2 * n)
+    assert sd == pytest.approx(su * np.sqrt(2**b - 1), rel=0.01)  # the textbook figure
+
+
+def test_pipeline_redundancy_corrects_stage_comparator_offsets():
+    """1.5-bit stages: comparator offsets below V_ref/4 do not move any transition except
+    through the final comparator, whose offset enters divided by 2**(bits-1)."""
+    b, n, h = 8, 200, 128
+    adc = AdcConfig(kind="pipeline", bits=b, comparator_sigma_rel=0.01)  # 0.01 V_ref << V_ref/4
+    t, codes, _ = draw_transfer(adc, n, np.arange(n), np.random.default_rng(5))
+    ideal = np.arange(1, 2**b) - h - 0.5
+    assert np.array_equal(codes, np.broadcast_to(np.arange(-h, h), codes.shape))  # no missing codes
+    dev = np.abs(t - ideal).max()
+    assert 0 < dev <= 5 * 0.01 * h / 2 ** (b - 1)
+    # the same offsets on a SAR shift every transition by the full offset
+    ts, _, _ = draw_transfer(AdcConfig(kind="sar", bits=b, comparator_sigma_rel=0.01), n, np.arange(n),
+                             np.random.default_rng(5))
+    assert np.abs(ts - ideal).max() > 100 * dev
+
+
+def test_columns_sharing_an_adc_share_its_flaws():
+    cfg = CrossbarConfig(tile_rows=16, tile_cols=32, adc_bits=6, adc_kind="sar", adc_cap_sigma_rel=0.02,
+                         adc_columns_per_adc=4)
+    w = torch.randn(20, 40, generator=torch.Generator().manual_seed(0))
+    pm = program_matrix(w, cfg, None, None, np.random.default_rng(0))
+    tab = pm.adc_transfer.table  # (R, L): 3 row blocks, 4 slices x 20 outputs
+    assert tab.shape == (3, 80)
+    # each tile holds 16 ADC inputs (4 outputs x 4 slices): 4 ADCs of 4 inputs, 2 tiles per block
+    for r in range(3):
+        assert torch.bincount(tab[r]).max() == 4 and tab[r].unique().numel() == 20
+    assert len(set(tab[0].tolist()) & set(tab[1].tolist())) == 0  # each tile its own ADCs
+    br = pm.adc_transfer.breaks
+    assert not torch.equal(br[0], br[1])  # drawn per ADC
+    again = program_matrix(w, cfg, None, None, np.random.default_rng(0))
+    assert torch.equal(again.adc_transfer.breaks, br)  # once per chip, from the chip's seed
+    other = pm.reprogram(np.random.default_rng(1))
+    assert not torch.equal(other.adc_transfer.breaks, br)
+    # a ramp: one generator per 4 columns, a comparator (offset) per column
+    ramp = program_matrix(w, cfg.replace(adc_kind="ramp", adc_comparator_sigma_rel=0.01), None, None,
+                          np.random.default_rng(0)).adc_transfer
+    assert ramp.breaks.shape[0] == 3 * 80
+
+
+@pytest.mark.parametrize("kind", KINDS_WITH_CIRCUITS)
+@pytest.mark.parametrize("dac", ["multi_bit", "bit_serial"])
+def test_flawless_circuits_read_like_the_ideal_adc(kind, dac, monkeypatch):
+    """Without flaws every circuit converts like the rounding ADC. The cells have 2 % variation
+    so that no current is an exact half-integer number of ADC steps: there the rounding ADC goes
+    to the even code and a comparator one way (a tie rule, not physics)."""
+    monkeypatch.setattr(read, "BIT_SERIAL_LUT", False)  # the same summation path for both
+    from device.programming import LevelTable
+
+    lv = LevelTable.synthetic(bits_per_cell=2, g_on_s=100e-6, g_off_s=1e-6, sigma_rel=0.02, rng=np.random.default_rng(3))
+    kw = dict(tile_rows=32, tile_cols=32, adc_bits=6, adc_range="calibrated", dac=dac, weight_format="scaled",
+              input_format="scaled")
+    g = torch.Generator().manual_seed(1)
+    w, x = torch.randn(24, 70, generator=g, dtype=torch.float64), torch.randn(30, 70, generator=g, dtype=torch.float64)
+    ref = program_matrix(w, CrossbarConfig(**kw), lv, None, np.random.default_rng(0), dtype=torch.float64).calibrate(x)
+    pm = program_matrix(w, CrossbarConfig(adc_kind=kind, **kw), lv, None, np.random.default_rng(0),
+                        dtype=torch.float64).calibrate(x)
+    assert pm.adc_transfer is not None and torch.equal(pm(x), ref(x))
+    flawed = program_matrix(w, CrossbarConfig(adc_kind=kind, adc_offset_sigma_rel=0.05, **kw), lv, None,
+                            np.random.default_rng(0), dtype=torch.float64).calibrate(x)
+    assert not torch.equal(flawed(x), ref(x))

@@ -32,6 +32,8 @@ READS = {
     "ideal_adc": dict(adc_bits=None),
     "column_adc_calibrated": dict(adc_bits=8, adc_range="calibrated", adc_scope="column"),
     "tile_adc_full_scale": dict(adc_bits=12, adc_scope="tile"),
+    "pipeline_adcs_with_flaws": dict(adc_bits=8, adc_range="calibrated", adc_kind="pipeline", adc_cap_sigma_rel=0.01,
+                                     adc_comparator_sigma_rel=0.01, adc_columns_per_adc=4),
 }
 
 
