@@ -61,6 +61,11 @@ class CrossbarConfig(Config):
     input_granularity: Literal["vector", "tile_vector", "layer", "tile"] = "vector"
     #: "multi_bit": the whole input code as one bipolar voltage; "bit_serial": one bit per cycle
     dac: Literal["multi_bit", "bit_serial"] = "multi_bit"
+    #: bits of the input code applied per DAC cycle: 1 = bit-serial, input_bits = one multi-bit
+    #: cycle, between: slices of that many bits, least significant first, as multi-level voltages
+    #: (the lower slices unsigned, the top one signed two's complement), converted and shift-added
+    #: per cycle (CrossSim's slice_size); None = from dac (bit_serial: 1, multi_bit: input_bits)
+    dac_slice_bits: int | None = None
     #: word-line voltage of a full-scale input (multi_bit) or of a '1' bit (bit_serial), V
     v_read_v: float = 0.2
     #: ADC resolution in bits, signed; None = ideal (no quantization of column currents)
@@ -106,6 +111,13 @@ class CrossbarConfig(Config):
         check_choice("input_format", self.input_format, ("static", "dynamic", "scaled"))
         check_choice("input_granularity", self.input_granularity, ("vector", "tile_vector", "layer", "tile"))
         check_choice("dac", self.dac, ("multi_bit", "bit_serial"))
+        if self.dac_slice_bits is not None:
+            check_int_range("dac_slice_bits", self.dac_slice_bits, 1, self.input_bits)
+            if self.dac == "bit_serial" and self.dac_slice_bits != 1:
+                raise ConfigError(
+                    f"dac_slice_bits={self.dac_slice_bits} is invalid with dac='bit_serial' (one bit per cycle); "
+                    "use dac='multi_bit' for multi-bit slices"
+                )
         check_positive("v_read_v", self.v_read_v)
         check_choice("adc_range", self.adc_range, ("full_scale", "calibrated"))
         check_choice("adc_scope", self.adc_scope, ("column", "tile"))
@@ -207,7 +219,23 @@ class CrossbarConfig(Config):
         return self.input_needs_calibration or (self.adc_bits is not None and self.adc_range == "calibrated")
 
     @property
+    def input_slice_bits(self) -> int:
+        """Input bits per DAC cycle: ``dac_slice_bits``, or 1 (bit_serial) / input_bits (multi_bit)."""
+        if self.dac_slice_bits is not None:
+            return self.dac_slice_bits
+        return 1 if self.dac == "bit_serial" else self.input_bits
+
+    @property
     def cycles(self) -> int:
-        """DAC cycles per read: input_bits (bit_serial) or 1."""
-        return self.input_bits if self.dac == "bit_serial" else 1
+        """DAC cycles per read: ``ceil(input_bits / input_slice_bits)`` (input_bits bit-serial, 1
+        multi-bit)."""
+        return -(-self.input_bits // self.input_slice_bits)
+
+    @property
+    def dac_full_scale(self) -> int:
+        """Largest |value| a DAC cycle applies, the value applied at ``v_read_v``: ``q_max`` of the
+        input code (one cycle), 1 (bit-serial: a '1' bit), ``2**dac_slice_bits - 1`` (slices)."""
+        if self.cycles == 1:
+            return (1 << (self.input_bits - 1)) - 1
+        return (1 << self.input_slice_bits) - 1
 

@@ -96,7 +96,7 @@ from crossbar.pipeline import (
     load_irdrop,
     run_pipeline,
 )
-from crossbar.quant import QTensor, q_max, quantize, quantize_blocks
+from crossbar.quant import QTensor, quantize, quantize_blocks
 from crossbar.read import (
     apply_code_map,
     calibrate_input_step,
@@ -282,6 +282,15 @@ class ProgrammedMatrix:
         R, tr = self.layout.n_row_blocks, self.layout.tile_rows
         return pad.view(*lead, R, tr).movedim(-2, -3).contiguous()
 
+    def read_inputs(self, xq: torch.Tensor) -> torch.Tensor:
+        """What :func:`crossbar.read.read_adc` reads from codes ``xq`` ``(n, in)``: the word lines
+        ``(R, n, rows)`` (one multi-bit cycle, or bit-serial cycles cut by the read), or with
+        multi-bit input slices the drive of every cycle ``(R, K, n, rows)``."""
+        if self.cfg.cycles > 1 and self.cfg.input_slice_bits > 1:
+            planes, _ = dac_cycles(xq, self.cfg)
+            return self.word_lines(planes).transpose(0, 1)
+        return self.word_lines(xq)
+
     def chan_scale(self, sx_r: torch.Tensor | None = None) -> torch.Tensor:
         """``(R, L)`` output units per ADC code of channel ``s * out + o`` in row block ``r``:
         weight step x ADC step of slice ``s`` x ``2**(s * bits_per_cell)`` (x the row block's
@@ -328,10 +337,14 @@ class ProgrammedMatrix:
         xf = pad_rows(x.reshape(-1, self.in_features))  # aligned batch: the same bits in any batch
         xq, sx = self.dac(xf)
         if cfg.adc_bits is None:
-            y = read_ideal_adc(self.readout, self.noise_var, self.drive(xq), sx, cfg, generator)
+            planes = None
+            if cfg.cycles > 1 and (self.noise_var is not None or self.code_map is not None):
+                planes = self.drive(dac_cycles(xq, cfg)[0])
+            y = read_ideal_adc(self.readout, self.noise_var, self.drive(xq) if planes is None else xq, sx, cfg,
+                               generator, planes)
         else:
             sx_r, sx_rn, post = self.split_input_step(sx)
-            y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.word_lines(xq), cfg, generator,
+            y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.read_inputs(xq), cfg, generator,
                          block_scale=sx_rn, transfer=self.adc_transfer)
             if post is not None:
                 y.mul_(post.to(y.dtype))
@@ -372,7 +385,7 @@ class ProgrammedMatrix:
         if cfg.adc_bits is None or cfg.adc_range != "calibrated":
             return pm
         xq, sx = pm.dac(xf)
-        peak = read_adc(pm.readout, None, pm.chan_scale(), pm.word_lines(xq), cfg, None, quantize=False, measure=True)
+        peak = read_adc(pm.readout, None, pm.chan_scale(), pm.read_inputs(xq), cfg, None, quantize=False, measure=True)
         step = torch.clamp(peak * pm.adc_step / (2 ** (cfg.adc_bits - 1) - 1), min=1.0)  # level steps
         if self.calibrated:  # accumulate over calibration batches: the largest range seen
             step = torch.maximum(step, self.adc_step)
@@ -444,15 +457,13 @@ class ProgrammedMatrix:
 
         ``x``: ``(n, in_features)``. Returns ``(cycles, n, len(tiles), tile_cols)``: word-line
         voltages ``v_read_v`` per '1' bit (bit-serial) or ``v_read_v * code / q_max`` (multi-bit)
-        times the tile's effective matrix; sinh cells (``circuit.cell_v0_v > 0``): the codes through
+        times the tile's effective matrix (multi-bit slices: ``v_read_v * slice / (2**dac_slice_bits - 1)``); sinh cells (``circuit.cell_v0_v > 0``): the codes through
         :meth:`drive` (the engine's nonlinear read). Noise-free.
         """
         self.check_input(x)
         xq, _ = self.dac(x.reshape(-1, self.in_features))
         planes, _ = dac_cycles(xq, self.cfg)
-        planes = self.drive(planes)
-        if self.cfg.dac == "multi_bit":
-            planes = planes / q_max(self.cfg.input_bits)
+        planes = self.drive(planes) / self.cfg.dac_full_scale
         v = planes.double().cpu().numpy() * self.cfg.v_read_v
         v = np.concatenate([v, np.zeros(v.shape[:2] + (1,))], axis=2)
         st = self.tile_state(tiles)
@@ -482,8 +493,9 @@ class ProgrammedMatrix:
             f"{cfg.n_slices} slice(s) of {list(cfg.slice_bits)} bits, {per_w} cells per weight"
             + (" + reference columns" if cfg.mapping == "offset" else ""),
             f"  utilization: {used / cells:.1%} of {cells} cells",
-            f"  read: {cfg.dac} DAC {cfg.input_bits}-bit {cfg.input_format} per {cfg.input_granularity}, ADC "
-            + ("ideal" if cfg.adc_bits is None else f"{cfg.adc_bits}-bit {cfg.adc_range} per {cfg.adc_scope}, "
+            f"  read: {cfg.dac} DAC {cfg.input_bits}-bit {cfg.input_format} per {cfg.input_granularity}"
+            + (f" in {cfg.cycles} cycles of {cfg.input_slice_bits} bit(s)" if cfg.cycles > 1 else "") + ", ADC "
+            + ("ideal" if cfg.adc_bits is None else f"{cfg.adc_bits}-bit {cfg.adc_kind} {cfg.adc_range} per {cfg.adc_scope}, "
                f"step {float(self.adc_step.min()):.3g}-{float(self.adc_step.max()):.3g} level steps")
             + f", IR drop {cfg.ir_drop}, read noise {cfg.read_noise_sigma_rel:g}"
             + (f", sinh cells v0={self.circuit.cell_v0_v:g} V" if self.circuit is not None and not self.circuit.linear else "")

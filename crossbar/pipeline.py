@@ -44,7 +44,7 @@ import torch
 
 from crossbar.config import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig
 from crossbar.layout import FREE, NEG, POS, REF, TileLayout
-from crossbar.quant import QTensor, q_max
+from crossbar.quant import QTensor
 from device.config import ConfigError
 
 __all__ = [
@@ -492,7 +492,7 @@ def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarC
             w_step=w_step.to(device=device, dtype=dtype), adc_step=torch.ones(R, 1, dtype=dtype, device=device),
         )
     rows_used = np.sum((layout.row_in >= 0) & ~layout.row_copy, axis=1)
-    x_max = 1 if cfg.dac == "bit_serial" else q_max(cfg.input_bits)
+    x_max = cfg.dac_full_scale  # largest |value| of a DAC cycle
     if cfg.adc_scope == "tile":
         d = slice_sum(d, beta)
         if v is not None:

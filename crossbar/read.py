@@ -160,31 +160,44 @@ def dac_codes(xf: torch.Tensor, step: torch.Tensor, cfg: CrossbarConfig, dtype: 
 
 
 def cycle_weights(cfg: CrossbarConfig, dtype: torch.dtype, device) -> torch.Tensor:
-    """``(K,)`` weight of each DAC cycle: ``[1]`` (multi-bit) or ``2**k`` with the MSB cycle
-    ``-2**(input_bits-1)`` (bit-serial two's complement)."""
-    if cfg.dac == "multi_bit":
+    """``(K,)`` weight of each DAC cycle: ``[1]`` (one multi-bit cycle); ``2**k`` with the MSB
+    cycle ``-2**(input_bits-1)`` (bit-serial two's complement); ``2**(j * dac_slice_bits)`` for
+    multi-bit slices (the top slice carries the sign in its own value)."""
+    K = cfg.cycles
+    if K == 1:
         return torch.ones(1, dtype=dtype, device=device)
-    a = torch.exp2(torch.arange(cfg.input_bits, device=device, dtype=torch.float64))
-    a[-1] = -a[-1]
+    a = torch.exp2(torch.arange(K, device=device, dtype=torch.float64) * cfg.input_slice_bits)
+    if cfg.input_slice_bits == 1:
+        a[-1] = -a[-1]
     return a.to(dtype)
 
 
 def dac_cycles(xq: torch.Tensor, cfg: CrossbarConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Word-line inputs per DAC cycle ``(K, n, in)`` in input-LSB units and the cycles' weights
-    ``(K,)``: the whole code (multi-bit) or its two's-complement bits (bit-serial)."""
+    ``(K,)``: the whole code (one multi-bit cycle), its two's-complement bits (bit-serial), or
+    its slices of ``dac_slice_bits`` bits, least significant first: ``(u >> j b) & (2**b - 1)``
+    of the two's-complement code ``u``, the top slice's remaining bits read as a signed number
+    (so ``sum_j 2**(j b) slice_j`` is the code)."""
     a = cycle_weights(cfg, xq.dtype, xq.device)
-    if cfg.dac == "multi_bit":
+    K, b, B = cfg.cycles, cfg.input_slice_bits, cfg.input_bits
+    if K == 1:
         return xq.unsqueeze(0), a
-    B = cfg.input_bits
     u = torch.remainder(xq.to(torch.int64), 1 << B)  # two's complement
-    k = torch.arange(B, device=xq.device)
-    return ((u.unsqueeze(0) >> k.view(B, 1, 1)) & 1).to(xq.dtype), a
+    k = torch.arange(K, device=xq.device) * b
+    sl = (u.unsqueeze(0) >> k.view(K, 1, 1)) & ((1 << b) - 1)
+    if b > 1:
+        r = B - b * (K - 1)  # bits of the top slice
+        top = sl[-1]
+        sl[-1] = torch.where(top >= (1 << (r - 1)), top - (1 << r), top)
+    return sl.to(xq.dtype), a
 
 
 def cell_code_map(cfg: CrossbarConfig, cell_v0_v: float) -> torch.Tensor | None:
     """The nonlinear (sinh) cell read as a map of the DAC codes: ``(2 q_max + 1,)`` float64, entry
     ``c + q_max`` the linear-cell code that gives code ``c``'s column current; None for linear
-    cells (``cell_v0_v == 0``) and bit-serial DACs (where it is the identity).
+    cells (``cell_v0_v == 0``) and bit-serial DACs (where it is the identity). With multi-bit
+    input slices (``dac_slice_bits``) the codes are a slice's values, ``q_max`` its full scale
+    ``2**dac_slice_bits - 1`` (:attr:`CrossbarConfig.dac_full_scale`).
 
     The cell: ``I(V) = g0 v0 sinh(V / v0)`` (the compact model's read I-V, ``crossbar.solver``;
     Stanford-PKU ``v0 = 0.25 V``), ``v0`` the same for every level. Write ``I = g(V) V`` with the
@@ -215,11 +228,11 @@ def cell_code_map(cfg: CrossbarConfig, cell_v0_v: float) -> torch.Tensor | None:
     0.6-4.4 % at 64 x 64 and 1-2.5 ohm, 0.8-7 % at 128 x 128 and 1-2.5 ohm (where the
     nonlinearity itself is 3-16 %). Exact per input vector: the Newton solver.
     """
-    if cell_v0_v == 0.0 or cfg.dac == "bit_serial":
+    if cell_v0_v == 0.0 or cfg.input_slice_bits == 1:
         return None
     from device.compact import small_signal_to_read_s  # sinh(x)/x: the one place
 
-    qm = q_max(cfg.input_bits)
+    qm = cfg.dac_full_scale  # the value applied at v_read_v (q_max, or a slice's 2**b - 1)
     c = torch.arange(1, qm + 1, dtype=torch.float64)
     h = torch.tensor([float(small_signal_to_read_s(1.0, cfg.v_read_v * k / qm, cell_v0_v)) for k in range(1, qm + 1)],
                      dtype=torch.float64)
@@ -281,17 +294,17 @@ def adc_convert(cur: torch.Tensor, cfg: CrossbarConfig, clip: bool = True, trans
 
 def adc_can_clip(readout: torch.Tensor, noise_var: torch.Tensor | None, cfg: CrossbarConfig) -> bool:
     """Whether any column current can round outside the ADC codes: the sum of the positive
-    (negative) readout entries of a column bounds its current for 0/1 bit-serial inputs, times
-    ``q_max`` for multi-bit codes. Read noise is unbounded. The 0.25-step margin covers float
+    (negative) readout entries of a column bounds its current for 0/1 bit-serial inputs, the
+    sum of |entries| times the DAC's full scale for multi-bit codes and slices. Read noise is unbounded. The 0.25-step margin covers float
     round-off of the sums; when it holds the clamp is a no-op and is skipped."""
     if noise_var is not None:
         return True
     lo, hi = adc_code_range(cfg)
     d = readout
-    if cfg.dac == "bit_serial":
+    if cfg.input_slice_bits == 1 and cfg.cycles > 1:
         top, bottom = d.clamp(min=0).sum(1).max(), d.clamp(max=0).sum(1).min()
     else:
-        top = d.abs().sum(1).max() * q_max(cfg.input_bits)
+        top = d.abs().sum(1).max() * cfg.dac_full_scale
         bottom = -top
     return not (float(top) < hi + 0.25 and float(bottom) > lo - 0.25)
 
@@ -308,17 +321,23 @@ def add_read_noise(cur: torch.Tensor, x_sq: torch.Tensor, noise_var: torch.Tenso
 
 
 def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: torch.Tensor, sx: torch.Tensor,
-                   cfg: CrossbarConfig, generator: torch.Generator | None) -> torch.Tensor:
+                   cfg: CrossbarConfig, generator: torch.Generator | None, planes: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """Read with an ideal ADC: ``readout`` ``(out, in)`` has slices, polarity, IR drop and weight
     steps folded in, so a read is one matmul of the dequantized inputs (``xq * sx``), plus read
-    noise. Returns ``(n, out)``. Consumes ``xq``."""
-    if noise_var is not None and cfg.dac == "bit_serial":
-        planes, a = dac_cycles(xq, cfg)
-        xv = torch.einsum("k,kni->ni", a * a, planes) * (sx * sx)
+    noise. ``planes`` (``(K, n, in)`` word-line drive per DAC cycle, :func:`dac_cycles` through the
+    cells' code map) where the cycles differ from the code itself (sinh cells with input slices)
+    or read noise needs them (variance ``sum_k a_k**2 planes_k**2``). Returns ``(n, out)``.
+    Consumes ``xq``."""
+    if planes is not None:
+        a = cycle_weights(cfg, planes.dtype, planes.device)
+        if noise_var is not None:
+            xv = torch.einsum("k,kni->ni", a * a, planes * planes) * (sx * sx)
+        xq = torch.einsum("k,kni->ni", a, planes)
     xs = xq.mul_(sx.to(xq.dtype))
     y = torch.nn.functional.linear(xs, readout)
     if noise_var is not None:
-        if cfg.dac != "bit_serial":
+        if planes is None:
             xv = xs * xs
         add_read_noise(y, xv, noise_var, generator, torch.nn.functional.linear)
     return y
@@ -332,7 +351,9 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     ``readout`` ``(R, rows, L)`` in ADC steps, ``L = S * out`` (column scope, channel
     ``s * out + o``) or ``out`` (tile scope, ``S = 1``); ``chan_scale`` ``(R, L)`` output units
     per ADC code (weight step x ADC step x slice weight x per-row-block input step); ``xw``
-    ``(R, n, rows)`` word-line input codes (free and copy rows 0); ``block_scale`` ``(R, n)``
+    ``(R, n, rows)`` word-line input codes (free and copy rows 0; bit-serial cycles are cut from
+    them here), or ``(R, K, n, rows)`` the word-line drive of each DAC cycle (multi-bit slices);
+    ``block_scale`` ``(R, n)``
     the DAC step of each row block and input vector (``input_granularity="tile_vector"``): the
     digital rescaling of each block's converted partial sums before they are added;
     ``transfer`` the chip's ADCs with their flaws (:func:`adc_convert`), None for ideal
@@ -357,7 +378,10 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     GPUs keep the ``bmm``.
     """
     R, tr, L = readout.shape
-    n = xw.shape[1]
+    n = xw.shape[-2]
+    sliced = xw.ndim == 4  # (R, K, n, rows): cycles given
+    if not sliced and cfg.cycles > 1 and cfg.input_slice_bits > 1:
+        raise ValueError("multi-bit input slices need the word-line drive of every cycle, (R, K, n, rows)")
     S = cfg.n_slices if cfg.adc_scope == "column" else 1
     out = L // S
     K, dt, dev = cfg.cycles, readout.dtype, readout.device
@@ -372,7 +396,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
         # blocks contract in one (1, R*K) GEMV over the whole chunk
         ak = (base[:, 0, :1] * a.view(1, K)).reshape(1, R * K)
         w_s = beta.view(1, S, 1)
-    if (BIT_SERIAL_LUT and K > 1 and not measure and noise_var is None and dev.type == "cpu"
+    if (BIT_SERIAL_LUT and K > 1 and not sliced and not measure and noise_var is None and dev.type == "cpu"
             and dt in (torch.float32, torch.float64) and transfer is None):
         u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)  # two's complement codes
         if ak is not None:
@@ -388,7 +412,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     nc = max(ROW_ALIGN, CHUNK_ELEMS // max(1, R * K * L) // ROW_ALIGN * ROW_ALIGN)
     nc = min(nc, -(-n // ROW_ALIGN) * ROW_ALIGN) if n else nc
     n_chunks = -(-n // nc)
-    if K > 1:
+    if K > 1 and not sliced:
         # two's complement bits of all cycles as 0/1 bytes, laid out chunk by chunk,
         # (R, chunks, K, nc, rows), so that a chunk's bmm operand (R, K * nc, rows) is a view;
         # converted to the compute dtype a group of chunks at a time (few, large ops)
@@ -407,7 +431,9 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     for i0 in range(0, n, nc):  # chunks of the batch (memory), never tiles or bits
         i1 = min(n, i0 + nc)
         m = i1 - i0
-        if K > 1:  # bit planes (R, K, m, rows) -> rows of the bmm ordered (cycle, token)
+        if sliced:  # (R, K, m, rows) -> rows of the bmm ordered (cycle, token)
+            X = xw[:, :, i0:i1].reshape(R, K * m, tr)
+        elif K > 1:  # bit planes (R, K, m, rows) -> rows of the bmm ordered (cycle, token)
             c, j = divmod(i0 // nc, group)
             if j == 0:
                 planes = bits[:, c * group : (c + 1) * group].to(dt)
