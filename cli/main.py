@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "cli.crossbar",
     "cli.finetune",
     "cli.evaluate",
+    "cli.cost",
 )
 
 

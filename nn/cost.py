@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from mapping.cost import CostReport, DriveStats, LayerWork, cost_layers, drive_stats, read_columns, row_conductance
 from mapping.technology import TechConfig, horowitz_scale
 
-__all__ = ["cost_model", "cost_from_dir", "sentence_batches", "attention_macs", "spare_columns"]
+__all__ = ["cost_model", "cost_from_dir", "random_classifier", "sentence_batches", "attention_macs", "spare_columns",
+           "accuracy_vs_energy"]
 
 #: Horowitz, ISSCC 2014 (45 nm, 0.9 V): 8-bit multiply and 32-bit add, J
 HOROWITZ_MULT8_J = 0.2e-12
@@ -150,8 +152,6 @@ def sentence_batches(model_dir: Any, tokenizer: Any, *, task: str = "sst2", glue
                      n: int = 64, seq_len: int = 128, batch_size: int = 16, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     """``n`` real sentences of a GLUE split (a seeded random subset), tokenized and padded to
     exactly ``seq_len`` tokens (what a chip with a ``seq_len`` input buffer processes)."""
-    import numpy as np
-
     from nn.glue import load_split, subsample, tokenize
 
     sp = subsample(load_split(task, split, glue_dir), n, np.random.default_rng(seed))
@@ -174,17 +174,16 @@ def cost_from_dir(model: Any, sim_cfg: Any, tech: TechConfig, *, task: str = "ss
     beside the model when it prunes), program one chip from ``seed`` and cost it on
     ``n_sentences`` real sentences of ``task`` padded to ``seq_len``. ``random_init``: a model
     of the directory's config with freshly initialized weights (shapes only; seeded)."""
-    import numpy as np
-
     from nn.crossbar_linear import patch_model, program_model
-    from nn.models import load_classifier
+    from nn.models import ModelLoadError, load_classifier
 
-    net, tok = load_classifier(model, None, task=task)
     if random_init:
-        from transformers import AutoModelForSequenceClassification
-
-        torch.manual_seed(seed)
-        net = AutoModelForSequenceClassification.from_config(net.config).eval()
+        net, tok = random_classifier(model, task, seed)
+    else:
+        net, tok = load_classifier(model, None, task=task)
+    n_pos = getattr(net.config, "max_position_embeddings", None)
+    if n_pos is not None and seq_len > n_pos:
+        raise ModelLoadError(f"seq_len {seq_len} is longer than the {n_pos} positions of {model}")
     patch_model(net, sim_cfg)
     if protection is not None and protection.any:
         from nn.protect import make_prepare
@@ -195,3 +194,79 @@ def cost_from_dir(model: Any, sim_cfg: Any, tech: TechConfig, *, task: str = "ss
     meta = {"model": str(model), "task": task, "seq_len": seq_len, "sentences": n_sentences,
             "protection": protection.to_dict() if protection is not None else None, "random_init": random_init}
     return cost_model(net, batches, tech, seq_len=seq_len, meta=meta)
+
+
+def random_classifier(model: Any, task: str, seed: int) -> tuple[torch.nn.Module, Any]:
+    """A classifier of ``model``'s config (a directory or hub id holding ``config.json`` and a
+    tokenizer; weights are not read) with freshly initialized weights drawn from ``seed`` (the
+    global torch generator is forked, so the caller's stream is untouched) and ``task``'s label
+    count: what the cost of a model's shapes needs (e.g. BERT-base without its checkpoint)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from nn.glue import get_task
+    from nn.models import ModelLoadError, resolve_model_dir
+
+    where = resolve_model_dir(model)
+    try:
+        conf = AutoConfig.from_pretrained(where)
+        tok = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load a model config and tokenizer from {model}: {first}") from exc
+    conf.num_labels = get_task(task).num_labels
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = AutoModelForSequenceClassification.from_config(conf)
+    return net.eval(), tok
+
+
+def _dotted(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def accuracy_vs_energy(results_csv: Any, axis: str, energies: dict[Any, float], *, metric: str = "score",
+                       task: str | None = None) -> tuple[list[dict[str, Any]], float | None]:
+    """Join a results file (:func:`nn.evaluate.read_results`, e.g. a study's ``results.csv``) with
+    the energy per inference of each point of one sweep axis.
+
+    ``axis``: a :class:`nn.sim.SimConfig` key path (``crossbar.adc_bits``), read from each
+    simulated row's ``sim_config``; ``energies``: energy per inference, J, keyed by
+    ``(method, value)`` or by the axis value alone. Returns the points of
+    :func:`mapping.cost_plots.plot_accuracy_energy` (``method, value, energy_j, mean, std, n``;
+    points without an energy are left out) and the mean digital score (None without digital
+    rows)."""
+    import json
+    import math
+
+    from device.errors import UserError
+    from nn.evaluate import read_results
+
+    groups: dict[tuple[str, Any], list[float]] = {}
+    digital = []
+    for r in read_results(results_csv):
+        if task is not None and r["task"] != task:
+            continue
+        v = r.get(metric)
+        if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if r["mode"] != "simulated":
+            digital.append(float(v))
+            continue
+        val = _dotted(json.loads(r["sim_config"]), axis)
+        groups.setdefault((r["method"], val), []).append(float(v))
+    if not groups:
+        raise UserError(f"{results_csv} holds no simulated rows with a {metric!r} score")
+    points = []
+    for (method, val), xs in groups.items():
+        e = energies.get((method, val), energies.get(val))
+        if e is None:
+            continue
+        a = np.asarray(xs)
+        points.append({"method": method, "value": val, "energy_j": float(e), "mean": float(a.mean()),
+                       "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)})
+    points.sort(key=lambda p: (p["method"], p["energy_j"]))
+    return points, (float(np.mean(digital)) if digital else None)
