@@ -137,7 +137,8 @@ class TileState:
 
     ``levels``: ``(tiles, rows, cols)`` uint8 target digit of every cell.
     ``faults``: ``(tiles, rows, cols)`` int8 :class:`device.faults.Fault` codes.
-    ``g_s``: ``(tiles, rows, cols)`` programmed read conductance, S (after variation, relaxation, faults).
+    ``g_s``: ``(tiles, rows, cols)`` programmed read conductance, S (after variation, relaxation, faults;
+    sinh cells: the chord at the chip's ``v_read_v``, :func:`crossbar.pipeline.read_voltage_step`).
     ``m_s``: ``(tiles, rows, cols)`` effective matrix with IR drop, S (``i_out = v_in @ m_s``).
     """
 

@@ -17,6 +17,8 @@ encode_step         fault-map-aware re-encoding (mapping layer)    once per chip
 variation_step      programming (write-verify) variation           once per chip
 relaxation_step     conductance relaxation after ``read_time_s``   once per chip and read time
 stuck_at_step       stuck cells read g_sa0_s / g_sa1_s             once per chip
+read_voltage_step   sinh cells: the table's chord conductance at   deterministic
+                    its read voltage -> the chip's ``v_read_v``
 ir_drop_step        wire resistance: effective matrix ``M(G)``     once per chip (sinh cells: at
                                                                    the chord at ``v_read_v``)
 ==================  =============================================  ===============================
@@ -58,6 +60,8 @@ __all__ = [
     "variation_step",
     "relaxation_step",
     "stuck_at_step",
+    "read_voltage_step",
+    "chord_ratio",
     "ir_drop_step",
     "run_pipeline",
     "fold",
@@ -319,6 +323,41 @@ def stuck_at_step(state: CellState, ctx: ProgramContext) -> CellState:
     return state.replace(g_s=g)
 
 
+def chord_ratio(v_from_v: float, v_to_v: float, cell_v0_v: float) -> float:
+    """``g(v_to) / g(v_from)`` of a sinh cell ``I = g0 v0 sinh(V / v0)``: the ratio of its chord
+    (read) conductances ``I(V) / V`` at two read voltages, ``h(v_to) / h(v_from)`` with
+    ``h(V) = sinh(V/v0) / (V/v0)`` (:func:`device.compact.small_signal_to_read_s`); 1 for linear
+    cells (``cell_v0_v = 0``). Stanford-PKU ``v0 = 0.25 V`` from 0.1 V: 1.081 at 0.2 V, 1.225 at
+    0.3 V."""
+    if cell_v0_v == 0.0 or v_from_v == v_to_v:
+        return 1.0
+    from device.compact import read_to_small_signal_s, small_signal_to_read_s
+
+    return float(small_signal_to_read_s(read_to_small_signal_s(1.0, v_from_v, cell_v0_v), v_to_v, cell_v0_v))
+
+
+def read_voltage_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """The read voltage of the level table -> the chip's: a level table records each cell's
+    conductance as verified at *its* read voltage (``LevelTable.v_read_v``, 0.1 V for the shipped
+    write-verify tables); a sinh cell (``circuit.cell_v0_v > 0``) read at the chip's
+    ``crossbar.v_read_v`` has another chord conductance, larger by :func:`chord_ratio` (8.1 % at
+    0.2 V, 22 % at 0.3 V for Stanford-PKU cells verified at 0.1 V). Every cell, stuck ones too
+    (the table recorded them at its voltage), is scaled here, the one place; the read's code map
+    (:func:`crossbar.read.cell_code_map`) and the IR-drop step then work with chords at the chip's
+    read voltage. The digital side keeps the table's nominal levels (:func:`level_step_s`), as a
+    chip calibrated on the table would: its outputs are off by what the physics makes them.
+    Identity for linear cells, for tables that do not record their read voltage (synthetic ones:
+    taken as read at the chip's voltage) and when the voltages agree. Deterministic."""
+    c = ctx.circuit
+    v_tab = getattr(ctx.levels, "v_read_v", None)
+    if c is None or c.linear or v_tab is None or state.g_s is None:
+        return state
+    s = chord_ratio(float(v_tab), float(ctx.cfg.v_read_v), float(c.cell_v0_v))
+    if s == 1.0:
+        return state
+    return state.replace(g_s=state.g_s * s)
+
+
 def ir_drop_step(state: CellState, ctx: ProgramContext) -> CellState:
     """IR drop on the row and column wires: the effective matrix ``M`` of each tile with
     ``i_out = v_in @ M`` (input-independent for linear cells). ``ideal``: ``M = G``; ``table``:
@@ -359,6 +398,7 @@ PROGRAMMING_STEPS: tuple[Callable[[CellState, ProgramContext], CellState], ...] 
     variation_step,
     relaxation_step,
     stuck_at_step,
+    read_voltage_step,
     ir_drop_step,
 )
 

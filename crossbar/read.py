@@ -15,7 +15,9 @@ DAC (:func:`input_step`, :func:`dac_codes`, :func:`dac_cycles`)
 Cell I-V (:func:`cell_code_map`, :func:`apply_code_map`)
     With sinh cells (``CircuitConfig.cell_v0_v > 0``) a cell at word-line voltage ``V`` passes
     ``g V h(V) / h(v_read_v)`` with ``h(V) = sinh(V/v0) / (V/v0)``, ``g`` its read conductance at
-    ``v_read_v``; a multi-bit read is then exactly the linear read of distorted codes (see
+    the chip's ``v_read_v`` (the level table's conductance converted from the table's read
+    voltage by :func:`crossbar.pipeline.read_voltage_step`); a multi-bit read is then exactly the
+    linear read of distorted codes (see
     :func:`cell_code_map`); bit-serial reads are unchanged.
 Analog sum
     Column currents per unit input code are the folded readout (:func:`crossbar.pipeline.fold`);
@@ -204,10 +206,11 @@ def cell_code_map(cfg: CrossbarConfig, cell_v0_v: float) -> torch.Tensor | None:
     chord conductance ``g(V) = g0 h(V)``, ``h(V) = sinh(V/v0) / (V/v0)`` (even, ``h(0) = 1``,
     :func:`device.compact.small_signal_to_read_s`: the one place of the sinh chord). Because
     ``h`` depends on the voltage only, a cell's current is its chord conductance *at one
-    reference voltage* times a factor of the voltage alone. The reference is ``v_read_v``: the
-    level table's conductances are taken as read conductances at the chip's read voltage (a
-    chip verifies its cells through its read path; level tables do not record another voltage),
-    so ``I(V) = g V h(V) / h(v_read_v)`` with ``g`` the cell's table conductance. Hence, with
+    reference voltage* times a factor of the voltage alone. The reference is the chip's
+    ``v_read_v``: the cells' conductances reach the read as chords at that voltage (a level table
+    records them at *its* read voltage, ``LevelTable.v_read_v``, 0.1 V for write-verify tables;
+    :func:`crossbar.pipeline.read_voltage_step` converts them, the one place), so
+    ``I(V) = g V h(V) / h(v_read_v)`` with ``g`` the cell's chord at ``v_read_v``. Hence, with
     ideal wires, exactly:
 
     * multi-bit DAC (``V = v_read_v c / q_max`` for code ``c``): the column current of codes
@@ -215,11 +218,10 @@ def cell_code_map(cfg: CrossbarConfig, cell_v0_v: float) -> torch.Tensor | None:
       fixed odd map of the ``2 q_max + 1`` codes: a table lookup before the matmul, and the
       folded readout is the linear one. ``|e(c)| <= |c|`` with equality at 0 and full scale.
     * bit-serial DAC: the only nonzero voltage is ``v_read_v``, where every cell reads its
-      table conductance: the read equals the linear read (a per-cell scale of 1).
+      chord at ``v_read_v``: the read equals the linear read of those chords.
 
     With wire resistance (``ir_drop`` "table" / "exact") the engine keeps the codes map and the
-    linear effective matrix of the cells' chord conductances at ``v_read_v`` (the table
-    conductances): the approximation ignores that the cells' chord falls with the cell voltage
+    linear effective matrix of the cells' chord conductances at ``v_read_v``: the approximation ignores that the cells' chord falls with the cell voltage
     the wires lower (and the loading changes with it): the drop reaches a cell's current through
     its differential conductance ``g0 cosh(V/v0)``, set by the row's own voltage, while the
     bit-line drop is set by the whole column's current, a product no fixed matrix holds. Its

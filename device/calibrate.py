@@ -134,6 +134,7 @@ def calibrate_levels(
     select: Sequence | None = None,
     bits_per_cell: int | None = None,
     source: str = "measured",
+    v_read_v: float | None = None,
 ) -> LevelTable:
     """A :class:`LevelTable` from measured conductances ``g_s`` (S) and their level ``labels``.
 
@@ -144,7 +145,8 @@ def calibrate_levels(
     ``g_target_s`` = the level means; ``g_sa0_s`` / ``g_sa1_s`` (a stuck cell) = the lowest /
     highest level's mean; ``g_samples_s`` = each level's empirical quantile function at ``n``
     Hazen positions ``(j + 0.5) / n`` (``n`` = the largest level's sample count, so that level's
-    row is its sorted samples exactly).
+    row is its sorted samples exactly). ``v_read_v``: the voltage the conductances were read at
+    (recorded in the table; None = not known, the engine then takes the chip's read voltage).
     """
     lab = np.asarray([str(x).strip() for x in labels], dtype=str)
     g = np.asarray(g_s, float)
@@ -195,6 +197,7 @@ def calibrate_levels(
         labels=tuple(order),
         g_measured_s=g,
         measured_level=level,
+        v_read_v=v_read_v,
     )
 
 

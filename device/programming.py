@@ -194,6 +194,12 @@ class LevelTable:
     #: relative sigma of one read of these cells (the verify reads' setting; 0 = not known):
     #: the device's one read-noise figure, for inference reads too
     read_noise_rel: float = 0.0
+    #: the read voltage at which the conductances were verified and recorded, V (write-verify:
+    #: ``ProgrammingConfig.v_read_v``, 0.1 V by default); None = not recorded (synthetic and
+    #: measured tables without it): the engine then takes them as read at the chip's read voltage.
+    #: With nonlinear (sinh) cells the chip's read sees another chord conductance
+    #: (:func:`crossbar.pipeline.read_voltage_step` converts, the one place)
+    v_read_v: float | None = None
 
     def __post_init__(self) -> None:
         check_int_range("bits_per_cell", self.bits_per_cell, 1, MAX_TABLE_BITS)
@@ -213,6 +219,8 @@ class LevelTable:
             raise ValueError("g_target_s must be strictly ascending (level 0 = HRS)")
         if not (self.g_sa0_s > 0 and self.g_sa1_s > 0):
             raise ValueError("g_sa0_s and g_sa1_s must be > 0")
+        if self.v_read_v is not None and not (math.isfinite(self.v_read_v) and self.v_read_v > 0):
+            raise ValueError(f"v_read_v={self.v_read_v!r} is invalid: the table's read voltage must be > 0 V (or None)")
         if self.labels is not None:
             lab = tuple(str(x) for x in self.labels)
             if len(lab) != n or len(set(lab)) != n:
@@ -427,6 +435,8 @@ class LevelTable:
             "on_off_ratio": self.on_off_ratio,
             "read_noise_rel": float(self.read_noise_rel),
         }
+        if self.v_read_v is not None:
+            a["v_read_v"] = float(self.v_read_v)
         a.update(attrs or {})
         return T.write_table(path, kind="levels", arrays=arrays, config=config, attrs=a)
 
@@ -451,7 +461,18 @@ class LevelTable:
             g_measured_s=np.asarray(t["g_measured_s"], float) if "g_measured_s" in t.arrays else None,
             measured_level=np.asarray(t["measured_level"], np.int64) if "measured_level" in t.arrays else None,
             read_noise_rel=_table_read_noise(t),
+            v_read_v=_table_read_voltage(t),
         )
+
+
+def _table_read_voltage(t: Any) -> float | None:
+    """The table's read voltage: its ``v_read_v`` attribute, else the write-verify config that
+    made it (tables written before the attribute existed), else None (not recorded)."""
+    if "v_read_v" in t.attrs:
+        return float(t.attrs["v_read_v"])
+    prog = t.config.get("programming") if isinstance(t.config, dict) else None
+    v = prog.get("v_read_v") if isinstance(prog, dict) else None
+    return float(v) if v is not None else None
 
 
 def _table_read_noise(t: Any) -> float:
@@ -806,6 +827,7 @@ def program_levels(
         source="write-verify",
         pulses=pulses.reshape(L, n_devices),
         read_noise_rel=cfg.read_noise_rel,
+        v_read_v=cfg.v_read_v,
     )
     return ProgrammingResult(
         table=table,
