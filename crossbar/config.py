@@ -90,6 +90,11 @@ class CrossbarConfig(Config):
     adc_comparator_sigma_rel: float = 0.0
     #: open-loop gain of the 1.5-bit stage's residue amplifier, dB (pipeline, cyclic); None = infinite
     adc_opamp_gain_db: float | None = None
+    #: largest current one bit line (a G+ or G- column, or a reference column) passes to its
+    #: sense circuit, A: every column's current clips at +-i_col_max_a in every DAC cycle, before
+    #: the differential subtraction (CrossSim's Icol_max, there in units of one cell's largest
+    #: current); None = no limit
+    i_col_max_a: float | None = None
     #: IR-drop model: "ideal" (none), "table" (crossbar.irdrop LUT), "exact" (crossbar.solver)
     ir_drop: Literal["ideal", "table", "exact"] = "ideal"
     #: read noise: relative sigma of each cell's conductance, drawn on every read
@@ -122,6 +127,8 @@ class CrossbarConfig(Config):
         check_choice("adc_range", self.adc_range, ("full_scale", "calibrated"))
         check_choice("adc_scope", self.adc_scope, ("column", "tile"))
         check_choice("ir_drop", self.ir_drop, ("ideal", "table", "exact"))
+        if self.i_col_max_a is not None:
+            check_positive("i_col_max_a", self.i_col_max_a)
         check_range("read_noise_sigma_rel", self.read_noise_sigma_rel, 0.0, 1.0)
         check_range("read_time_s", self.read_time_s, 0.0, 1e9)
         # the quantization sub-configs validate the fraction bits

@@ -191,6 +191,11 @@ class ProgrammedMatrix:
     #: the chip's ADCs with their flaws (crossbar.adc.AdcTransfer), drawn once per chip; None for
     #: flawless ideal quantizers
     adc_transfer: Any = None
+    #: with i_col_max_a: every physical column's readout ``(R, tile_rows, 2 S out)`` in level steps,
+    #: its read-noise variance, and the current limit in those units (crossbar.pipeline.fold)
+    lines: torch.Tensor | None = None
+    lines_var: torch.Tensor | None = None
+    line_clip: float | None = None
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -220,6 +225,7 @@ class ProgrammedMatrix:
             self, qweight=self.qweight.to(device), readout=mv(self.readout), noise_var=mv(self.noise_var),
             w_step=mv(self.w_step), adc_step=mv(self.adc_step), input_step=mv(self.input_step),
             adc_transfer=None if self.adc_transfer is None else self.adc_transfer.to(device),
+            lines=mv(self.lines), lines_var=mv(self.lines_var),
         )
 
     # ---- the DAC and the word lines ----------------------------------------------------------
@@ -292,6 +298,12 @@ class ProgrammedMatrix:
             return self.word_lines(planes).transpose(0, 1)
         return self.word_lines(xq)
 
+    @property
+    def line_readout(self) -> tuple | None:
+        """``(lines, lines_var, line_clip, adc_step)`` for :func:`crossbar.read.read_adc` with a
+        column-current limit (``i_col_max_a``), else None."""
+        return None if self.lines is None else (self.lines, self.lines_var, self.line_clip, self.adc_step)
+
     def chan_scale(self, sx_r: torch.Tensor | None = None) -> torch.Tensor:
         """``(R, L)`` output units per ADC code of channel ``s * out + o`` in row block ``r``:
         weight step x ADC step of slice ``s`` x ``2**(s * bits_per_cell)`` (x the row block's
@@ -337,7 +349,7 @@ class ProgrammedMatrix:
         n = int(np.prod(lead)) if lead else 1
         xf = pad_rows(x.reshape(-1, self.in_features))  # aligned batch: the same bits in any batch
         xq, sx = self.dac(xf)
-        if cfg.adc_bits is None:
+        if cfg.adc_bits is None and self.lines is None:
             planes = None
             if cfg.cycles > 1 and (self.noise_var is not None or self.code_map is not None):
                 planes = self.drive(dac_cycles(xq, cfg)[0])
@@ -346,7 +358,8 @@ class ProgrammedMatrix:
         else:
             sx_r, sx_rn, post = self.split_input_step(sx)
             y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.read_inputs(xq), cfg, generator,
-                         block_scale=sx_rn, transfer=self.adc_transfer)
+                         block_scale=sx_rn, transfer=self.adc_transfer, lines=self.line_readout,
+                         quantize=cfg.adc_bits is not None)
             if post is not None:
                 y.mul_(post.to(y.dtype))
         return y[:n].to(x.dtype).reshape(*lead, self.out_features)
@@ -386,7 +399,8 @@ class ProgrammedMatrix:
         if cfg.adc_bits is None or cfg.adc_range != "calibrated":
             return pm
         xq, sx = pm.dac(xf)
-        peak = read_adc(pm.readout, None, pm.chan_scale(), pm.read_inputs(xq), cfg, None, quantize=False, measure=True)
+        peak = read_adc(pm.readout, None, pm.chan_scale(), pm.read_inputs(xq), cfg, None, quantize=False, measure=True,
+                        lines=None if pm.lines is None else (pm.lines, None, pm.line_clip, pm.adc_step))
         step = torch.clamp(peak * pm.adc_step / (2 ** (cfg.adc_bits - 1) - 1), min=1.0)  # level steps
         if self.calibrated:  # accumulate over calibration batches: the largest range seen
             step = torch.maximum(step, self.adc_step)
@@ -629,7 +643,7 @@ def _program(
         seed=seed, fault_counts=fc, kept=TileState.from_cells(st) if keep_conductances else None,
         input_step=input_step, relaxation=relaxation, fault_map=fault_map, encoder=encoder,
         readout=folded.readout, noise_var=folded.noise_var, w_step=folded.w_step, adc_step=folded.adc_step,
-        adc_transfer=adc_transfer,
+        adc_transfer=adc_transfer, lines=folded.lines, lines_var=folded.lines_var, line_clip=folded.line_clip,
     )
 
 
@@ -652,6 +666,7 @@ def with_folded(pm: ProgrammedMatrix, folded: FoldedReadout, *, qweight: QTensor
     ``pm``'s ADC calibration (used by :mod:`mapping.protection` for the unvoted columns)."""
     out = dataclasses.replace(
         pm, readout=folded.readout, noise_var=folded.noise_var, w_step=folded.w_step, adc_step=folded.adc_step,
+        lines=folded.lines, lines_var=folded.lines_var, line_clip=folded.line_clip,
         qweight=pm.qweight if qweight is None else qweight, layout=pm.layout if layout is None else layout,
     )
     if pm.cfg.adc_bits is not None:

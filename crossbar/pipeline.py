@@ -426,12 +426,20 @@ class FoldedReadout:
     ``w_step``: ``(R, out)`` weight step per row block and output.
     ``adc_step``: ``(R, S_adc)`` level steps per ADC code (ones for an ideal ADC); ``S_adc`` is
     the number of slices for a column-scope ADC, 1 otherwise.
+    ``lines``: with ``i_col_max_a`` set, ``(R, tile_rows, 2 S out)`` every physical column's
+    current per unit input code in level steps (absolute conductances, HRS cells included):
+    the G+ (or offset) column of channel ``s * out + o`` at ``s * out + o``, its G- (or reference)
+    column at ``S * out + s * out + o``; ``lines_var`` their read-noise variances or None;
+    ``line_clip`` ``i_col_max_a`` in the same units. None without a current limit.
     """
 
     readout: torch.Tensor
     noise_var: torch.Tensor | None
     w_step: torch.Tensor
     adc_step: torch.Tensor
+    lines: torch.Tensor | None = None
+    lines_var: torch.Tensor | None = None
+    line_clip: float | None = None
 
 
 def weight_steps(qweight: QTensor, n_row_blocks: int) -> torch.Tensor:
@@ -499,6 +507,11 @@ def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarC
     mn = mcol.index_select(0, torch.from_numpy(np.where(neg < 0, zero, neg)))
     del mcol
     d = mp - mn  # (L, R * rows): G+ - G- (differential) or column - reference (offset)
+    lines = lines_var = None
+    if cfg.i_col_max_a is not None:  # every physical column on its own, for the current limit
+        lines = torch.cat([mp, mn])
+        if sig > 0:
+            lines_var = lines.square().mul_(sig**2)
     v = None
     if sig > 0:
         v = mp.square_().add_(mn.square_()).mul_(sig**2)
@@ -518,7 +531,12 @@ def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarC
         out.copy_(a.view(-1, R, tr).permute(1, 2, 0))
         return out.to(device)
 
-    if cfg.adc_bits is None:
+    extra = {}
+    if lines is not None:
+        v_unit = cfg.v_read_v / cfg.dac_full_scale  # volts per unit of word-line drive
+        extra = dict(lines=to_rows_last(lines), lines_var=None if lines_var is None else to_rows_last(lines_var),
+                     line_clip=float(cfg.i_col_max_a / (dg_s * v_unit)))
+    if cfg.adc_bits is None and lines is None:
         t = slice_sum(d, beta).view(out_f, R, tr).mul_(w_step.T.reshape(out_f, R, 1))
         inv = _input_rows(layout, in_f)
         w_eff = torch.cat([t.view(out_f, R * tr), t.new_zeros(out_f, 1)], dim=1).index_select(1, inv)  # (out, in)
@@ -543,7 +561,10 @@ def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarC
         d_max = 2 ** min(cfg.bits_per_cell, cfg.code_bits) - 1
         n_adc = S
     fs = torch.from_numpy(rows_used * float(d_max) * x_max).to(ft)
-    step = torch.clamp(fs / (2 ** (cfg.adc_bits - 1) - 1), min=1.0).view(R, 1).expand(R, n_adc).contiguous()
+    if cfg.adc_bits is None:  # an unquantized read of clipped columns: ADC steps are level steps
+        step = torch.ones(R, n_adc, dtype=ft)
+    else:
+        step = torch.clamp(fs / (2 ** (cfg.adc_bits - 1) - 1), min=1.0).view(R, 1).expand(R, n_adc).contiguous()
     # full scale: one step per row block for all slices
     d = d.view(-1, R, tr).div_(step[:, :1].view(1, R, 1))
     if v is not None:
@@ -551,7 +572,7 @@ def fold(m_s: torch.Tensor, qweight: QTensor, layout: TileLayout, cfg: CrossbarC
     return FoldedReadout(
         readout=to_rows_last(d),
         noise_var=None if v is None else to_rows_last(v),
-        w_step=w_step.to(device=device, dtype=dtype), adc_step=step.to(device=device, dtype=dtype),
+        w_step=w_step.to(device=device, dtype=dtype), adc_step=step.to(device=device, dtype=dtype), **extra,
     )
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "adc_can_clip",
     "add_read_noise",
     "read_ideal_adc",
+    "clipped_column_currents",
     "read_adc",
     "BIT_SERIAL_LUT",
     "CHUNK_ELEMS",
@@ -322,6 +323,28 @@ def add_read_noise(cur: torch.Tensor, x_sq: torch.Tensor, noise_var: torch.Tenso
     return cur.addcmul_(sd, torch.randn(cur.shape, generator=generator, dtype=cur.dtype, device=cur.device))
 
 
+def clipped_column_currents(X: torch.Tensor, lines: torch.Tensor, lines_var: torch.Tensor | None, line_clip: float,
+                            adc_step: torch.Tensor, cfg: CrossbarConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Column-current clipping, the one place it lives: every physical column's current (G+, G-
+    or reference column, HRS cells included) is formed from ``lines`` (:func:`crossbar.pipeline.fold`,
+    level steps per unit of word-line drive), gets its read noise, and is clipped at
+    ``+-line_clip`` (``i_col_max_a`` in those units) before the analog subtraction. ``X``
+    ``(R, m, rows)`` word-line drive. Returns the ADC inputs ``(R, m, L)`` in ADC steps
+    (``adc_step`` ``(R, S_adc)``): per slice channel, or shift-added per output (tile scope)."""
+    R, m = X.shape[0], X.shape[1]
+    S = cfg.n_slices
+    cl = torch.bmm(X, lines)  # (R, m, 2 S out)
+    if lines_var is not None:
+        add_read_noise(cl, X * X, lines_var, generator, torch.bmm)
+    cl.clamp_(-line_clip, line_clip)
+    half = cl.shape[-1] // 2
+    d = (cl[..., :half] - cl[..., half:]).view(R, m, S, half // S)
+    if cfg.adc_scope == "tile":
+        d = torch.einsum("rmso,s->rmo", d, slice_weights(cfg, S, d.dtype, d.device)).unsqueeze(2)
+    d = d / adc_step.view(R, 1, -1, 1)
+    return d.reshape(R, m, -1)
+
+
 def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: torch.Tensor, sx: torch.Tensor,
                    cfg: CrossbarConfig, generator: torch.Generator | None, planes: torch.Tensor | None = None
                    ) -> torch.Tensor:
@@ -347,7 +370,8 @@ def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: to
 
 def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: torch.Tensor, xw: torch.Tensor,
              cfg: CrossbarConfig, generator: torch.Generator | None, *, quantize: bool = True,
-             measure: bool = False, block_scale: torch.Tensor | None = None, transfer=None) -> torch.Tensor:
+             measure: bool = False, block_scale: torch.Tensor | None = None, transfer=None,
+             lines: tuple | None = None) -> torch.Tensor:
     """Per-cycle, per-tile reads with an ADC on each channel.
 
     ``readout`` ``(R, rows, L)`` in ADC steps, ``L = S * out`` (column scope, channel
@@ -359,7 +383,9 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     the DAC step of each row block and input vector (``input_granularity="tile_vector"``): the
     digital rescaling of each block's converted partial sums before they are added;
     ``transfer`` the chip's ADCs with their flaws (:func:`adc_convert`), None for ideal
-    quantizers. Returns
+    quantizers; ``lines`` ``(lines, lines_var, line_clip, adc_step)`` with a column-current
+    limit: the currents then come from :func:`clipped_column_currents` (``quantize=False``
+    without an ADC). Returns
     ``(n, out)``; with ``measure`` the ``(R, S)`` largest unquantized |current| in ADC steps
     instead (calibration).
 
@@ -387,8 +413,8 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     S = cfg.n_slices if cfg.adc_scope == "column" else 1
     out = L // S
     K, dt, dev = cfg.cycles, readout.dtype, readout.device
-    lo, hi = adc_code_range(cfg)
-    clip = quantize and not measure and adc_can_clip(readout, noise_var, cfg)
+    lo, hi = adc_code_range(cfg) if cfg.adc_bits is not None else (None, None)
+    clip = quantize and not measure and (lines is not None or adc_can_clip(readout, noise_var, cfg))
     a = cycle_weights(cfg, dt, dev)
     beta = slice_weights(cfg, S, dt, dev)
     base = chan_scale.view(R, S, out) / beta.view(1, S, 1)  # exact: beta is a power of two
@@ -399,7 +425,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
         ak = (base[:, 0, :1] * a.view(1, K)).reshape(1, R * K)
         w_s = beta.view(1, S, 1)
     if (BIT_SERIAL_LUT and K > 1 and not sliced and not measure and noise_var is None and dev.type == "cpu"
-            and dt in (torch.float32, torch.float64) and transfer is None):
+            and dt in (torch.float32, torch.float64) and transfer is None and lines is None):
         u = torch.remainder(xw.to(torch.int32), 1 << cfg.input_bits)  # two's complement codes
         if ak is not None:
             ak_r, col_fac = ak.view(R, 1, K), None
@@ -442,9 +468,12 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
             X = planes[:, j].view(R, K * nc, tr) if m == nc else planes[:, j, :, :m].reshape(R, K * m, tr)
         else:
             X = xw[:, i0:i1]
-        cur = torch.bmm(X, readout)  # (R, K*m, L) in ADC steps
-        if noise_var is not None:
-            add_read_noise(cur, X * X, noise_var, generator, torch.bmm)
+        if lines is not None:
+            cur = clipped_column_currents(X, *lines[:3], lines[3], cfg, generator)
+        else:
+            cur = torch.bmm(X, readout)  # (R, K*m, L) in ADC steps
+            if noise_var is not None:
+                add_read_noise(cur, X * X, noise_var, generator, torch.bmm)
         if measure:
             peak = torch.maximum(peak, cur.abs().view(R, K * m, S, out).amax(dim=(1, 3)))
             continue

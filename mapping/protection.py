@@ -747,10 +747,10 @@ def protect_matrix(pm: ProgrammedMatrix, prot: ProtectionConfig) -> ProtectedMat
         raise ValueError(f"expected a ProgrammedMatrix, got {type(pm).__name__}")
     cfg, lay = pm.cfg, pm.layout
     prot.check_against(cfg)
-    if pm.adc_transfer is not None and prot.duplicate:
+    if (pm.adc_transfer is not None or cfg.i_col_max_a is not None) and prot.duplicate:
         raise ConfigError(
-            f"adc_kind={cfg.adc_kind!r} with ADC flaws: the voted read of duplicated columns converts with ideal "
-            "ADCs only; use adc_kind='ideal' without flaws, or no duplication"
+            "the voted read of duplicated columns converts with flawless ideal ADCs and unlimited column currents "
+            f"only (adc_kind={cfg.adc_kind!r}, i_col_max_a={cfg.i_col_max_a}); use no duplication with these"
         )
     R, C, tr, tc = lay.n_row_blocks, lay.n_col_blocks, lay.tile_rows, lay.tile_cols
     S = cfg.n_slices

@@ -239,3 +239,49 @@ def test_one_bit_and_full_width_slices_are_the_bit_serial_and_multi_bit_reads():
     assert torch.equal(out["1"], out["bs"]) and torch.equal(out["8"], out["mb"])
     err = {k: float(torch.linalg.vector_norm(v.double() - ref) / torch.linalg.vector_norm(ref)) for k, v in out.items()}
     assert max(err.values()) < 3 * min(err.values())
+
+
+@pytest.mark.parametrize("dac", ["bit_serial", "multi_bit"])
+def test_column_current_limit_clips_each_physical_column(dac):
+    """``i_col_max_a``: the read equals the shift-and-add of the engine's own physical column
+    currents in amperes (``column_currents``, from the cells' conductances, HRS cells included),
+    each clipped at the limit before G+ - G-, converted back with the level step and the DAC's
+    volts per code (ideal ADC, float64). A limit above every current changes nothing."""
+    from crossbar.layout import NEG, POS
+    from crossbar.pipeline import level_step_s
+
+    lv = _levels(0.05)
+    kw = dict(tile_rows=16, tile_cols=32, weight_bits=8, bits_per_cell=2, input_bits=6, weight_format="scaled",
+              input_format="scaled", dac=dac)
+    w, x = _rand((10, 40), 1, torch.float64), _rand((9, 40), 2, torch.float64)
+    free = program_matrix(w, CrossbarConfig(**kw), lv, None, np.random.default_rng(0), dtype=torch.float64)
+    i_col = free.column_currents(x)  # (K, n, tiles, cols) A
+    limit = 0.3 * float(np.abs(i_col).max())
+    cfg = CrossbarConfig(i_col_max_a=limit, **kw)
+    pm = program_matrix(w, cfg, lv, None, np.random.default_rng(0), dtype=torch.float64)
+    codes, sx = pm.dac(x)
+    _, a = __import__("crossbar.read", fromlist=["dac_cycles"]).dac_cycles(codes, cfg)
+    lay = pm.layout
+    C = lay.n_col_blocks
+    v_unit = cfg.v_read_v / cfg.dac_full_scale
+    clipped = np.clip(i_col, -limit, limit) / (level_step_s(lv) * v_unit)  # level steps x codes
+    y = np.zeros((9, 10))
+    for t in range(lay.n_tiles):
+        c = t % C
+        for j in range(lay.tile_cols):
+            role, o, s = lay.col_role[c, j], lay.col_out[c, j], lay.col_slice[c, j]
+            if role not in (POS, NEG):
+                continue
+            sign = 1.0 if role == POS else -1.0
+            beta = 2.0 ** (s * cfg.bits_per_cell)
+            y[:, o] += sign * beta * np.einsum("k,kn->n", a.numpy(), clipped[:, :, t, j])
+    y *= float(pm.qweight.scale()) * sx.numpy()
+    assert np.abs(i_col).max() > limit  # the limit is hit
+    torch.testing.assert_close(pm(x), torch.from_numpy(y), rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(pm(x), free(x), rtol=1e-3)
+    loose = program_matrix(w, cfg.replace(i_col_max_a=10 * float(np.abs(i_col).max())), lv, None,
+                           np.random.default_rng(0), dtype=torch.float64)
+    torch.testing.assert_close(loose(x), free(x), rtol=1e-10, atol=1e-12)
+    # with a calibrated column ADC the range follows the clipped currents; reads stay batch-independent
+    adc = program_matrix(w, cfg.replace(adc_bits=8, adc_range="calibrated"), lv, None, np.random.default_rng(0)).calibrate(x.float())
+    assert torch.equal(adc(x.float()[2:5]), adc(x.float())[2:5])
