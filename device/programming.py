@@ -771,9 +771,9 @@ def program_levels(
     t_end = np.array([wave.t_s[-1]])
     it = range(cfg.max_pulses + 1)
     if progress:
-        from tqdm import tqdm
+        from device.progress import progress_bar
 
-        it = tqdm(it, desc=f"write-verify {cfg.bits_per_cell} bit", unit="pulse", leave=False)
+        it = progress_bar(it, desc=f"write-verify {cfg.bits_per_cell} bit", unit="pulse", leave=False)
     for _ in it:
         act = np.nonzero(~done)[0]
         if act.size == 0:

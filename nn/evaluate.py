@@ -43,7 +43,6 @@ import io
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -535,10 +534,9 @@ class EvalSession:
         old_nt = torch.get_num_threads()
         if nt is not None:
             torch.set_num_threads(nt)
-        from tqdm.auto import tqdm
+        from device.progress import progress_bar
 
-        bar = tqdm(total=len(todo), desc=f"{self.task} {method}", unit="pass", disable=not progress, file=sys.stderr,
-                   leave=False)
+        bar = progress_bar(total=len(todo), desc=f"{self.task} {method}", unit="pass", enabled=progress, leave=False)
         try:
             for mode, trial in todo:
                 if stop_after_rows is not None and written >= stop_after_rows:

@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Any, Callable, Iterator
 
@@ -338,7 +337,7 @@ def run_tasks(
     each row as it arrives (the driver alone writes), and return the number of rows written.
     ``stop_after_rows``: run only that many of the missing rows (rerun to continue). One
     progress bar (stderr) counts every row of ``tasks``, those already done included."""
-    from tqdm.auto import tqdm
+    from device.progress import progress_bar
 
     check_executor(executor, workers, address)
     seen: set[tuple[str, int, int]] = set()
@@ -350,8 +349,7 @@ def run_tasks(
     n_done = len(seen) - len(todo)
     if stop_after_rows is not None:
         todo = todo[: max(0, stop_after_rows)]
-    bar = tqdm(total=len(seen), initial=n_done, desc="rows", unit="row", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = progress_bar(total=len(seen), initial=n_done, desc="rows", unit="row", enabled=progress)
     written = 0
 
     def done(t: RowTask, row: dict[str, Any]) -> None:

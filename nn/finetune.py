@@ -441,7 +441,7 @@ def finetune(
 
 
 def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_after_steps, t0, load_classifier):
-    from tqdm.auto import tqdm
+    from device.progress import progress_bar
 
     if train is None:
         train = glue_mod.load_split(task, "train", glue_dir)
@@ -531,7 +531,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
 
     log_every = max(1, total // 20)
     model.train()
-    bar = tqdm(total=total, initial=step, desc=f"finetune {task.name}", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=step, desc=f"finetune {task.name}", enabled=progress)
     run_loss, run_n = 0.0, 0
     while step < total:
         epoch, b0 = divmod(step, steps_per_epoch)
