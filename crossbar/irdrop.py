@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from device.config import Config, ConfigError, check_int_range, check_positive, check_range, config
+from device.data import data_dir
 from device.errors import InputError
 
 __all__ = [
@@ -66,7 +67,7 @@ __all__ = [
     "CODE_MIXES",
 ]
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = data_dir()  # the shipped tables (data/ of the repository; device.data)
 #: code distributions of the held-out tiles: every digit equally likely, or 70 % of cells at the
 #: top (LRS) level and the rest uniform
 CODE_MIXES = ("uniform", "lrs_heavy")
@@ -402,8 +403,12 @@ class IRDropTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "IRDropTable":
+        """Read an ``irdrop`` table (validated first). ``path`` is a file, or the name of a
+        shipped table (``"irdrop_default"``; :func:`device.data.resolve_table`)."""
         from device import tables
+        from device.data import resolve_table
 
+        path = resolve_table(path)
         t = tables.read_table(path, kind="irdrop")
         arr = t.arrays
         model = str(t.attrs.get("model", ""))

@@ -48,6 +48,7 @@ from crossbar.config import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig
 from crossbar.layout import FREE, NEG, POS, REF, TileLayout
 from crossbar.quant import QTensor
 from device.config import ConfigError
+from device.data import data_dir
 
 __all__ = [
     "CellState",
@@ -75,7 +76,7 @@ __all__ = [
     "adc_of_channels",
 ]
 
-_DATA = Path(__file__).resolve().parents[1] / "data"
+_DATA = data_dir()  # the shipped tables (device.data)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -442,9 +442,12 @@ class LevelTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "LevelTable":
-        """Read a ``levels`` table written by :meth:`save` (validated first)."""
+        """Read a ``levels`` table written by :meth:`save` (validated first). ``path`` is a file,
+        or the name of a shipped table (``"levels_b2"``; :func:`device.data.resolve_table`)."""
         from device import tables as T
+        from device.data import resolve_table
 
+        path = resolve_table(path)
         t = T.read_table(path, kind="levels")
         g = np.asarray(t["g_s"], float)
         bits = int(t.attrs.get("bits_per_cell", round(math.log2(g.shape[0]))))

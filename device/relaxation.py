@@ -376,9 +376,12 @@ class RelaxationModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "RelaxationModel":
-        """Read a ``relaxation`` table written by :meth:`save` (validated first)."""
+        """Read a ``relaxation`` table written by :meth:`save` (validated first). ``path`` is a
+        file, or the name of a shipped table (``"relaxation_techB"``; :func:`device.data.resolve_table`)."""
         from device import tables as T
+        from device.data import resolve_table
 
+        path = resolve_table(path)
         t = T.read_table(path, kind="relaxation")
         return cls(
             g0_bin_s=t["g0_bin_s"], time_s=t["time_s"], quantile_p=t["quantile_p"], dg_quantile_s=t["dg_quantile_s"],

@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from device.data import data_dir, resolve_table
+
 __all__ = ["file_sha256", "model_digest", "data_digest", "table_digests", "check_tables", "TABLE_FIELD_SUFFIXES"]
 
 #: a string field of a sim config whose name ends in one of these names a file that decides results
@@ -129,15 +131,15 @@ def table_paths(sim_cfg: Any) -> dict[str, Path]:
     out: dict[str, Path] = {}
     if sim_cfg.levels.source == "table":
         lp = sim_cfg.levels.table_path
-        out["levels.table_path"] = Path(lp) if lp else level_table_path(sim_cfg.crossbar.bits_per_cell)
+        out["levels.table_path"] = resolve_table(lp) if lp else level_table_path(sim_cfg.crossbar.bits_per_cell)
     if sim_cfg.crossbar.ir_drop == "table":
         ip = sim_cfg.irdrop_table
-        out["irdrop_table"] = Path(ip) if ip else Path(__file__).resolve().parents[1] / "data" / "irdrop_default.h5"
+        out["irdrop_table"] = resolve_table(ip) if ip else data_dir() / "irdrop_default.h5"
     relax = getattr(sim_cfg, "relaxation", None)
     if relax is not None and getattr(sim_cfg.crossbar, "read_time_s", 0) > 0:
         rp = relax.table_path
         out["relaxation.table_path"] = (
-            Path(rp) if rp else Path(__file__).resolve().parents[1] / "data" / "relaxation_techB.h5"
+            resolve_table(rp) if rp else data_dir() / "relaxation_techB.h5"
         )
     for key, p in _table_fields(sim_cfg.to_dict()):
         if key not in out and key not in ("levels.table_path", "irdrop_table", "relaxation.table_path"):

@@ -50,6 +50,7 @@ from device.config import (
     check_range,
     config,
 )
+from device.data import data_dir, resolve_table
 from device.faults import FaultConfig
 from mapping.faultaware import FaultAwareConfig
 
@@ -70,7 +71,7 @@ __all__ = [
     "level_table_path",
 ]
 
-_DATA = Path(__file__).resolve().parents[1] / "data"
+_DATA = data_dir()  # the shipped tables (device.data)
 
 #: encoder attention projections and feed-forward layers of BERT / RoBERTa / ELECTRA
 #: (``encoder.layer.N.attention.self.{query,key,value}``, ``attention.output.dense``,
@@ -97,7 +98,8 @@ class LevelsSpec(Config):
     #: "table": a write-verify level table (HDF5, device.programming.LevelTable.load);
     #: "synthetic": LevelTable.synthetic from the fields below (sigma / on-off sweeps)
     source: Literal["table", "synthetic"] = "table"
-    #: level table path; None = the shipped data/levels_b{bits}.h5 for crossbar.bits_per_cell
+    #: level table path, or a shipped table's name ("levels_b3", device.data); None = the
+    #: shipped data/levels_b{bits}.h5 for crossbar.bits_per_cell
     table_path: str | None = None
     #: synthetic: conductance of the highest level (LRS), S (10 kOhm, REFERENCES.md crossbar figures)
     g_on_s: float = DEFAULT_G_ON_S
@@ -135,7 +137,7 @@ class LevelsSpec(Config):
 class RelaxationSpec(Config):
     """Conductance relaxation after programming (used when ``crossbar.read_time_s > 0``)."""
 
-    #: relaxation table (HDF5, device.relaxation.RelaxationModel.load); None = the shipped
+    #: relaxation table (HDF5 path or shipped name, device.relaxation.RelaxationModel.load); None = the shipped
     #: data/relaxation_techB.h5 (fitted to the tech-B measurements, see data/README.md)
     table_path: str | None = None
     #: programmed conductances outside the table's fitted range: "clamp" (the nearest fitted
@@ -162,7 +164,7 @@ class SimConfig(Config):
     levels: LevelsSpec = dataclasses.field(default_factory=LevelsSpec)
     #: wire / driver / sense parasitics (IR drop; crossbar.ir_drop="table" uses r_wire_row_ohm)
     circuit: CircuitConfig = dataclasses.field(default_factory=CircuitConfig)
-    #: IR-drop table for crossbar.ir_drop="table"; None = the shipped data/irdrop_default.h5
+    #: IR-drop table (path or shipped name) for crossbar.ir_drop="table"; None = the shipped data/irdrop_default.h5
     irdrop_table: str | None = None
     #: conductance relaxation model for crossbar.read_time_s > 0
     relaxation: RelaxationSpec = dataclasses.field(default_factory=RelaxationSpec)
@@ -234,10 +236,10 @@ def build_levels(cfg: SimConfig):
             distribution=spec.distribution, n_samples=spec.n_samples, rng=np.random.default_rng(spec.seed),
             spacing=spec.spacing,
         )
-    path = Path(spec.table_path) if spec.table_path else level_table_path(bits)
+    path = resolve_table(spec.table_path) if spec.table_path else level_table_path(bits)
     if not path.is_file():
         raise ConfigError(
-            f"level table {path} does not exist (levels.source='table'); give levels.table_path=PATH or "
+            f"level table {path} does not exist (levels.source='table'); give levels.table_path=PATH (or a shipped table's name) or "
             "use --set levels.source=synthetic"
         )
     table = LevelTable.load(path)
@@ -254,7 +256,7 @@ def load_irdrop(cfg: SimConfig):
         return None
     from crossbar.irdrop import IRDropTable
 
-    path = Path(cfg.irdrop_table) if cfg.irdrop_table else _DATA / "irdrop_default.h5"
+    path = resolve_table(cfg.irdrop_table) if cfg.irdrop_table else _DATA / "irdrop_default.h5"
     if not path.is_file():
         raise ConfigError(f"IR-drop table {path} does not exist; give irdrop_table=PATH")
     return IRDropTable.load(path)
@@ -288,7 +290,7 @@ def load_relaxation(cfg: SimConfig):
     loaded once per (path, rule) and shared."""
     if cfg.crossbar.read_time_s == 0:
         return None
-    path = Path(cfg.relaxation.table_path) if cfg.relaxation.table_path else _DATA / "relaxation_techB.h5"
+    path = resolve_table(cfg.relaxation.table_path) if cfg.relaxation.table_path else _DATA / "relaxation_techB.h5"
     if not path.is_file():
         raise ConfigError(f"relaxation table {path} does not exist; give relaxation.table_path=PATH")
     return _load_relaxation(str(path.resolve()), path.stat().st_mtime_ns, cfg.relaxation.out_of_range)
