@@ -117,7 +117,8 @@ def drive_stats(codes: Any, cfg: CrossbarConfig, tech: TechConfig) -> DriveStats
     :meth:`crossbar.engine.ProgrammedMatrix.dac` makes them, in ``[-q_max, q_max]``).
 
     Voltage encoding: multi-bit DACs drive ``code / q_max`` of ``v_read`` in one cycle;
-    bit-serial DACs one two's-complement bit per cycle (``input_bits`` cycles). Pulse-count
+    bit-serial DACs one two's-complement bit per cycle (``input_bits`` cycles), multi-bit slices
+    (``crossbar.dac_slice_bits``) ``slice / (2^b - 1)`` per cycle (:func:`crossbar.read.dac_cycles`). Pulse-count
     encoding: the magnitude's digits of each phase (:func:`neurram_phases`) as that many pulses.
     """
     c = np.asarray(codes.detach().cpu().numpy() if hasattr(codes, "detach") else codes, dtype=np.float64)
@@ -140,12 +141,14 @@ def drive_stats(codes: Any, cfg: CrossbarConfig, tech: TechConfig) -> DriveStats
             pulses += digit
             active += digit > 0
         return DriveStats(pulses.mean(0), active.mean(0), n)
-    if cfg.dac == "bit_serial":
-        u = np.remainder(c.astype(np.int64), 1 << cfg.input_bits)
-        ones = np.zeros_like(u)
-        for k in range(cfg.input_bits):
-            ones += (u >> k) & 1
-        return DriveStats(ones.mean(0), ones.mean(0), n)
+    if cfg.cycles > 1:  # bit-serial or multi-bit slices: the engine's own cycles
+        import torch
+
+        from crossbar.read import dac_cycles
+
+        sl, _ = dac_cycles(torch.from_numpy(c), cfg)
+        v = sl.numpy() / cfg.dac_full_scale  # (K, n, in) of v_read
+        return DriveStats((v**2).sum(0).mean(0), (v != 0).sum(0).mean(0), n)
     return DriveStats(((c / qm) ** 2).mean(0), (c != 0).mean(0), n)
 
 

@@ -57,6 +57,11 @@ def test_drive_stats_each_encoding():
     mb = drive_stats(codes, cfg.replace(dac="multi_bit"), TechConfig())
     np.testing.assert_allclose(mb.drive_sq, [((7 / 7) ** 2 + (3 / 7) ** 2) / 2, (1 / 7) ** 2 / 2, 0.0])
     np.testing.assert_allclose(mb.active, [1.0, 0.5, 0.0])
+    sl = drive_stats(codes, cfg.replace(dac="multi_bit", dac_slice_bits=2), TechConfig())
+    # 2-bit slices, least significant first, the top one signed: 7 = 0b01|11 -> (3, 1); 3 -> (3, 0);
+    # -1 = 0b11|11 -> (3, -1); of the full scale 3
+    np.testing.assert_allclose(sl.drive_sq, [(1 + 1 / 9 + 1) / 2, (1 + 1 / 9) / 2, 0.0])
+    np.testing.assert_allclose(sl.active, [3 / 2, 2 / 2, 0.0])
     pc = drive_stats(np.array([[127, -5]]), CrossbarConfig(input_bits=8), TechConfig(input_encoding="pulse_count"))
     # 7 magnitude bits in two phases (4, 3): 127 = 15 * 8 + 7 -> 22 pulses; 5 = 0 * 8 + 5 -> 5
     np.testing.assert_allclose(pc.drive_sq, [22, 5])
