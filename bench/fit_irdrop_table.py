@@ -4,7 +4,8 @@
 
 Builds the homogenized-lines model of ``crossbar.irdrop`` (exact homogeneous tiles on a grid of
 ``rho = r_wire * mean(g)``: seconds), then measures its error on held-out tiles drawn from every
-shipped level table (data/levels_b1..4.h5), uniform and LRS-heavy codes, inputs driving 10 %,
+shipped level table (data/levels_b1..4.h5), uniform, LRS-heavy and structured codes
+(``crossbar.irdrop.CODE_MIXES``), signed inputs U(-1, 1) V driving 10 %,
 50 % and 100 % of the word lines, at 64x64 and 128x128 and 0.5-5 ohm per segment, against the
 exact solver. The error is the RMS column-current error over the RMS actual column current; the
 same figures for ideal ``G`` (no IR-drop model) and the decoupled lines alone are printed beside.

@@ -79,7 +79,7 @@ def test_homogeneous_tile_is_exact(table):
         g = torch.full((1, size, size), gv, dtype=torch.float64)
         c = CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r)
         m = effective_matrices(g, c)
-        np.testing.assert_allclose(table.effective_matrix(g, c).numpy(), m.numpy(), rtol=2e-4)
+        np.testing.assert_allclose(table.effective_matrix(g, c, accuracy_guard=False).numpy(), m.numpy(), rtol=2e-4)
 
 
 def test_lines_are_first_order_exact():
@@ -96,15 +96,15 @@ def test_lines_are_first_order_exact():
 def test_torch_numpy_and_shapes(table):
     g, _ = _tiles(3, 64, bits=4)
     gt = torch.from_numpy(g.copy())
-    m_t = table.effective_matrix(gt, 2.5)
+    m_t = table.effective_matrix(gt, 0.5)
     assert isinstance(m_t, torch.Tensor) and m_t.dtype == torch.float64 and m_t.shape == gt.shape
-    m_n = table.effective_matrix(g, CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5))
+    m_n = table.effective_matrix(g, CircuitConfig(r_wire_row_ohm=0.5, r_wire_col_ohm=0.5))
     assert isinstance(m_n, np.ndarray)
     np.testing.assert_array_equal(m_n, m_t.numpy())
     # tile by tile equals all at once
-    np.testing.assert_allclose(table.effective_matrix(gt[1:2], 2.5).numpy(), m_t[1:2].numpy(), rtol=1e-13)
+    np.testing.assert_allclose(table.effective_matrix(gt[1:2], 0.5).numpy(), m_t[1:2].numpy(), rtol=1e-13)
     with pytest.raises(InputError, match="float64"):
-        table.effective_matrix(gt.float(), 2.5)
+        table.effective_matrix(gt.float(), 0.5)
 
 
 def test_round_trip_and_old_format(tmp_path):
@@ -125,21 +125,44 @@ def test_round_trip_and_old_format(tmp_path):
         IRDropTable.load(old)
 
 
-@pytest.mark.parametrize("r, bits, mix", [(1.0, 1, "lrs_heavy"), (5.0, 4, "uniform"), (5.0, 2, "lrs_heavy")])
-def test_shipped_table_held_out_error(table, r, bits, mix):
-    # held-out tiles (a seed the fit never saw) from the shipped level tables; error relative to
-    # the actual column current. At 64x64 the shipped table's own held-out measurement is
-    # <= 0.5 % (half-driven) at 1 ohm and <= 1 % at 5 ohm; 2x margin for the few tiles here.
-    g, rng = _tiles(2, 64, bits=bits, mix=mix, seed=12345)
+ACTS = np.load(Path(__file__).resolve().parent / "goldens" / "irdrop" / "minilm_activations.npz")
+STRUCTURED = ("half_rows_high", "alt_cols_high", "rows_used_100of128")
+
+
+def _signed_error(table, g, r, kind, guard=True):
+    """RMS column-current error / RMS actual column current of the table on real MiniLM inputs
+    (``kind``: post-LayerNorm ``qkv`` or post-GELU ``ffn_out``; 24 vectors, 64 rows)."""
     c = CircuitConfig(r_wire_row_ohm=r, r_wire_col_ohm=r)
     gt = torch.from_numpy(g)
-    m = effective_matrices(gt, c).numpy()
-    v = heldout_inputs(2, 8, 64, 0.5, rng)
-    i_true = np.einsum("tkr,trc->tkc", v, m)
-    rel = lambda mm: np.sqrt(np.mean((np.einsum("tkr,trc->tkc", v, mm) - i_true) ** 2) / np.mean(i_true**2))  # noqa: E731
-    err = rel(table.effective_matrix(gt, c).numpy())
-    assert err < (0.01 if r == 1.0 else 0.02)
-    assert err < rel(g) / 20  # far better than ignoring IR drop
+    v = ACTS[kind].astype(np.float64)
+    if g.shape[-1] != v.shape[1]:
+        raise ValueError("64-row tiles only")
+    i_true = np.einsum("kr,trc->tkc", v, effective_matrices(gt, c).numpy())
+    i_tab = np.einsum("kr,trc->tkc", v, table.effective_matrix(gt, c, accuracy_guard=guard).numpy())
+    return float(np.sqrt(np.mean((i_tab - i_true) ** 2) / np.mean(i_true**2)))
+
+
+@pytest.mark.parametrize("mix", ("uniform", "lrs_heavy") + STRUCTURED)
+@pytest.mark.parametrize("kind", ["qkv", "ffn_out"])
+def test_accepted_tiles_hold_1_percent_on_real_signed_inputs(table, mix, kind):
+    # 64x64 at 1 ohm (coupling 3.7 % at 100 uS: accepted) on real MiniLM activations, signed
+    # (post-LayerNorm) and post-GELU, every tile kind the engine makes; measured 0.2-0.4 %
+    g, _ = _tiles(2, 64, bits=2, mix=mix, seed=12345)
+    assert _signed_error(table, g, 1.0, kind) < 0.01
+
+
+@pytest.mark.parametrize("mix", ["lrs_heavy", "half_rows_high", "alt_cols_high"])
+def test_refused_where_signed_inputs_miss_1_percent(table, mix):
+    # 64x64 at 2.5 ohm: on real signed inputs the table is 1.2-1.4 % off the column current
+    # (it was accepted silently before); now refused, naming the mode to use
+    g, _ = _tiles(2, 64, bits=2, mix=mix, seed=12345)
+    assert _signed_error(table, g, 2.5, "qkv", guard=False) > 0.01
+    with pytest.raises(ConfigError, match="ir_drop='exact'"):
+        table.effective_matrix(torch.from_numpy(g), 2.5)
+    # 128x128 at 1 ohm (the engine's default tile and wires): coupling 34 %, refused
+    with pytest.raises(ConfigError, match="not accurate for 128x128 tiles at r_wire=1 ohm"):
+        table.effective_matrix(torch.full((1, 128, 128), 1e-4, dtype=torch.float64), 1.0)
+    assert table.coupling(128, 0.25, 1e-4) < 0.05 < table.coupling(128, 0.5, 1e-4)
 
 
 def test_shipped_table_meta(table):
@@ -150,14 +173,19 @@ def test_shipped_table_meta(table):
         lt = LevelTable.load(DATA / f"levels_b{b}.h5")
         assert lo <= np.min(lt.g_samples_s) and np.max(lt.g_samples_s) <= hi
         assert lo <= lt.g_sa0_s <= hi and lo <= lt.g_sa1_s <= hi
-    # the shipped table's own held-out measurement, pooled over level tables, code mixes and
-    # input densities, relative to the actual column current: within 1 % everywhere but 128x128
-    # at 5 ohm (1.03 %); see BENCHMARKS.md for the sparse-input cases that miss 1 %
+    # the shipped table's own held-out measurement (signed inputs, uniform / LRS-heavy /
+    # structured tiles), pooled, relative to the actual column current: below 1 % wherever the
+    # accuracy guard accepts the shipped levels (64x64 up to 1 ohm: 0.10-0.33 %), and above it
+    # where it refuses them (128x128 at 1 ohm: 2.7 %)
     assert table.rms_error_rel.shape == (2, len(table.r_wire_ohm))
-    i64, i128 = table.sizes.index(64), table.sizes.index(128)
-    assert np.all(table.rms_error_rel[i64] < 0.01)
-    assert np.all(table.rms_error_rel[i128][table.r_wire_ohm <= 2.5] < 0.01)
-    assert np.all(table.rms_error_rel[i128] < 0.012)
+    from crossbar.irdrop import MAX_COUPLING
+
+    g_top = max(float(np.max(LevelTable.load(DATA / f"levels_b{b}.h5").g_samples_s)) for b in (1, 2, 3, 4))
+    accepted = np.array([[table.coupling(s, r, g_top) <= MAX_COUPLING for r in table.r_wire_ohm] for s in table.sizes])
+    assert accepted.any() and not accepted.all()
+    assert np.all(table.rms_error_rel[accepted] < 0.01)
+    i128 = table.sizes.index(128)
+    assert table.rms_error_rel[i128][list(table.r_wire_ohm).index(1.0)] > 0.01
     assert DEFAULT.stat().st_size < 1 << 20
 
 
@@ -177,6 +205,10 @@ def test_engine_refuses_what_the_table_does_not_describe(table):
     hot = LevelTable.synthetic(bits_per_cell=2, g_on_s=1e-3, g_off_s=1e-5, sigma_rel=0.0, rng=np.random.default_rng(0))
     with pytest.raises(InputError, match="window"):
         program_matrix(w, cfg, hot, None, np.random.default_rng(0), circuit=CircuitConfig(), irdrop=table)
+    # and wires it cannot model to 1 %: 64x64 tiles at 2.5 ohm
+    with pytest.raises(ConfigError, match="not accurate"):
+        program_matrix(w, cfg, lv, None, np.random.default_rng(0), circuit=CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5),
+                       irdrop=table)
     # the same chip in exact mode is accepted for every one of those circuits
     pm = program_matrix(w, cfg.replace(ir_drop="exact"), lv, None, np.random.default_rng(0),
                         circuit=CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, r_source_ohm=200.0, r_sense_ohm=500.0))

@@ -308,7 +308,7 @@ def test_table_mode_reads_sinh_cells_with_the_linear_table():
     lvl = LevelTable.synthetic(bits_per_cell=2, g_on_s=100e-6, g_off_s=10e-6, sigma_rel=0.02,
                                rng=np.random.default_rng(3))
     mk = lambda v0: program_matrix(w, cfg, lvl, rng=np.random.default_rng(5),  # noqa: E731
-                                   circuit=CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, cell_v0_v=v0))
+                                   circuit=CircuitConfig(r_wire_row_ohm=0.5, r_wire_col_ohm=0.5, cell_v0_v=v0))
     nl, lin = mk(V0), mk(0.0)
     assert torch.equal(nl.readout, lin.readout)
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(2))
