@@ -401,9 +401,10 @@ def _shapes_and_weights(model_or_shapes: Any) -> tuple[dict[str, tuple[int, int]
         return shapes, {}
     if not hasattr(model_or_shapes, "named_modules"):
         raise ValueError(f"expected a model or {{name: (out, in)}}, got {type(model_or_shapes).__name__}")
-    lin = [(n, m) for n, m in model_or_shapes.named_modules() if isinstance(m, torch.nn.Linear)]
-    patched = [(n, m) for n, m in lin if hasattr(m, "read_fn")]  # CrossbarLinear (nn layer), by duck type
-    mods = patched or lin
+    # a patched model's crossbar matrices (nn layer, by duck type: each crossbar module lists its
+    # matrices, a CrossbarLinear itself), else every plain nn.Linear
+    patched = [(mat.name, mat) for _, m in model_or_shapes.named_modules() for mat in (getattr(m, "matrices", None) or ())]
+    mods = patched or [(n, m) for n, m in model_or_shapes.named_modules() if isinstance(m, torch.nn.Linear)]
     if not mods:
         raise ValueError("the model has no nn.Linear modules")
     return {n: tuple(m.weight.shape) for n, m in mods}, {n: m.weight for n, m in mods}
@@ -429,8 +430,8 @@ def build_protection(
 ) -> ProtectionPlan:
     """The protected mapping plan of every layer, its unprotected baseline and the report.
 
-    ``model_or_shapes``: a model (its patched ``CrossbarLinear`` modules, else every
-    ``nn.Linear``) or ``{name: (out, in)}``. ``sim_cfg``: a ``SimConfig`` or ``CrossbarConfig``.
+    ``model_or_shapes``: a model (its patched crossbar matrices: ``CrossbarLinear`` modules,
+    convolution groups, RNN matrices; else every ``nn.Linear``) or ``{name: (out, in)}``. ``sim_cfg``: a ``SimConfig`` or ``CrossbarConfig``.
     ``masks``: ``{name: RowColMask}`` (:func:`nn.pruning.load_masks`; anything with boolean
     ``rows`` ``(in,)`` / ``cols`` ``(out,)``), required when ``prot.prune``; layers without a mask
     are kept whole. ``weights`` / ``sensitivity``: ``{name: tensor}`` for the criterion (taken

@@ -275,29 +275,43 @@ class HardwareView:
         return d
 
 
+def _targets(modules: Any) -> list[torch.Tensor]:
+    """The weight tensors of ``modules``: modules (their ``weight``), ``(name, module)`` pairs,
+    weight tensors (a parameter or a view of one, e.g. a convolution group's matrix), or a dict
+    ``{name: tensor}`` (:func:`nn.crossbar_linear.matrix_weights`)."""
+    items = list(modules.values()) if isinstance(modules, dict) else list(modules)
+    out = []
+    for m in items:
+        m = m[1] if isinstance(m, tuple) else m
+        out.append(m if isinstance(m, torch.Tensor) else m.weight)
+    return out
+
+
 @contextlib.contextmanager
 def hardware_weights(
-    modules: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    modules: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]] | Sequence[torch.Tensor] | dict[str, torch.Tensor],
     view: HardwareView | None,
     generator: torch.Generator | None,
 ) -> Iterator[None]:
-    """Replace each module's ``weight`` by ``view(weight, generator)`` inside the block (draws in
-    module order) and restore it bit for bit after, also when the block raises. ``view=None``:
-    nothing happens. Gradients computed inside the block are taken at ``w_hw`` and land on the
-    parameter, i.e. the straight-through estimator."""
+    """Replace each weight by ``view(weight, generator)`` inside the block (draws in order) and
+    restore it bit for bit after, also when the block raises. ``modules``: modules (their
+    ``weight``), ``(name, module)`` pairs, or the ``(out, in)`` weight matrices themselves
+    (parameters or views of them: a convolution's groups, an RNN's matrices, as
+    :func:`nn.crossbar_linear.matrix_weights` lists them); writing into a view writes its
+    parameter. ``view=None``: nothing happens. Gradients computed inside the block are taken at
+    ``w_hw`` and land on the parameter, i.e. the straight-through estimator."""
     if view is None:
         yield
         return
-    mods = [m[1] if isinstance(m, tuple) else m for m in modules]
+    weights = _targets(modules)
     saved: list[torch.Tensor] = []
     try:
         with torch.no_grad():
-            for m in mods:
-                w = m.weight
+            for w in weights:
                 saved.append(w.detach().clone())
                 w.copy_(view(w, generator))
         yield
     finally:
         with torch.no_grad():
-            for m, s in zip(mods, saved):
-                m.weight.copy_(s)
+            for w, s in zip(weights, saved):
+                w.copy_(s)

@@ -107,9 +107,9 @@ def magnitude_masks(model_or_weights: Any, sparsity: float, *, rows_share: float
     if isinstance(model_or_weights, dict):
         weights = model_or_weights
     else:
-        from nn.crossbar_linear import crossbar_modules
+        from nn.crossbar_linear import crossbar_matrices
 
-        weights = {n: m.weight for n, m in crossbar_modules(model_or_weights).items()}
+        weights = {n: m.weight for n, m in crossbar_matrices(model_or_weights).items()}
         if not weights:
             raise ValueError("the model has no crossbar layers; patch_model first or pass {name: weight}")
     out = {}
@@ -141,11 +141,11 @@ def protect_model(
     With ``prune`` the pruned weights must already be zero (a checkpoint saved after
     :meth:`nn.pruning.RowColPruner.finalize`; else :func:`nn.pruning.apply_masks`).
     """
-    from nn.crossbar_linear import apply_plan, crossbar_modules, set_read_fn
+    from nn.crossbar_linear import apply_plan, crossbar_matrices, set_read_fn
 
-    mods = crossbar_modules(model)
+    mods = crossbar_matrices(model)
     if not mods:
-        raise ValueError("the model has no CrossbarLinear modules; call patch_model first")
+        raise ValueError("the model has no crossbar modules (CrossbarLinear, ...); call patch_model first")
     cfgs = {id(m.sim_cfg): m.sim_cfg for m in mods.values()}
     if len(cfgs) != 1:
         raise ValueError("protect_model needs one sim config for all crossbar layers")
@@ -201,20 +201,22 @@ def gradient_sensitivity(model: torch.nn.Module, batches: Any, *, fisher: bool =
     empirical Fisher diagonal) per batch. Returns ``{name: (out, in)}`` on the CPU; the model's
     gradients are left cleared and its training mode unchanged.
     """
-    from nn.crossbar_linear import crossbar_modules
+    from nn.crossbar_linear import crossbar_matrices, crossbar_modules
 
-    mods = crossbar_modules(model)
+    mods = crossbar_matrices(model)
     if not mods:
-        raise ValueError("the model has no CrossbarLinear modules; call patch_model first")
-    was_sim = {n: m.simulated for n, m in mods.items()}
+        raise ValueError("the model has no crossbar modules (CrossbarLinear, ...); call patch_model first")
+    layers = crossbar_modules(model)
+    was_sim = {n: m.simulated for n, m in layers.items()}
     was_train = model.training
     acc = {n: torch.zeros_like(m.weight, device="cpu") for n, m in mods.items()}
-    req = {n: m.weight.requires_grad for n, m in mods.items()}
+    req = {n: m.parameter.requires_grad for n, m in mods.items()}
     try:
         model.eval()
-        for m in mods.values():
+        for m in layers.values():
             m.simulated = False
-            m.weight.requires_grad_(True)
+        for m in mods.values():
+            m.parameter.requires_grad_(True)
         n_batches = 0
         for b in batches:
             model.zero_grad(set_to_none=True)
@@ -223,15 +225,16 @@ def gradient_sensitivity(model: torch.nn.Module, batches: Any, *, fisher: bool =
                 raise ValueError("gradient_sensitivity needs batches with labels (the model returned no loss)")
             out.loss.backward()
             for n, m in mods.items():
-                g = m.weight.grad.detach().cpu()
+                g = m.weight_grad().detach().cpu()
                 acc[n] += g * g if fisher else g.abs()
             n_batches += 1
         if n_batches == 0:
             raise ValueError("gradient_sensitivity got no batches")
     finally:
         model.zero_grad(set_to_none=True)
-        for n, m in mods.items():
+        for n, m in layers.items():
             m.simulated = was_sim[n]
-            m.weight.requires_grad_(req[n])
+        for n, m in mods.items():
+            m.parameter.requires_grad_(req[n])
         model.train(was_train)
     return {n: a / n_batches for n, a in acc.items()}

@@ -6,8 +6,9 @@ approximation, ``sum_{o,i} E[(dL/dy_o)**2] E[x_i**2] r_oi**2`` for a layer ``y =
 mean square gradient of the loss with respect to each output times the mean square of each
 input. This module measures both on a few training batches of the digital model:
 
-* :func:`layer_sensitivity`: ``{layer name: LayerSensitivity(in_sq, out_fisher)}`` for every
-  ``CrossbarLinear`` of a patched model, over the non-padded tokens. ``out_fisher`` is the
+* :func:`layer_sensitivity`: ``{matrix name: LayerSensitivity(in_sq, out_fisher)}`` for every
+  crossbar matrix of a patched model, over the non-padded tokens (a Linear on tokens; all rows of
+  a convolution's patches or an RNN's time steps). ``out_fisher`` is the
   *expected* Fisher over the model's own predictive distribution (for each class ``c``,
   ``p_c (d(-log p_c)/dy_o)**2`` summed over classes; regression: ``(d yhat / dy_o)**2``), so
   it does not depend on whether the training labels are fitted; each example's gradient is
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ import torch
 __all__ = [
     "LayerSensitivity",
     "layer_sensitivity",
+    "hf_logits",
+    "hf_token_mask",
     "training_batches",
     "attach_placement_weights",
     "N_EXAMPLES",
@@ -56,52 +59,73 @@ class LayerSensitivity:
     tokens: int
 
 
-def layer_sensitivity(model: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> dict[str, LayerSensitivity]:
-    """:class:`LayerSensitivity` of every ``CrossbarLinear`` of ``model`` (patched; read digitally
-    here), from ``batches`` (keyword dicts of a GLUE classifier: ``input_ids``,
-    ``attention_mask``, ...; ``labels`` are ignored). The model's gradients are left cleared, its
-    training mode and the layers' simulated flags unchanged."""
-    from nn.crossbar_linear import crossbar_modules
+def hf_logits(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """A GLUE classifier's logits ``(n, classes)`` on ``batch`` (keyword inputs; ``labels``
+    ignored): the default ``forward`` of :func:`layer_sensitivity`."""
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
-    mods = crossbar_modules(model)
-    if not mods:
-        raise ValueError("the model has no CrossbarLinear modules; call patch_model first")
-    was_sim = {n: m.simulated for n, m in mods.items()}
-    req = {n: m.weight.requires_grad for n, m in mods.items()}
+
+def hf_token_mask(batch: dict[str, Any]) -> torch.Tensor:
+    """The flattened ``attention_mask`` of a tokenized batch (all ones without one): the default
+    ``row_mask`` of :func:`layer_sensitivity`."""
+    am = batch.get("attention_mask")
+    return (am if am is not None else torch.ones_like(batch["input_ids"])).reshape(-1).bool().cpu()
+
+
+def layer_sensitivity(model: torch.nn.Module, batches: Iterable[Any], *,
+                      forward: Callable[[torch.nn.Module, Any], torch.Tensor] = hf_logits,
+                      row_mask: Callable[[Any], Any] = hf_token_mask) -> dict[str, LayerSensitivity]:
+    """:class:`LayerSensitivity` of every crossbar matrix of ``model`` (patched; read digitally
+    here), from ``batches``. ``forward(model, batch) -> logits (n, classes)`` runs the model
+    (default :func:`hf_logits`: a GLUE classifier's keyword batches); ``row_mask(batch)`` gives
+    the rows that count (default :func:`hf_token_mask`: the attention mask; None: all). A matrix
+    whose product rows are the mask's rows (a Linear on tokens) counts only the masked rows, any
+    other (convolution patches, RNN time steps) all of its rows.
+    Each matrix's products are observed through its ``observer`` hook
+    (:class:`nn.crossbar_matrix.CrossbarMatrix`). The model's gradients are left cleared, its
+    training mode and the layers' simulated flags unchanged."""
+    from nn.crossbar_linear import crossbar_matrices, crossbar_modules
+
+    mats = crossbar_matrices(model)
+    if not mats:
+        raise ValueError("the model has no crossbar modules (CrossbarLinear, ...); call patch_model first")
+    layers = crossbar_modules(model)
+    was_sim = {n: m.simulated for n, m in layers.items()}
+    req = {n: m.parameter.requires_grad for n, m in mats.items()}
     was_train = model.training
-    in_acc = {n: torch.zeros(m.in_features, dtype=torch.float64) for n, m in mods.items()}
-    out_acc = {n: torch.zeros(m.out_features, dtype=torch.float64) for n, m in mods.items()}
-    outs: dict[str, torch.Tensor] = {}
-    mask_now: list[torch.Tensor] = []
+    in_acc = {n: torch.zeros(m.in_features, dtype=torch.float64) for n, m in mats.items()}
+    out_acc = {n: torch.zeros(m.out_features, dtype=torch.float64) for n, m in mats.items()}
+    rows_in = dict.fromkeys(mats, 0)
+    outs: dict[str, list[torch.Tensor]] = {}
+    mask_now: list[Any] = [None]
     record_in = [False]
 
     def rows(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().reshape(-1, t.shape[-1]).to(torch.float64)
         m = mask_now[0]
-        return t[m] if t.shape[0] == m.numel() else t
+        return t[m] if m is not None and t.shape[0] == m.numel() else t
 
-    def hook(mod: Any, inp: tuple, out: torch.Tensor, name: str) -> None:
+    def observe(mat: Any, x: torch.Tensor, y: torch.Tensor) -> None:
         if record_in[0]:
-            in_acc[name] += (rows(inp[0]) ** 2).sum(0).cpu()
-        if out.requires_grad:
-            out.retain_grad()
-            outs[name] = out
+            r = rows(x)
+            in_acc[mat.name] += (r**2).sum(0).cpu()
+            rows_in[mat.name] += r.shape[0]
+        if y.requires_grad:
+            y.retain_grad()
+            outs.setdefault(mat.name, []).append(y)
 
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n)) for n, m in mods.items()]
-    tokens = 0
     try:
         model.eval()
-        for m in mods.values():
+        for m in layers.values():
             m.simulated = False
-            m.weight.requires_grad_(True)  # the outputs need a graph even for a frozen model
+        for m in mats.values():
+            m.parameter.requires_grad_(True)  # the outputs need a graph even for a frozen model
+            m.observer = observe
         for b in batches:
-            kw = {k: v for k, v in b.items() if k != "labels"}
-            am = kw.get("attention_mask")
-            mask_now[:] = [(am if am is not None else torch.ones_like(kw["input_ids"])).reshape(-1).bool().cpu()]
-            tokens += int(mask_now[0].sum())
+            mask_now[0] = row_mask(b)
             with torch.no_grad():
                 record_in[0] = True
-                logits = model(**kw).logits
+                logits = forward(model, b)
                 record_in[0] = False
             n_out = logits.shape[-1]
             probs = logits.softmax(-1) if n_out > 1 else None
@@ -109,28 +133,29 @@ def layer_sensitivity(model: torch.nn.Module, batches: Iterable[dict[str, Any]])
                 model.zero_grad(set_to_none=True)
                 outs.clear()
                 with torch.enable_grad():
-                    lg = model(**kw).logits
+                    lg = forward(model, b)
                     if probs is None:
                         loss = lg.sum()  # regression: d yhat / dy (Gauss-Newton, unit noise)
                     else:  # sqrt(p_c) so that the squared gradients carry the weight p_c
                         loss = -(lg.log_softmax(-1)[:, c] * probs[:, c].sqrt()).sum()
                     loss.backward()
-                for n, o in outs.items():
-                    if o.grad is not None:
-                        out_acc[n] += (rows(o.grad) ** 2).sum(0).cpu()
-        if tokens == 0:
+                for n, ys in outs.items():
+                    for o in ys:
+                        if o.grad is not None:
+                            out_acc[n] += (rows(o.grad) ** 2).sum(0).cpu()
+        if not any(rows_in.values()):
             raise ValueError("layer_sensitivity got no tokens (no batches, or all padding)")
     finally:
-        for h in handles:
-            h.remove()
         outs.clear()
         model.zero_grad(set_to_none=True)
-        for n, m in mods.items():
+        for n, m in mats.items():
+            m.observer = None
+            m.parameter.requires_grad_(req[n])
+        for n, m in layers.items():
             m.simulated = was_sim[n]
-            m.weight.requires_grad_(req[n])
         model.train(was_train)
-    return {n: LayerSensitivity(in_sq=(in_acc[n] / tokens).numpy(), out_fisher=(out_acc[n] / tokens).numpy(),
-                                tokens=tokens) for n in mods}
+    return {n: LayerSensitivity(in_sq=(in_acc[n] / max(1, rows_in[n])).numpy(),
+                                out_fisher=(out_acc[n] / max(1, rows_in[n])).numpy(), tokens=rows_in[n]) for n in mats}
 
 
 def training_batches(model_dir: str, task: str, glue_dir: Any, *, max_length: int = 128,
@@ -155,24 +180,28 @@ def _normalized(v: np.ndarray) -> np.ndarray:
     return v / m if m > 0 else np.ones_like(v)
 
 
-def attach_placement_weights(model: torch.nn.Module, sim_cfg: Any, batches: Any) -> dict[str, LayerSensitivity]:
-    """Give every ``CrossbarLinear`` of ``model`` a :class:`mapping.faultaware.FaultAwareMapper`
+def attach_placement_weights(model: torch.nn.Module, sim_cfg: Any, batches: Any, *,
+                             forward: Callable[[torch.nn.Module, Any], torch.Tensor] = hf_logits,
+                             row_mask: Callable[[Any], Any] = hf_token_mask) -> dict[str, LayerSensitivity]:
+    """Give every crossbar matrix of ``model`` a :class:`mapping.faultaware.FaultAwareMapper`
     with the placement weights ``sim_cfg.faultaware.placement_weighting`` asks for (nothing to
     do for "none" or without placement). ``batches``: the batches, or a callable returning them
     (called only when the estimate is not cached for these weights). A mapper a protection set
-    before keeps its protection config. Returns the sensitivities (empty when nothing to do)."""
+    before keeps its protection config. ``forward``, ``row_mask``: see :func:`layer_sensitivity`. Returns the
+    sensitivities (empty when nothing to do)."""
     from mapping.faultaware import FaultAwareMapper
-    from nn.crossbar_linear import crossbar_modules
+    from nn.crossbar_linear import crossbar_matrices
 
     fa = sim_cfg.faultaware
     if not fa.placement or fa.placement_weighting == "none":
         return {}
-    mods = crossbar_modules(model)
+    mods = crossbar_matrices(model)
     key = tuple((n, m.weight.data_ptr(), m.weight._version, tuple(m.weight.shape)) for n, m in mods.items())
     per_model = _CACHE.setdefault(model, {})
     sens = per_model.get(key)
     if sens is None:
-        sens = layer_sensitivity(model, batches() if callable(batches) else batches)
+        sens = layer_sensitivity(model, batches() if callable(batches) else batches, forward=forward,
+                                 row_mask=row_mask)
         per_model.clear()
         per_model[key] = sens
     for n, m in mods.items():

@@ -4,8 +4,9 @@ A :class:`SimConfig` composes the tile engine (:class:`crossbar.engine.CrossbarC
 stuck-at faults (:class:`device.faults.FaultConfig`), where the cell levels come from
 (:class:`LevelsSpec`: a shipped write-verify level table or a synthetic one for sigma / on-off
 sweeps), the wire parasitics for IR drop (:class:`crossbar.solver.CircuitConfig`), the IR-drop
-table, which ``nn.Linear`` modules go on crossbars (PEFT-style ``target_modules`` /
-``exclude_modules`` regexes), the compute dtype, and fault-map-aware mapping of each chip
+table, which modules go on crossbars (``nn.Linear``, convolutions, LSTM / GRU; PEFT-style
+``target_modules`` / ``exclude_modules`` regexes, by default the BERT family's encoder
+Linears), the compute dtype, and fault-map-aware mapping of each chip
 (:class:`mapping.faultaware.FaultAwareConfig`: ``faultaware.reencode`` re-encodes every weight
 around the chip's stuck cells, ``faultaware.placement`` permutes rows and columns so faults land
 where they cost least, ``faultaware.placement_weighting=fisher`` weighs that cost by each input's
@@ -172,7 +173,8 @@ class SimConfig(Config):
     #: verified with (LevelTable.read_noise_rel: one setting for verify and inference; synthetic
     #: tables have none), "crossbar" = crossbar.read_noise_sigma_rel as set
     read_noise: Literal["levels", "crossbar"] = "levels"
-    #: regexes (re.search on qualified module names): nn.Linear modules put on crossbars
+    #: regexes (re.search on qualified module names): modules put on crossbars (nn.Linear,
+    #: Conv1d/Conv2d, LSTM/GRU: nn.crossbar_linear.CROSSBAR_CLASSES); [".*"] = every supported one
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     #: regexes: matching modules stay digital even if targeted (default: head and pooler)
     exclude_modules: tuple[str, ...] = DEFAULT_EXCLUDE_MODULES

@@ -72,7 +72,7 @@ def test_selection_bert_roberta_distilbert():
     assert only_q == ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.1.attention.self.query"]
     no_ffn = cl.select_modules(m, cfg.replace(exclude_modules=(r"intermediate\.dense$|layer\.\d+\.output\.dense$",)))
     assert len(no_ffn) == 8
-    with pytest.raises(ValueError, match="no nn.Linear module matches"):
+    with pytest.raises(ValueError, match="no nn.Linear, Conv1d/Conv2d or LSTM/GRU module matches"):
         cl.select_modules(m, cfg.replace(target_modules=("nothing_like_this",)))
     rob = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
         vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))

@@ -114,7 +114,7 @@ def test_include_exclude_patterns(checkpoints, family):
     assert [n for n, _ in cl.select_modules(model, cfg.replace(target_modules=(ffn_re,)))] == ffn
     assert [n for n, _ in cl.select_modules(model, cfg.replace(target_modules=(attn_re, ffn_re)))] == expected(family)
     # the head: excluded by default even when targeted; reachable when the excludes are dropped
-    with pytest.raises(ValueError, match="no nn.Linear module matches"):
+    with pytest.raises(ValueError, match="no nn.Linear, Conv1d/Conv2d or LSTM/GRU module matches"):
         cl.select_modules(model, cfg.replace(target_modules=(r"classifier",)))
     head = {n for n, _ in cl.select_modules(model, cfg.replace(target_modules=(r"classifier",), exclude_modules=()))}
     assert head == {n for n in SPEC[family][3] if "classifier" in n}
