@@ -251,7 +251,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bit-serial-tokens", type=int, default=1024,
                     help="tokens read in the bit-serial row and its speed comparison (default 1024)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repeats of this project's reads (medians)")
+    ap.add_argument("--suite", choices=("issue10", "read-path", "adc-kinds"), default="issue10",
+                    help="issue10: the BERT-base-shaped layer below (default); read-path: MiniLM layers and "
+                         "Student-t inputs, every input granularity and ADC mode, with aihwkit (issue 26); "
+                         "adc-kinds: each ADC kind vs bits and flaws next to CrossSim's (issue 26); see "
+                         "bench/read_path_suites.py")
+    ap.add_argument("--layer", type=int, default=2, help="read-path / adc-kinds: MiniLM encoder layer (0-5)")
+    ap.add_argument("--cases", default="", help="read-path: comma-separated substrings of the cases to run")
+    ap.add_argument("--kind-layer", default="ffn_out", help="adc-kinds: the MiniLM layer kind (query ... ffn_out)")
+    ap.add_argument("--kind-bits", type=int, default=6, help="adc-kinds: ADC bits of the flaw sweeps")
+    ap.add_argument("--chips", type=int, default=3, help="adc-kinds: chips (flaw draws) per point")
     args = ap.parse_args(argv)
+    if args.suite != "issue10":
+        try:
+            import simulator
+        except ImportError:
+            print("CrossSim (the `simulator` package) is not installed; see the module docstring")
+            return 0
+        import read_path_suites
+
+        if args.suite == "read-path":
+            return read_path_suites.run_read_path(simulator, args)
+        return read_path_suites.run_adc_kinds(simulator, args)
     if not N_CAL <= args.bit_serial_tokens <= args.tokens:
         print(f"error: need {N_CAL} <= --bit-serial-tokens <= --tokens", file=sys.stderr)
         return 2
