@@ -198,6 +198,7 @@ class CrossSimLayer:
             if adc_bits:
                 peak = self._calibrate(wb, xc, bit_serial)  # (arrays along outputs, along inputs, slices)
                 per_in = peak.max(axis=0)
+                per_in = np.where(per_in > 0, per_in, 1e-9)  # a slice that reads no current: a vanishing range
                 if bit_serial:
                     per_in = np.maximum(per_in, 127 / 3)  # one level step: CrossSim's best (suite issue10)
                 ranges_list = [per_in[c] for _ in range(peak.shape[0]) for c in range(peak.shape[1])]
