@@ -12,6 +12,12 @@ is what a machine with that many free cores takes; the wall time depends on the 
 (the timing scales with the tile count). Threads: ``RERAM_COSIM_NUM_THREADS`` (torch threads;
 the exact step runs one chunk of tiles per thread).
 
+``--micro N``: instead, times ``effective_matrices`` alone on N random 128x128 tiles (levels'
+conductance range, 1 ohm), interleaved with a plain batched solve of the same tiles
+(``torch.linalg.solve``, one 128x128 system with 128 right-hand sides per tile, the machine's
+unit), CPU time, one thread, min and median of 5: the ratio exact / solve is what carries over
+between machines and loads. Also the sweep with the previous Cholesky inverse (``method``).
+
 Also prints, on the first layer, the table's error against the exact matrices in the held-out
 metric (RMS column-current error / RMS actual column current, half-driven random inputs).
 """
@@ -30,7 +36,10 @@ def main() -> None:
     ap.add_argument("--r-wire-ohm", type=float, default=2.5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-table", action="store_true")
+    ap.add_argument("--micro", type=int, default=0, help="time effective_matrices alone on this many tiles")
     args = ap.parse_args()
+    if args.micro:
+        return micro(args.micro)
     torch.set_num_threads(int(os.environ.get("RERAM_COSIM_NUM_THREADS", torch.get_num_threads())))
     from transformers import AutoModel
 
@@ -91,6 +100,31 @@ def main() -> None:
         i_t = np.einsum("kr,trc->tkc", v, mt)
         print(f"table vs exact on layer 0 ({me.shape[0]} tiles): RMS column-current error "
               f"{100 * np.sqrt(np.mean((i_t - i_e) ** 2) / np.mean(i_e**2)):.2f} % of the RMS actual current")
+
+
+def micro(n: int) -> None:
+    from crossbar.effective import effective_matrices
+    from crossbar.nodal import CircuitConfig
+
+    torch.set_num_threads(1)
+    g = torch.from_numpy(np.random.default_rng(0).uniform(9e-6, 1.06e-4, (n, 128, 128)))
+    c = CircuitConfig(r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
+    a = g + torch.eye(128, dtype=torch.float64)  # well-conditioned dense systems
+    b = torch.ones(n, 128, 128, dtype=torch.float64)
+    runs = {"solve": lambda: torch.linalg.solve(a, b),
+            "exact (block inverse)": lambda: effective_matrices(g, c),
+            "exact (Cholesky inverse, before)": lambda: effective_matrices(g, c, method="cholesky")}
+    t = {k: [] for k in runs}
+    for _ in range(5):
+        for k, f in runs.items():
+            c0 = time.process_time()
+            f()
+            t[k].append(1e3 * (time.process_time() - c0) / n)
+    base = float(np.median(t["solve"]))
+    print(f"{n} tiles 128x128, 1 thread, load average {os.getloadavg()[0]:.1f}; CPU-ms per tile (min / median), "
+          "median ratio to the plain batched solve:")
+    for k, v in t.items():
+        print(f"  {k:<34} {min(v):7.2f} / {float(np.median(v)):7.2f}  {float(np.median(v)) / base:6.1f}x")
 
 
 if __name__ == "__main__":

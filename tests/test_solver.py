@@ -168,7 +168,7 @@ def test_effective_matrices_batched_match_block_elimination(circ):
     from crossbar.solver import effective_matrices
 
     rng = np.random.default_rng(5)
-    for shape in [(5, 9, 11), (2, 1, 6), (3, 7, 1)]:
+    for shape in [(5, 9, 11), (2, 1, 6), (3, 7, 1), (2, 5, 150)]:  # 150 columns: the recursive block inverse
         g = np.exp(rng.uniform(np.log(1e-6), np.log(1e-4), shape))
         m = effective_matrices(torch.from_numpy(g), circ, tiles_per_call=2)
         assert isinstance(m, torch.Tensor) and m.dtype == torch.float64 and m.shape == shape
