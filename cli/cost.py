@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", default=None, help="also write the JSON object to this file")
     p.add_argument("--plot", default=None, help="write the per-layer energy and area breakdown to this image (png/pdf/svg)")
+    p.add_argument("--accuracy-csv", default=None, metavar="CSV",
+                   help="a results file (eval / study): cost the chip of every (method, --axis value) of its "
+                        "simulated rows and print accuracy against energy per inference (with --plot: that plot)")
+    p.add_argument("--axis", default=None, metavar="KEY",
+                   help="the sim config key the --accuracy-csv rows vary, e.g. crossbar.adc_bits")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.set_defaults(func=_cmd_cost)
 
@@ -82,6 +87,15 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         from mapping.cost_plots import check_plot_path
 
         check_plot_path(args.plot)
+    if (args.accuracy_csv is None) != (args.axis is None):
+        raise UserError("--accuracy-csv and --axis go together")
+    if args.accuracy_csv is not None:
+        from pathlib import Path
+
+        if not Path(args.accuracy_csv).is_file():
+            raise UserError(f"--accuracy-csv {args.accuracy_csv} is not a file")
+        if prot is not None and prot.any:
+            raise UserError("--method/--protection-set do not apply with --accuracy-csv (each row's method does)")
     glue = glue_dir_arg(args.glue_dir)
     import torch
 
@@ -89,6 +103,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.accuracy_csv is not None:
+        return _accuracy(args, tech, glue)
     rep = cost_from_dir(args.model, sim, tech, task=args.task, glue_dir=glue, seq_len=args.seq_len,
                         n_sentences=args.sentences, protection=prot, seed=args.seed, random_init=args.random_init)
     rep.meta.update(preset=args.preset, overrides=list(args.overrides), method=args.method, tech_name=args.tech,
@@ -108,4 +124,36 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         for path in (args.out, args.plot):
             if path is not None:
                 print(f"wrote {path}")
+    return 0
+
+
+def _accuracy(args: argparse.Namespace, tech, glue) -> int:
+    """``--accuracy-csv CSV --axis KEY``: accuracy against energy per inference."""
+    import json
+
+    from device.io import atomic_write_text
+    from nn.cost import accuracy_energy_from_results
+
+    points, digital = accuracy_energy_from_results(
+        args.accuracy_csv, args.axis, args.model, tech, task=args.task,
+        glue_dir=glue, seq_len=args.seq_len, n_sentences=args.sentences, seed=args.seed, progress=not args.json)
+    d = {"axis": args.axis, "digital": digital, "points": points, "tech": tech.to_dict()}
+    text = json.dumps(d, indent=1, default=float)
+    if args.out is not None:
+        atomic_write_text(args.out, text + "\n")
+    if args.plot is not None:
+        from mapping.cost_plots import plot_accuracy_energy
+
+        plot_accuracy_energy(points, args.plot, axis=args.axis, digital=digital)
+    if args.json:
+        print(text)
+        return 0
+    print(f"{'method':<24} {args.axis:>24} {'energy uJ':>10} {'score':>8} {'sd':>7} {'chips':>5}")
+    for p in points:
+        print(f"{p['method']:<24} {str(p['value']):>24} {p['energy_j'] * 1e6:>10.4g} {p['mean']:>8.4f} {p['std']:>7.4f} {p['n']:>5}")
+    if digital is not None:
+        print(f"digital: {digital:.4f}")
+    for path in (args.out, args.plot):
+        if path is not None:
+            print(f"wrote {path}")
     return 0

@@ -28,7 +28,7 @@ from mapping.cost import CostReport, DriveStats, LayerWork, cost_layers, drive_s
 from mapping.technology import TechConfig, horowitz_scale
 
 __all__ = ["cost_model", "cost_from_dir", "random_classifier", "sentence_batches", "attention_macs", "spare_columns",
-           "accuracy_vs_energy"]
+           "accuracy_vs_energy", "accuracy_energy_from_results"]
 
 #: Horowitz, ISSCC 2014 (45 nm, 0.9 V): 8-bit multiply and 32-bit add, J
 HOROWITZ_MULT8_J = 0.2e-12
@@ -270,3 +270,53 @@ def accuracy_vs_energy(results_csv: Any, axis: str, energies: dict[Any, float], 
                        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)})
     points.sort(key=lambda p: (p["method"], p["energy_j"]))
     return points, (float(np.mean(digital)) if digital else None)
+
+
+def accuracy_energy_from_results(results_csv: Any, axis: str, model: Any, tech: TechConfig, *, task: str | None = None,
+                                 glue_dir: Any = None, seq_len: int = 128, n_sentences: int = 32, seed: int = 0,
+                                 progress: bool = False) -> tuple[list[dict[str, Any]], float | None]:
+    """:func:`accuracy_vs_energy` with the energies costed here: each (method, axis value) of the
+    simulated rows of ``results_csv`` is costed on the very chip its rows ran (their
+    ``sim_config``) with the method's protection when the method is a bundle of
+    :data:`nn.protect.PROTECTION_METHODS` (other methods: no protection), by
+    :func:`cost_from_dir` on ``model``. Chips that cost the same (same config and protection) are
+    costed once."""
+    import json
+
+    from device.errors import UserError
+    from nn.evaluate import read_results
+    from nn.protect import method_protection
+    from nn.sim import SimConfig
+
+    todo: dict[tuple[str, Any], tuple[str, str, str]] = {}
+    for r in read_results(results_csv):
+        if r["mode"] != "simulated" or (task is not None and r["task"] != task):
+            continue
+        cfg = json.loads(r["sim_config"])
+        key = (r["method"], _dotted(cfg, axis))
+        todo.setdefault(key, (r["sim_config"], r["method"], r["task"]))
+    if not todo:
+        raise UserError(f"{results_csv} holds no simulated rows" + (f" of task {task}" if task else ""))
+    done: dict[tuple[str, str], float] = {}
+    energies: dict[Any, float] = {}
+    keys = sorted(todo, key=str)
+    if progress:
+        from tqdm import tqdm
+
+        keys = tqdm(keys, desc="cost per point", file=__import__("sys").stderr)
+    for key in keys:
+        cfg_json, method, row_task = todo[key]
+        prot = method_protection(method) if method in _protection_methods() else None
+        ck = (cfg_json, prot.to_json() if prot is not None else "", row_task)
+        if ck not in done:
+            sim = SimConfig.from_dict(json.loads(cfg_json))
+            done[ck] = cost_from_dir(model, sim, tech, task=row_task, glue_dir=glue_dir, seq_len=seq_len,
+                                     n_sentences=n_sentences, protection=prot, seed=seed).energy_j
+        energies[key] = done[ck]
+    return accuracy_vs_energy(results_csv, axis, energies, task=task)
+
+
+def _protection_methods() -> tuple[str, ...]:
+    from nn.protect import PROTECTION_METHODS
+
+    return tuple(PROTECTION_METHODS)

@@ -117,3 +117,14 @@ def test_accuracy_vs_energy_joins_rows_and_costs(files, tmp_path, one_thread):
         assert p["n"] == 2 and p["mean"] == pytest.approx(np.mean(xs)) and p["energy_j"] == energies[p["value"]]
     path = plot_accuracy_energy(points, tmp_path / "ae.png", axis="crossbar.adc_bits", digital=digital)
     assert path.stat().st_size > 1000
+    # the command line costs each point on the chip its rows ran (their sim_config): the same energies
+    from cli.main import main
+
+    out, plot = tmp_path / "ae.json", tmp_path / "ae2.png"
+    assert main(["cost", "--model", str(files["model"]), "--glue-dir", str(files["glue"]), "--seq-len", "16",
+                 "--sentences", "4", "--accuracy-csv", str(csv), "--axis", "crossbar.adc_bits", "--out", str(out),
+                 "--plot", str(plot)]) == 0
+    d = json.loads(out.read_text())
+    assert {p["value"]: p["energy_j"] for p in d["points"]} == energies and d["digital"] == digital
+    assert plot.stat().st_size > 1000
+    assert main(["cost", "--model", str(files["model"]), "--accuracy-csv", str(csv)]) == 2  # --axis missing

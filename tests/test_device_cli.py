@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from device import cli, tables
+from cli import device as cli
+from device import tables
 
 
 def _main(argv):
