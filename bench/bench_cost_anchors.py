@@ -48,24 +48,58 @@ VGG8 = [(32, 3, 3, 128), (32, 128, 3, 128), (16, 128, 3, 256), (16, 256, 3, 256)
         (8, 512, 3, 512), (1, 8192, 1, 1024), (1, 1024, 1, 10)]
 
 
-def neurosim_vgg8(rows_parallel: int):
+def neurosim_vgg8(rows_parallel: int, *, novel_mapping: bool = True, speed_up: int = 8):
+    """VGG-8 as the release test maps it (``Param.cpp``: ``novelMapping = true``,
+    ``speedUpDegree = 8``, ``pipeline = true``), each from its description in the V1.4 manual:
+
+    * novel mapping (section 5.3): each of the ``k x k`` kernel positions of a convolution is its
+      own ``(c_in, c_out)`` sub-matrix on its own sub-arrays, fed the inputs of that position
+      (so a 3-channel first layer takes 9 row blocks of 3 rows, where im2col packs 27 rows into
+      one); the partial sums of the positions are added by an adder tree (its few adds, one per
+      output and position, are not counted);
+    * weight duplication (section 5.4): a layer is duplicated to process different inputs at once,
+      at most ``speedUpDegree`` times, with "no idle period across all the layers after speed-up":
+      the pipeline period is that of the slowest layer at full speed-up,
+      ``P = max_l T_l / speed_up``, and each layer gets the copies that bring it to ``P``:
+      ``d_l = min(speed_up, ceil(T_l / P))``.
+    ``novel_mapping=False, speed_up=1`` is the plain im2col mapping, once."""
     cfg = CrossbarConfig(tile_rows=128, tile_cols=128, bits_per_cell=1, weight_bits=8, mapping="offset",
                          input_bits=8, dac="bit_serial", adc_bits=4, adc_scope="column", adc_kind="sar",
                          adc_columns_per_adc=8)
     tech = get_tech("neurosim_22nm").replace(rows_parallel=rows_parallel)
     g_on = 1 / 100e3
     g_mean = (g_on + g_on / 17) / 2  # 1-bit cells, half of them on
-    works = []
+    layers = []  # (layer index, [(name, in, out, mvms)])
     for i, (n, cin, k, cout) in enumerate(VGG8):
         geo = ConvGeometry.make(cin, cout, k, padding=k // 2) if k > 1 else None
-        out_f, in_f = geo.matrix_shape if geo else (cout, cin)
         mvms = geo.mvms(n) if geo else 1
-        lay = default_layout(out_f, in_f, cfg)
-        g_row = expected_row_conductance(lay, read_columns(lay, copies_read=False), g_mean)
-        stats = DriveStats.uniform(in_f, drive_sq=cfg.input_bits * 0.5, active=cfg.input_bits * 0.5)
-        works.append(LayerWork(name=f"layer{i + 1}", cfg=cfg, layout=lay, in_features=in_f, out_features=out_f,
-                               mvms=mvms, stats=stats, g_row_s=g_row))
-    return cost_layers(works, tech, meta={"anchor": "NeuroSim V1.4 VGG-8", "rows_parallel": rows_parallel})
+        if geo and novel_mapping:
+            parts = [(f"layer{i + 1}.k{j}", cin, cout, mvms) for j in range(k * k)]
+        else:
+            out_f, in_f = geo.matrix_shape if geo else (cout, cin)
+            parts = [(f"layer{i + 1}", in_f, out_f, mvms)]
+        layers.append(parts)
+
+    def works(dups):
+        out = []
+        for parts, d in zip(layers, dups):
+            for name, in_f, out_f, mvms in parts:
+                lay = default_layout(out_f, in_f, cfg)
+                g_row = expected_row_conductance(lay, read_columns(lay, copies_read=False), g_mean)
+                stats = DriveStats.uniform(in_f, drive_sq=cfg.input_bits * 0.5, active=cfg.input_bits * 0.5)
+                out.append(LayerWork(name=name, cfg=cfg, layout=lay, in_features=in_f, out_features=out_f, mvms=mvms,
+                                     stats=stats, g_row_s=g_row, duplicates=d))
+        return out
+
+    dups = [1] * len(layers)
+    if speed_up > 1:
+        once = cost_layers(works(dups), tech)
+        t = [max(l.latency_s for l in once.layers if l.name.split(".")[0] == f"layer{i + 1}") for i in range(len(layers))]
+        period = max(t) / speed_up
+        dups = [min(speed_up, max(1, int(np.ceil(ti / period - 1e-9)))) for ti in t]
+    return cost_layers(works(dups), tech, meta={"anchor": "NeuroSim V1.4 VGG-8", "rows_parallel": rows_parallel,
+                                                "novel_mapping": novel_mapping, "speed_up": speed_up,
+                                                "duplicates": dups})
 
 
 def neurram_macro(out_bits: int, in_bits: int, rng: np.random.Generator):
@@ -103,10 +137,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = {"neurosim": {}, "neurram": {}}
     print("NeuroSim V1.4 release test, VGG-8 (ours / NeuroSim)")
-    print(f"{'rows':>5} {'area mm2':>15} {'array':>13} {'ADC':>13} {'accum':>13} {'energy uJ':>15} {'ADC uJ':>13} "
+    print(f"{'mapping':>20} {'rows':>5} {'area mm2':>15} {'array':>13} {'ADC':>13} {'accum':>13} {'energy uJ':>15} {'ADC uJ':>13} "
           f"{'accum uJ':>13} {'latency us':>15} {'TOPS/W':>13} {'TOPS':>11}")
-    for rows in (128, 64):
-        rep = neurosim_vgg8(rows)
+    for rows, novel, sp in ((128, False, 1), (64, False, 1), (128, True, 8), (64, True, 8)):
+        rep = neurosim_vgg8(rows, novel_mapping=novel, speed_up=sp)
         ref = NEUROSIM[rows]
         ca, ce = rep.components_area_m2, rep.components_energy_j
         ours = dict(area=rep.area_m2 * 1e6, area_array=ca["array"] * 1e6, area_adc=ca["adc"] * 1e6,
@@ -114,15 +148,19 @@ def main(argv=None) -> int:
                     energy_adc=ce["adc"] * 1e6, energy_accum=(ce["shift_add"] + ce["accumulation"]) * 1e6,
                     latency=rep.period_s * 1e6, tops_per_w=rep.tops_per_w, tops=rep.tops,
                     energy_array=ce["array"] * 1e6, latency_layer_by_layer=rep.latency_s * 1e6)
-        out["neurosim"][rows] = {"ours": ours, "neurosim": ref}
+        mapping = "novel, duplicated" if novel else "im2col, once"
+        ours["duplicates"] = rep.meta["duplicates"]
+        out["neurosim"].setdefault(mapping, {})[rows] = {"ours": ours, "neurosim": ref}
         f = lambda k: f"{ours[k]:.3g}/{ref[k]:.3g}"  # noqa: E731
-        print(f"{rows:>5} {f('area'):>15} {f('area_array'):>13} {f('area_adc'):>13} {f('area_accum'):>13} "
+        print(f"{mapping:>20} {rows:>5} {f('area'):>15} {f('area_array'):>13} {f('area_adc'):>13} {f('area_accum'):>13} "
               f"{f('energy'):>15} {f('energy_adc'):>13} {f('energy_accum'):>13} {f('latency'):>15} "
               f"{f('tops_per_w'):>13} {f('tops'):>11}")
-    r128, r64 = out["neurosim"][128]["ours"], out["neurosim"][64]["ours"]
-    print(f"128 -> 64 rows in parallel: TOPS/W x{r64['tops_per_w'] / r128['tops_per_w']:.3f} (NeuroSim "
-          f"x{NEUROSIM[64]['tops_per_w'] / NEUROSIM[128]['tops_per_w']:.3f}), ADC energy x"
-          f"{r64['energy_adc'] / r128['energy_adc']:.3f} (NeuroSim x{NEUROSIM[64]['energy_adc'] / NEUROSIM[128]['energy_adc']:.3f})")
+    for mapping, res in out["neurosim"].items():
+        r128, r64 = res[128]["ours"], res[64]["ours"]
+        print(f"{mapping}: duplicates per layer {r128['duplicates']}; 128 -> 64 rows in parallel: TOPS/W "
+              f"x{r64['tops_per_w'] / r128['tops_per_w']:.3f} (NeuroSim "
+              f"x{NEUROSIM[64]['tops_per_w'] / NEUROSIM[128]['tops_per_w']:.3f}), ADC energy x"
+              f"{r64['energy_adc'] / r128['energy_adc']:.3f} (NeuroSim x{NEUROSIM[64]['energy_adc'] / NEUROSIM[128]['energy_adc']:.3f})")
     print()
     print("NeuRRAM macro as CiMLoop models it (ours / CiMLoop)")
     print(f"{'(out,in) bits':>14} {'TOPS/W':>15} {'ratio':>6} {'WL fJ/op':>13} {'neuron fJ/op':>15} {'input fJ/op':>13}")

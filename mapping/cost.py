@@ -265,6 +265,10 @@ class LayerWork:
     voted: bool = False
     vote_replicas: int = 0
     msb_copies: int = 0
+    #: copies of the layer's weights on the chip, each reading its own share of the MVMs
+    #: (NeuroSim's weight duplication for pipeline speed-up, V1.4 manual section 5.4): area x d,
+    #: latency / d, energy unchanged (the same reads, spread over the copies)
+    duplicates: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,10 +411,16 @@ def cost_layer(work: LayerWork, tech: TechConfig) -> LayerCost:
         area["voting"] = T * math.ceil(groups_tile) * col_bits * ADDER_TRANSISTORS * a_t
     if work.msb_copies:
         area["msb_decode"] = T * math.ceil(work.out_features / max(1, C)) * col_bits * ADDER_TRANSISTORS * a_t
+    d = int(work.duplicates)
+    if d < 1:
+        raise ValueError(f"{work.name}: duplicates={work.duplicates} must be >= 1")
+    if d > 1:  # every copy holds its own tiles and periphery; the activation buffers are shared
+        area = {k: (v if k == "buffers" else v * d) for k, v in area.items()}
     ops = 2.0 * work.in_features * work.out_features * work.mvms
     return LayerCost(
-        name=work.name, shape=(work.out_features, work.in_features), tiles=T, mvms=float(work.mvms), ops=ops,
-        conversions=conv_mvm * work.mvms, adc_bits=bits, energy_j=energy, area_m2=area, latency_s=t_mvm * work.mvms,
+        name=work.name, shape=(work.out_features, work.in_features), tiles=T * d, mvms=float(work.mvms), ops=ops,
+        conversions=conv_mvm * work.mvms, adc_bits=bits, energy_j=energy, area_m2=area,
+        latency_s=t_mvm * math.ceil(work.mvms / d) if d > 1 else t_mvm * work.mvms,
     )
 
 

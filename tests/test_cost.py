@@ -198,3 +198,18 @@ def test_cost_model_on_a_tiny_bert(tmp_path):
     assert rep.energy_j > 0 and rep.area_m2 > 0 and rep.latency_s > 0
     assert rep.components_energy_j["attention_digital"] > 0
     assert spare_columns(128, 128, 0.0) == 0 and spare_columns(128, 128, 0.01) > 0
+
+
+def test_weight_duplication_multiplies_area_divides_latency():
+    """A layer held d times (NeuroSim's speed-up duplication) reads the same MVMs spread over its
+    copies: the same energy, d times the area but the shared activation buffers, latency / d."""
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, bits_per_cell=1, weight_bits=4, adc_bits=4, dac="bit_serial")
+    w = torch.randn(20, 50, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    codes = np.random.default_rng(1).integers(-127, 128, size=(6, 50))
+    work, _, _ = _work(cfg, w, codes, TechConfig(), mvms=64)
+    one = cost_layer(work, TechConfig())
+    four = cost_layer(LayerWork(**{**work.__dict__, "duplicates": 4}), TechConfig())
+    assert four.energy_j == one.energy_j and four.tiles == 4 * one.tiles
+    assert four.latency_s == pytest.approx(one.latency_s / 4)
+    for k, v in one.area_m2.items():
+        assert four.area_m2[k] == pytest.approx(v if k == "buffers" else 4 * v)
