@@ -276,10 +276,11 @@ def summarize(rows: list[dict[str, Any]], metric: str = "score") -> dict[str, An
 
 
 def predict(model: Any, enc: Any, batch_size: int = 64) -> np.ndarray:
-    """Outputs ``(n, num_labels)`` of ``model`` for every row of ``enc`` (:class:`nn.glue.Encoded`),
-    in row order: the one batched forward pass of evaluation and fine-tuning. Rows are sorted by
-    token count and cut into batches of ``batch_size`` (little padding), on the model's device,
-    without gradients; the caller sets train/eval mode."""
+    """Outputs ``(n, num_labels)`` of ``model`` for every row of ``enc`` (:class:`nn.glue.Encoded`,
+    or any split with ``lengths`` and ``batch``; the model returns an object with ``logits`` or
+    the logits themselves), in row order: the one batched forward pass of evaluation and
+    fine-tuning. Rows are sorted by token count and cut into batches of ``batch_size`` (little
+    padding), on the model's device, without gradients; the caller sets train/eval mode."""
     import torch
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -291,7 +292,8 @@ def predict(model: Any, enc: Any, batch_size: int = 64) -> np.ndarray:
         for i in range(0, len(order), batch_size):
             b = enc.batch(order[i : i + batch_size], device)
             b.pop("labels")
-            outs.append(model(**b).logits.float().cpu().numpy())
+            out = model(**b)
+            outs.append((out.logits if hasattr(out, "logits") else out).float().cpu().numpy())
     logits = np.concatenate(outs, axis=0) if outs else np.zeros((0, 1), dtype=np.float32)
     res = np.empty_like(logits)
     res[order] = logits
@@ -414,12 +416,25 @@ class EvalSession:
             max_examples=self.max_examples, max_length=self.max_length, method=method, sim_cfg=sim_cfg, extra=extra,
         )
 
-    def digital_metrics(self) -> dict[str, float]:
-        """GLUE metrics of the digital model (unpatching it first if a chip is patched in)."""
+    def score(self, outputs: np.ndarray) -> dict[str, float]:
+        """The task's metrics of model outputs ``(n, num_labels)`` on the split (GLUE's)."""
         from nn.metrics import glue_score
 
+        return glue_score(self.task, outputs, self.encoded.labels)
+
+    def attach_placement_weights(self, sim_cfg: SimConfig) -> None:
+        """Placement weights for ``faultaware.placement_weighting`` (:mod:`nn.sensitivity`),
+        estimated on training sentences of the task."""
+        from nn.sensitivity import attach_placement_weights, training_batches
+
+        attach_placement_weights(self.model, sim_cfg, lambda: training_batches(
+            self.model_dir, self.task, self.glue_dir, max_length=self.max_length,
+            device=next(self.model.parameters()).device))
+
+    def digital_metrics(self) -> dict[str, float]:
+        """The task's metrics of the digital model (unpatching it first if a chip is patched in)."""
         self.unpatch()
-        return glue_score(self.task, self.predict(), self.encoded.labels)
+        return self.score(self.predict())
 
     def simulated_metrics(self, sim_cfg: SimConfig, trial: int, seed: int, *, prepare: Any = None,
                           prepare_token: Any = None) -> dict[str, float]:
@@ -429,7 +444,6 @@ class EvalSession:
         same ``(sim_cfg, prepare_token)``; then only the chip is redrawn (same draw as a fresh
         programming)."""
         from nn.crossbar_linear import calibrate_model, patch_model, program_model, reprogram_model, set_simulated
-        from nn.metrics import glue_score
 
         want = (sim_cfg.to_json(), prepare_token if prepare_token is not None else id(prepare))
         if self._patched != want:
@@ -439,11 +453,7 @@ class EvalSession:
             if prepare is not None:
                 prepare(self.model, sim_cfg)
             if sim_cfg.faultaware.placement and sim_cfg.faultaware.placement_weighting != "none":
-                from nn.sensitivity import attach_placement_weights, training_batches
-
-                attach_placement_weights(self.model, sim_cfg, lambda: training_batches(
-                    self.model_dir, self.task, self.glue_dir, max_length=self.max_length,
-                    device=next(self.model.parameters()).device))
+                self.attach_placement_weights(sim_cfg)
         rng = np.random.default_rng([seed, trial])
         if self._programmed:
             reprogram_model(self.model, rng)
@@ -454,7 +464,7 @@ class EvalSession:
         try:
             if sim_cfg.crossbar.needs_calibration:  # calibrated ADC ranges or per-layer DAC steps
                 calibrate_model(self.model, self._calibration_batch())
-            return glue_score(self.task, self.predict(), self.encoded.labels)
+            return self.score(self.predict())
         finally:
             set_simulated(self.model, False)
 

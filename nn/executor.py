@@ -121,7 +121,10 @@ def source_digests(model: str, task: str, split: str, glue_dir: str | os.PathLik
     without loading the model (the driver keys rows before any worker starts)."""
     from nn.glue import get_task, load_split
     from nn.provenance import data_digest, model_digest
+    from nn.smallnets import digits_digest
 
+    if task == "digits":  # scikit-learn's bundled digits (nn.smallnets), not GLUE
+        return model_digest(model), digits_digest()
     data = load_split(get_task(task), split, glue_dir)
     return model_digest(model), data_digest(data)
 
@@ -166,10 +169,13 @@ _HOOKS: dict[tuple[str, str, str], Callable[[Any, Any], None]] = {}
 
 def _session(src: Source) -> Any:
     from nn.evaluate import EvalSession
+    from nn.smallnets import is_smallnet_dir, open_session
 
     sess = _SESSIONS.get(src)
     if sess is None:
-        sess = EvalSession.open(
+        # a toolkit-native small net (nn.smallnets: CNN, LSTM) or a Hugging Face classifier
+        opener = open_session if is_smallnet_dir(src.model) else EvalSession.open
+        sess = opener(
             src.model, src.task, src.glue_dir, split=src.split, max_examples=src.max_examples,
             max_length=src.max_length, batch_size=src.batch_size, device=src.device,
         )

@@ -33,9 +33,10 @@ __all__ = ["file_sha256", "model_digest", "data_digest", "table_digests", "check
 #: a string field of a sim config whose name ends in one of these names a file that decides results
 TABLE_FIELD_SUFFIXES = ("path", "table", "map", "file")
 
-#: model-directory files that decide a model's outputs (weights, architecture, tokenizer)
+#: model-directory files that decide a model's outputs (weights, architecture, tokenizer);
+#: ``smallnet.json`` is the architecture of the toolkit's own small nets (nn.smallnets)
 _MODEL_FILES = (
-    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "config.json", "smallnet.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -69,10 +70,12 @@ def _digest_files(files: list[Path], root: Path) -> str:
 def model_digest(model: str | os.PathLike) -> str:
     """``sha256:<hex>`` over a model directory's weight, config and tokenizer files (names and
     contents; ``pruning_masks.safetensors`` counts as weights). A hub id is looked up in the
-    local hub cache; a hub id that is not cached gives ``hub:<id>`` (keyed by name only)."""
+    local hub cache; a hub id that is not cached gives ``hub:<id>`` (keyed by name only). A
+    small-net directory (``smallnet.json``, :mod:`nn.smallnets`) is hashed the same way."""
     from nn.models import resolve_model_dir
 
-    where = Path(resolve_model_dir(model))
+    p = Path(model).expanduser()
+    where = p if (p / "smallnet.json").is_file() else Path(resolve_model_dir(model))
     if not where.is_dir():
         try:
             from huggingface_hub import try_to_load_from_cache

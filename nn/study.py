@@ -17,7 +17,8 @@ Spec format (JSON; :class:`StudySpec`, a frozen ``@config`` dataclass validated 
 
     {
       "name": "faults",                        # free text, used in titles (optional)
-      "model": "/path/to/checkpoint",          # fine-tuned classifier directory or hub id, or
+      "model": "/path/to/checkpoint",          # fine-tuned classifier directory or hub id (or a
+                                               #   small net's directory, nn.smallnets), or
                                                #   {"sst2": "...", "mrpc": "..."} per task; a
                                                #   "cache:NAME" entry means nn.models.finetuned_model_dir(NAME);
                                                #   --model on the command line overrides it
@@ -29,7 +30,7 @@ Spec format (JSON; :class:`StudySpec`, a frozen ``@config`` dataclass validated 
                                                # sweep axes: SimConfig key path -> values; several
                                                #   axes are crossed (cartesian product); each
                                                #   axis is plotted against the others held fixed
-      "tasks": ["sst2"],
+      "tasks": ["sst2"],                       # GLUE tasks, or "digits" (nn.smallnets' CNN)
       "methods": {"baseline": []},             # name -> list of overrides (applied after "set",
                                                #   before the axis values); default {"baseline": []}
       "trials": 2,                             # chips per point
@@ -95,7 +96,7 @@ class StudySpec(Config):
     set: tuple[str, ...] = ()
     #: sweep axes, SimConfig key path -> values; several axes are crossed (cartesian product)
     axes: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
-    #: GLUE task names
+    #: GLUE task names, or "digits" (a small-net CNN, nn.smallnets)
     tasks: tuple[str, ...] = ()
     #: method name -> overrides (applied after "set", before the axis values); "protection.*"
     #: overrides and names of nn.protect.PROTECTION_METHODS select a protection
@@ -114,6 +115,7 @@ class StudySpec(Config):
     def __post_init__(self) -> None:
         from nn.glue import get_task
         from nn.protect import method_protection
+        from nn.smallnets import TASKS as SMALLNET_TASKS
 
         if not isinstance(self.name, str):
             raise ConfigError(f"name={self.name!r} is invalid: must be a string")
@@ -135,7 +137,8 @@ class StudySpec(Config):
         object.__setattr__(self, "axes", {str(k): tuple(v) for k, v in axes.items()})
         if not isinstance(self.tasks, tuple) or not self.tasks:
             raise ConfigError("tasks must be a non-empty list of GLUE task names")
-        object.__setattr__(self, "tasks", tuple(get_task(t).name for t in self.tasks))
+        # GLUE tasks, or the small nets' own (nn.smallnets.TASKS: "digits")
+        object.__setattr__(self, "tasks", tuple(t if t in SMALLNET_TASKS else get_task(t).name for t in self.tasks))
         methods = self.methods
         if not isinstance(methods, dict) or not methods:
             raise ConfigError("methods must be a non-empty object {name: [overrides]}")
