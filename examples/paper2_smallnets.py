@@ -159,14 +159,22 @@ def table(csvs: dict[str, Path], models_dir: Path | None = None) -> str:
         lines.append(f"| {s:g} | {b} | {o:g} | " + " | ".join(cells) + " |")
     lines.append("| mean | | | " + " | ".join(f"{np.nanmean(means[c]):.4f}" for c in cols) + " |")
     lines.append("")
-    base = np.asarray(means["normal/static_fp"]) if "normal/static_fp" in means else None
-    if base is not None:
-        for c in cols:
-            if c == "normal/static_fp":
+    points = sorted(acc)
+    subsets = [("all points", np.ones(len(points), bool)),
+               ("the 12 points of the MiniLM table (on/off 10 and 100)", np.array([p[2] >= 10 for p in points]))]
+    if "normal/static_fp" in means:
+        for label, keep in subsets:
+            if not keep.any() or (label != "all points" and keep.all()):
                 continue
-            g = np.asarray(means[c]) / base - 1.0
-            lines.append(f"{c} vs normal/static_fp: mean relative accuracy gain {np.nanmean(g) * 100:+.1f} % "
-                         f"(range {np.nanmin(g) * 100:+.1f} % .. {np.nanmax(g) * 100:+.1f} %) over {len(g)} points")
+            base = np.asarray(means["normal/static_fp"])[keep]
+            lines.append(f"over {label}: mean accuracy " + ", ".join(
+                f"{c} {np.nanmean(np.asarray(means[c])[keep]):.4f}" for c in cols))
+            for c in cols:
+                if c == "normal/static_fp":
+                    continue
+                g = np.asarray(means[c])[keep] / base - 1.0
+                lines.append(f"  {c} vs normal/static_fp: mean relative accuracy gain {np.nanmean(g) * 100:+.1f} % "
+                             f"(range {np.nanmin(g) * 100:+.1f} % .. {np.nanmax(g) * 100:+.1f} %) over {len(g)} points")
     return "\n".join(lines)
 
 
@@ -180,6 +188,7 @@ def main(net: str, argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (results are pinned to it)")
     p.add_argument("--tiny", action="store_true", help="a smoke test: tiny models, one point, seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--table-only", action="store_true", help="print the table of the studies already in --out")
     a = p.parse_args(argv)
     import torch
 
@@ -194,6 +203,9 @@ def main(net: str, argv: list[str] | None = None) -> None:
         raise SystemExit(f"--glue-dir {a.glue_dir} does not exist")
     if not a.out.parent.is_dir():
         raise SystemExit(f"the parent of --out ({a.out.parent}) does not exist")
+    if a.table_only:
+        print(table({v: a.out / v / "results.csv" for v in VARIANTS if (a.out / v / "results.csv").is_file()}))
+        return
     models = a.models_dir or (a.out / "models" if a.tiny else cache_dir() / "models")
     a.out.mkdir(exist_ok=True)
     csvs = run(net, a.out, models, glue_dir=a.glue_dir, trials=1 if a.tiny else a.trials, tiny=a.tiny, progress=not a.quiet)

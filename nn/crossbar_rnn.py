@@ -18,7 +18,8 @@ outputs and the biases, with torch's equations (gate order ``i, f, g, o`` / ``r,
 
 Multi-layer, bidirectional, ``batch_first``, unbatched input and ``PackedSequence`` input are
 supported (a packed sequence's states stop at its length, as in torch; the reverse direction
-starts at each sequence's last element). Inter-layer dropout applies in training mode.
+starts at each sequence's last element; only the time steps a sequence has are read, so a
+matrix's reads are its real MVMs). Inter-layer dropout applies in training mode.
 ``simulated=False`` runs the original module's forward (cuDNN or torch's fused kernel), bit for
 bit; the parameters are shared, so names, ``state_dict`` keys and checkpoints are unchanged.
 """
@@ -88,9 +89,9 @@ def recurrent_forward(module: Any, inputs: Any, hx: Any, product: Product) -> tu
         if not batched:
             h0 = h0.unsqueeze(1)
             c0 = c0.unsqueeze(1) if c0 is not None else None
-    valid = None
+    valid = None  # (T, B) bool: the time steps each sequence has (packed input); None = all
     if lengths is not None:
-        valid = (torch.arange(T).view(T, 1) < lengths.view(1, B)).to(x.device).unsqueeze(-1)  # (T, B, 1)
+        valid = (torch.arange(T).view(T, 1) < lengths.view(1, B)).to(x.device)
     layer_in = x
     h_n: list[torch.Tensor] = []
     c_n: list[torch.Tensor] = []
@@ -102,30 +103,36 @@ def recurrent_forward(module: Any, inputs: Any, hx: Any, product: Product) -> tu
             w_hr = module.matrix(f"weight_hr{sfx}") if Hr != H else None
             b_ih = getattr(module, f"bias_ih{sfx}") if module.bias else None
             b_hh = getattr(module, f"bias_hh{sfx}") if module.bias else None
-            gi = product(w_ih, layer_in.reshape(T * B, -1)).view(T, B, -1)
+            if valid is None:
+                gi = product(w_ih, layer_in.reshape(T * B, -1)).view(T, B, -1)
+            else:  # only the steps a sequence has are read (a chip does not read padding)
+                g_in = product(w_ih, layer_in[valid])
+                gi = g_in.new_zeros(T, B, g_in.shape[-1]).index_put((valid,), g_in)
             if b_ih is not None:
                 gi = gi + b_ih
             h = h0[layer * D + d]
             c = c0[layer * D + d] if lstm else None
             ys: list[Any] = [None] * T
             for t in (range(T - 1, -1, -1) if d else range(T)):
-                gh = product(w_hh, h)
+                rows = None if valid is None or bool(valid[t].all()) else valid[t].nonzero().view(-1)
+                h_r = h if rows is None else h.index_select(0, rows)  # the sequences still running
+                gh = product(w_hh, h_r)
                 if b_hh is not None:
                     gh = gh + b_hh
+                gi_t = gi[t] if rows is None else gi[t].index_select(0, rows)
                 if lstm:
-                    h_new, c_new = lstm_cell(gi[t], gh, c)
+                    h_new, c_new = lstm_cell(gi_t, gh, c if rows is None else c.index_select(0, rows))
                     if w_hr is not None:
                         h_new = product(w_hr, h_new)
                 else:
-                    h_new, c_new = gru_cell(gi[t], gh, h), None
-                if valid is None:
+                    h_new, c_new = gru_cell(gi_t, gh, h_r), None
+                if rows is None:
                     h, c = h_new, c_new
                     ys[t] = h
-                else:
-                    v = valid[t]
-                    h = torch.where(v, h_new, h)
-                    c = torch.where(v, c_new, c) if lstm else None
-                    ys[t] = torch.where(v, h_new, torch.zeros_like(h_new))
+                else:  # finished sequences keep their state; their output is zero (as unpacked by torch)
+                    h = h.index_put((rows,), h_new)
+                    c = c.index_put((rows,), c_new) if lstm else None
+                    ys[t] = torch.zeros_like(h).index_put((rows,), h_new)
             outs.append(torch.stack(ys))
             h_n.append(h)
             if lstm:

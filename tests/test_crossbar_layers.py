@@ -321,3 +321,42 @@ def before_matrix(sd, name, model):
     key = {"c1": "c1.weight", "fc": "fc.weight"}.get(name, name)
     w = sd[key]
     return w.reshape(w.shape[0], -1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    m = tiny()
+    xs = inputs()
+    cl.patch_model(m, build_sim_config("default", ALL + ["faults.rate=0.02"]))
+    cl.program_model(m, np.random.default_rng(0))
+    cl.set_simulated(m, True)
+    cpu = run(m, xs)
+    m.cuda()
+    gpu = run(m, [x.cuda() for x in xs])  # the same chip, moved
+    assert gpu.device.type == "cuda"
+    assert torch.allclose(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_sequences_read_only_their_own_time_steps():
+    """A packed batch of lengths 5, 2, 3: the input matrix reads 10 vectors, the recurrent matrix
+    5 times with 3, 3, 2, 1, 1 running sequences (the MVMs a chip does), and the outputs match
+    the unpacked sequences run one by one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.LSTM(4, 5, batch_first=True))
+    cl.patch_model(m, build_sim_config("default", ALL + ["levels.sigma_rel=0.05"]))
+    cl.program_model(m, np.random.default_rng(0))
+    cl.set_simulated(m, True)
+    rows: dict[str, list[int]] = {"ih": [], "hh": []}
+    for n, mat in cl.crossbar_matrices(m).items():
+        key = "ih" if "ih" in n else "hh"
+        mat.read_fn = lambda pm, x, gen, key=key: (rows[key].append(x.shape[0]), cl.default_read(pm, x, gen))[1]
+    x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([5, 2, 3])
+    with torch.no_grad():
+        out, (h, _) = m[0](pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        assert rows == {"ih": [10], "hh": [3, 3, 2, 1, 1]}
+        padded = pad_packed_sequence(out, batch_first=True)[0]
+        for b in range(3):
+            o1, (h1, _) = m[0](x[b:b + 1, : lengths[b]])  # reads do not depend on the batch
+            assert torch.equal(padded[b, : lengths[b]], o1[0]) and torch.equal(h[0, b], h1[0, 0])
