@@ -4,7 +4,7 @@ train the models, evaluate them on simulated chips, print the comparison table.
 Shared by ``examples/paper2_cnn_digits.py`` (a CNN on scikit-learn's digits) and
 ``examples/paper2_lstm_sst2.py`` (an LSTM on SST-2); see ``nn/smallnets.py`` for the networks.
 
-Three models per network, each trained once and cached under ``--models-dir`` (default
+Four models per network, each trained once and cached under ``--models-dir`` (default
 ``~/.cache/reram-cosim/models``; a model directory that exists is reused if it was trained with
 the same config, refused otherwise):
 
@@ -13,7 +13,9 @@ the same config, refused otherwise):
   (lognormal, sigma 0.1: the top of the programming variation swept below);
 * ``hwdva``: DVA matched to one chip (``nn.hwtrain``: the chip's quantized read-back plus the
   per-weight noise of its bit-sliced differential cells), the hardest corner of the sweep: 2 bits
-  per cell, on/off 2, lognormal sigma 0.1.
+  per cell, on/off 2, lognormal sigma 0.1, trained from scratch;
+* ``hwdva_ft``: the same chip-matched noise, fine-tuning the normal model (as MiniLM's
+  ``crossbar-DVA-ft`` in RESULTS.md).
 
 Each model is evaluated by the study engine (``nn.study``: content-keyed, resumable rows in
 ``<out>/<variant>/results.csv``, plots) under synthetic lognormal programming variation (sigma
@@ -55,10 +57,24 @@ NETS: dict[str, dict[str, Any]] = {
              "train": {"arch": "lstm_classifier", "epochs": 2, "optimizer": "adam", "lr": 2e-3, "batch_size": 64,
                        "max_length": 64}},
 }
-VARIANTS: dict[str, dict[str, Any]] = {
-    "normal": {},
-    "dva": {"dva_sigma": 0.1, "dva_distribution": "lognormal"},
-    "hwdva": {"dva_mode": "crossbar", "sim": HWDVA_CHIP},
+#: per network, the training of each model variant on top of its normal config ("init": "normal"
+#: starts from the normal model); the chip-matched runs clip the gradient (the noise of on/off 2
+#: made plain SGD diverge)
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "cnn": {
+        "normal": {},
+        "dva": {"dva_sigma": 0.1, "dva_distribution": "lognormal"},
+        "hwdva": {"dva_mode": "crossbar", "sim": HWDVA_CHIP, "lr": 0.01, "max_grad_norm": 1.0},
+        "hwdva_ft": {"dva_mode": "crossbar", "sim": HWDVA_CHIP, "init": "normal", "epochs": 10, "lr": 0.01,
+                     "max_grad_norm": 1.0},
+    },
+    "lstm": {
+        "normal": {},
+        "dva": {"dva_sigma": 0.1, "dva_distribution": "lognormal"},
+        "hwdva": {"dva_mode": "crossbar", "sim": HWDVA_CHIP, "max_grad_norm": 1.0},
+        "hwdva_ft": {"dva_mode": "crossbar", "sim": HWDVA_CHIP, "init": "normal", "epochs": 1, "lr": 5e-4,
+                     "max_grad_norm": 1.0},
+    },
 }
 #: --tiny: seconds, for the smoke test
 TINY_TRAIN = {"cnn": {"epochs": 2, "max_train_examples": 128, "arch_kwargs": {"c1": 2, "c2": 4, "hidden": 16}},
@@ -85,8 +101,8 @@ def ensure_model(name: str, cfg: Any, models_dir: Path, glue_dir: Any, progress:
 
     out = models_dir / name
     if is_smallnet_dir(out):
-        have = json.loads((out / "smallnet.json").read_text())["train"]
-        if have != json.loads(cfg.to_json()):
+        have = type(cfg).from_dict(json.loads((out / "smallnet.json").read_text())["train"])
+        if have != cfg:
             raise SystemExit(f"{out} holds a model trained with another config; remove it or use --models-dir")
         print(f"model {name}: cached ({out})", flush=True)
         return out
@@ -105,10 +121,13 @@ def run(net: str, out: Path, models_dir: Path, *, glue_dir: Any, trials: int, ti
     out.mkdir(exist_ok=True)
     models_dir.mkdir(parents=True, exist_ok=True)
     csvs = {}
-    for variant, extra in VARIANTS.items():
+    dirs: dict[str, Path] = {}
+    for variant, extra in VARIANTS[net].items():
         kw = {**spec_net["train"], **extra, **(TINY_TRAIN[net] if tiny else {})}
-        name = spec_net["stem"] + ("" if variant == "normal" else f"-{variant}") + ("-tiny" if tiny else "")
-        model = ensure_model(name, TrainConfig.from_dict(kw), models_dir, glue_dir, progress)
+        if kw.get("init") is not None:
+            kw["init"] = str(dirs[kw["init"]])
+        name = spec_net["stem"] + ("" if variant == "normal" else f"-{variant.replace('_', '-')}") + ("-tiny" if tiny else "")
+        model = dirs[variant] = ensure_model(name, TrainConfig.from_dict(kw), models_dir, glue_dir, progress)
         frac = static_frac_bits(model)
         spec = StudySpec.from_dict({
             "name": f"seed paper 2 on {net}: {variant}", "model": str(model),
@@ -204,7 +223,7 @@ def main(net: str, argv: list[str] | None = None) -> None:
     if not a.out.parent.is_dir():
         raise SystemExit(f"the parent of --out ({a.out.parent}) does not exist")
     if a.table_only:
-        print(table({v: a.out / v / "results.csv" for v in VARIANTS if (a.out / v / "results.csv").is_file()}))
+        print(table({v: a.out / v / "results.csv" for v in VARIANTS[net] if (a.out / v / "results.csv").is_file()}))
         return
     models = a.models_dir or (a.out / "models" if a.tiny else cache_dir() / "models")
     a.out.mkdir(exist_ok=True)

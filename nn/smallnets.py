@@ -340,6 +340,8 @@ class TrainConfig(Config):
     lr: float = 0.05
     #: L2 weight decay (coupled)
     weight_decay: float = 0.0
+    #: clip the gradient's global norm to this before each step; null = no clipping
+    max_grad_norm: float | None = None
     #: seed of initialization, data order, dropout and training noise
     seed: int = 0
     #: training examples used (a stratified subset, default_rng(seed)); null = all
@@ -361,6 +363,9 @@ class TrainConfig(Config):
     sim: tuple[str, ...] = ()
     #: architecture keyword arguments (e.g. {"hidden": 64}); vocab_size comes from the data
     arch_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: a small-net model directory to start from (same architecture and vocabulary) instead of
+    #: a fresh initialization, e.g. chip-matched DVA fine-tuning of a normally trained model
+    init: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("arch", self.arch, tuple(ARCHS))
@@ -369,6 +374,8 @@ class TrainConfig(Config):
         check_int_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        if self.max_grad_norm is not None:
+            check_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6, lo_open=True)
         check_int_range("seed", self.seed, 0)
         if self.max_train_examples is not None:
             check_int_range("max_train_examples", self.max_train_examples, 1)
@@ -386,6 +393,8 @@ class TrainConfig(Config):
             raise ConfigError(f"sim={self.sim!r} is invalid: a list of \"key=value\" overrides")
         if not isinstance(self.arch_kwargs, dict):
             raise ConfigError(f"arch_kwargs={self.arch_kwargs!r} is invalid: must be an object")
+        if self.init is not None and not isinstance(self.init, str):
+            raise ConfigError(f"init={self.init!r} is invalid: a model directory path or null")
         self.sim_config  # the chip must build (a bad override fails here)
 
     @property
@@ -452,9 +461,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, glue_dir: Any = None, progre
     t0 = time.perf_counter()
     train_data, dev_data, vocab = _training_data(cfg, glue_dir)
     rows = _subset(np.asarray(train_data.labels), cfg.max_train_examples, np.random.default_rng(cfg.seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = _build({"arch": cfg.arch, "arch_kwargs": cfg.arch_kwargs}, vocab)
+    if cfg.init is not None:
+        model, init_meta, init_vocab = load_model(cfg.init)
+        if init_meta["arch"] != cfg.arch or init_vocab != vocab:
+            raise SmallNetError(f"init model {cfg.init} is a {init_meta['arch']} with another architecture or vocabulary")
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = _build({"arch": cfg.arch, "arch_kwargs": cfg.arch_kwargs}, vocab)
     sim = cfg.sim_config
     targets = matrix_weights(model, sim)
     view = HardwareView(sim, noise_scale=cfg.dva_noise_scale) if cfg.dva_mode == "crossbar" else None
@@ -481,6 +495,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, glue_dir: Any = None, progre
                     loss = nn.functional.cross_entropy(model(**b), labels)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                if cfg.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                if not math.isfinite(float(loss.detach())):
+                    raise SmallNetError(
+                        f"training diverged at epoch {epoch + 1} (loss {float(loss.detach())}); lower lr or set max_grad_norm"
+                    )
                 opt.step()
                 total += float(loss.detach()) * len(labels)
                 n += len(labels)
@@ -492,7 +512,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, glue_dir: Any = None, progre
     meta = {
         "format": "reram-cosim smallnet", "format_version": 1, "arch": cfg.arch, "task": cfg.task,
         "arch_kwargs": dict(cfg.arch_kwargs), "train": json.loads(cfg.to_json()), "history": history,
-        "dev_accuracy": dev_acc, "train_examples": int(len(rows)), "vocab_size": None if vocab is None else len(vocab),
+        "dev_accuracy": dev_acc, "train_examples": int(len(rows)),
+        "init_sha256": None if cfg.init is None else _model_sha(cfg.init), "vocab_size": None if vocab is None else len(vocab),
         "weight_ranges": weight_ranges(model), "wall_s": round(time.perf_counter() - t0, 1),
         "torch_threads": torch.get_num_threads(), "software_version": software_version(),
     }
@@ -500,6 +521,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, glue_dir: Any = None, progre
         meta["hardware_view"] = view.describe()
     save_model(out_dir, model, meta, vocab)
     return meta
+
+
+def _model_sha(path: str) -> str:
+    from nn.provenance import model_digest
+
+    return model_digest(path)
 
 
 # --------------------------------------------------------------------------------------------

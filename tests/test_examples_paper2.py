@@ -1,5 +1,5 @@
 """The seed paper 2 example scripts (examples/paper2_cnn_digits.py, examples/paper2_lstm_sst2.py)
-run end to end on tiny data: train the three models, evaluate them on a chip, print the table."""
+run end to end on tiny data: train the four models, evaluate them on a chip, print the table."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _run(script: str, *args: str) -> str:
 
 
 def _check_table(text: str) -> None:
-    assert "| sigma | bits/cell | on/off | normal/static_fp | normal/dfp | dva/static_fp | dva/dfp | hwdva/static_fp | hwdva/dfp |" in text
+    assert "| sigma | bits/cell | on/off | normal/static_fp | normal/dfp | dva/static_fp | dva/dfp | hwdva/static_fp | hwdva/dfp | hwdva_ft/static_fp | hwdva_ft/dfp |" in text
     assert "| 0.1 | 2 | 2 |" in text and "| mean |" in text
     assert "dva/dfp vs normal/static_fp: mean relative accuracy gain" in text
 

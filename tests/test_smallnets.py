@@ -94,6 +94,15 @@ def test_dva_and_chip_matched_training_change_the_weights_and_restore_them(tmp_p
                   tmp_path / "h", progress=False)
     assert dva["weight_ranges"] != base["weight_ranges"] != hw["weight_ranges"]
     assert hw["hardware_view"]["noise_std_lsb_code0"] > 0  # on/off 2: HRS cells carry noise
+    # chip-matched fine-tuning starts from the normal model (its hash recorded)
+    ft = sn.train(sn.TrainConfig(**{**TINY_CNN, "epochs": 1}, dva_mode="crossbar", init=str(tmp_path / "n"), max_grad_norm=1.0,
+                                 sim=("levels.source=synthetic", "levels.sigma_rel=0.05")), tmp_path / "f", progress=False)
+    from nn.provenance import model_digest
+
+    assert ft["init_sha256"] == model_digest(tmp_path / "n") and ft["weight_ranges"] != base["weight_ranges"]
+    with pytest.raises(sn.SmallNetError, match="another architecture"):
+        sn.train(sn.TrainConfig(**{**TINY_CNN, "arch_kwargs": {}}, init=str(tmp_path / "n")).replace(arch="lstm_classifier"),
+                 tmp_path / "x", glue_dir=synthetic_sst2(tmp_path / "glue"), progress=False)
 
 
 def test_study_rows_for_digits_and_an_lstm(tmp_path):
