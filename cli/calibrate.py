@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     lv = cs.add_parser(
         "levels", help="level table (LevelTable) from measured conductances per programmed level",
-        description="Columns: level (the programmed state's label) and g_s (S) or r_ohm (ohm); other columns are "
-        "ignored. Writes a 'levels' table usable with --set levels.table_path=PATH: levels ordered by increasing "
+        description="Columns: level (the programmed state's label) and g_s (S) or r_ohm (ohm), optional cell (which "
+        "cell a read is of: cells read more than once give the read noise, and count once, at their mean read); "
+        "other columns are ignored. Writes a 'levels' table usable with --set levels.table_path=PATH: levels ordered by increasing "
         "mean conductance (digit 0 = lowest), the labels recorded, every sample kept, normal and lognormal fits "
         "with KS statistics, the empirical read-out error between adjacent levels with Clopper-Pearson intervals.",
     )
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lv.add_argument("--thresholds", default="midpoint", choices=("midpoint", "optimal"),
                     help="read-out thresholds for the error report (default: %(default)s)")
     lv.add_argument("--confidence", type=float, default=0.95, help="confidence of the error intervals (default: %(default)s)")
+    lv.add_argument("--read-noise-rel", type=float, default=None,
+                    help="relative sigma of one read, stored as the table's read_noise_rel (what eval reads with); "
+                    "default: from repeated reads of a cell (cell column) if the data have them, else 0")
     lv.set_defaults(func=_cmd_levels)
 
     rx = cs.add_parser(
@@ -66,9 +70,10 @@ def _cmd_levels(args: argparse.Namespace) -> int:
     if args.plot:
         check_writable(args.plot)
     select = [s for s in args.levels.split(",") if s.strip()] if args.levels else None
-    table = calibrate_levels_csv(args.inp, select=select, bits_per_cell=args.bits_per_cell)
+    table = calibrate_levels_csv(args.inp, select=select, bits_per_cell=args.bits_per_cell, read_noise_rel=args.read_noise_rel)
     table.save(args.out, config={"command": "device calibrate levels", "input": str(args.inp), "levels": select,
-                                 "thresholds": args.thresholds, "confidence": args.confidence},
+                                 "thresholds": args.thresholds, "confidence": args.confidence,
+                                 "read_noise_rel": args.read_noise_rel},
                attrs={"thresholds": args.thresholds})
     print(levels_summary(table, thresholds=args.thresholds, confidence=args.confidence))
     if args.plot:

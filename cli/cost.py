@@ -64,20 +64,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_cost(args: argparse.Namespace) -> int:
     import json
 
-    from cli.evaluate import glue_dir_arg
+    from cli.evaluate import glue_dir_arg, sim_config_from_args
     from device.config import apply_overrides
     from device.errors import UserError
     from device.io import atomic_write_text, check_writable
     from mapping.technology import get_tech
     from nn.protect import method_protection
-    from nn.sim import build_sim_config
 
     for flag, v, lo in (("--seq-len", args.seq_len, 8), ("--sentences", args.sentences, 1), ("--seed", args.seed, 0)):
         if v < lo:
             raise UserError(f"{flag} {v} is invalid: must be >= {lo}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads} is invalid: must be >= 1")
-    sim = build_sim_config(args.preset, args.overrides)
+    sim = sim_config_from_args(args)
     tech = apply_overrides(get_tech(args.tech), args.tech_overrides, flag="--tech-set")
     prot = method_protection(args.method, ["protection." + o for o in args.protection_overrides])
     for path in (args.out, args.plot):

@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--mapping", choices=("differential", "offset"), default=None, help="crossbar.mapping")
     s.add_argument("--sigma-rel", type=float, default=None,
                    help="levels.source=synthetic with levels.sigma_rel: lognormal programming variation")
-    s.add_argument("--read-noise", type=float, default=None, help="crossbar.read_noise_sigma_rel")
+    s.add_argument("--read-noise", type=float, default=None, help="read noise, relative sigma per cell and read (read_noise=crossbar with crossbar.read_noise_sigma_rel); "
+                   "default: the level table's (1 %% for the shipped tables)")
     s.add_argument("--levels", default=None, help="levels.source=table with levels.table_path: a level table file")
     s.add_argument("--irdrop-table", default=None, help="irdrop_table: IR-drop table file for crossbar.ir_drop=table")
     m.set_defaults(func=_cmd_mvm)
@@ -82,6 +83,8 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
             out.append(f"{key}={json.dumps(v)}")
     if args.tile is not None:
         out += [f"crossbar.tile_rows={args.tile[0]}", f"crossbar.tile_cols={args.tile[1]}"]
+    if args.read_noise is not None:  # this sigma instead of the level table's, 0 included
+        out.append("read_noise=crossbar")
     if args.sigma_rel is not None:
         out += ["levels.source=synthetic", f"levels.sigma_rel={args.sigma_rel!r}"]
     if args.levels is not None:
@@ -97,18 +100,19 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     from device.errors import UserError
     from device.programming import LevelTable
     from cli.evaluate import show_config
-    from nn.sim import build_levels, build_sim_config, load_irdrop
+    from cli.evaluate import sim_config_from_args
+    from nn.sim import build_levels, effective_crossbar, load_irdrop
 
     fa_over = ["faultaware.reencode=true", "faultaware.placement=true"] if args.fault_aware else []
-    sim = build_sim_config(args.preset, _shortcut_overrides(args) + fa_over + list(args.overrides))
+    sim = sim_config_from_args(args, _shortcut_overrides(args) + fa_over)
     if args.show_config:
         return show_config(sim)
     if args.rows < 1 or args.cols < 1 or args.batch < 1:
         raise UserError(f"--rows, --cols and --batch must be >= 1 (got {args.rows}, {args.cols}, {args.batch})")
     if args.seed < 0:
         raise UserError(f"--seed {args.seed} is invalid: must be >= 0")
-    cfg, faults = sim.crossbar, sim.faults
     levels = build_levels(sim)
+    cfg, faults = effective_crossbar(sim, levels), sim.faults  # the read noise of eval (the table's by default)
     irdrop = load_irdrop(sim)
     b = cfg.bits_per_cell
     g_off, g_on = float(levels.g_target_s[0]), float(levels.g_target_s[-1])
@@ -144,7 +148,8 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
         label, change, lv, fl = step
         mapped = mapped or label.startswith("+ fault-aware")
         c = cfg.replace(**change)
-        pm = program_matrix(w, c, lv, fl, np.random.default_rng(args.seed), circuit=sim.circuit, irdrop=irdrop)
+        pm = program_matrix(w, c, lv, fl, np.random.default_rng(args.seed), circuit=sim.circuit, irdrop=irdrop,
+                            read_noise="crossbar")
         if mapped:
             from mapping.faultaware import FaultAwareMapper  # the command line sits above every layer
 

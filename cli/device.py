@@ -36,13 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults,calibrate}")
 
     def model_opts(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="device-model preset (default: %(default)s)")
-        q.add_argument("--preset-file", default=None, help="model parameters from a JSON file (e.g. from `device calibrate pulses`) instead of --preset")
-        q.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-            help="override a model parameter of the preset, SI units in the key name "
-            "(e.g. --set i0_a=5e-4 --set c2c_stochastic=false); repeatable",
-        )
+        from cli.presets import preset_args
+
+        preset_args(q, choices=sorted(PRESETS), default=DEFAULT_PRESET, preset_help=f"device-model preset (default: {DEFAULT_PRESET})",
+                    set_help="override a model parameter of the preset, SI units in the key name "
+                    "(e.g. --set i0_a=5e-4 --set c2c_stochastic=false); repeatable",
+                    file_help="model parameters from a JSON file, e.g. from `device calibrate pulses`")
         q.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
 
     iv = sub.add_parser(
@@ -154,14 +153,10 @@ def available_memory_bytes() -> int | None:
 
 
 def _params(args: argparse.Namespace):
-    from device.config import apply_overrides
-    from device.presets import get_preset
+    from cli.presets import config_from_args
+    from device.presets import get_preset, load_preset_file
 
-    if getattr(args, "preset_file", None):
-        from device.presets import load_preset_file
-
-        return apply_overrides(load_preset_file(args.preset_file), args.overrides)
-    return apply_overrides(get_preset(args.preset), args.overrides)
+    return config_from_args(args, get_preset, DEFAULT_PRESET, load_file=load_preset_file)
 
 
 def _rng(seed: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Sequence
 
 __all__ = ["register"]
 
@@ -77,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Runs a study spec (format: nn/study.py docstring; examples/study_*.json), resumable.",
     )
     s.add_argument("--spec", required=True, help="study spec JSON")
+    s.add_argument("--preset-file", default=None, metavar="FILE",
+                   help="the spec's base sim config fields from a JSON file (its preset_file; JSON: all or some "
+                   "fields, nested as eval --show-config prints them; applied over the spec's preset, before its set)")
     s.add_argument("--out", required=True, help="output directory (results.csv, plots/)")
     s.add_argument("--model", default=None, help="overrides the spec's model")
     s.add_argument("--glue-dir", default=None, help=GLUE_HELP)
@@ -107,12 +111,20 @@ def sim_args(p, *, preset_default: str | None = "default", preset_help: str = "s
     """``--preset`` and repeatable ``--set KEY=VALUE`` (into ``args.overrides``): the chip of
     :func:`nn.sim.build_sim_config`, the same flags for every command that takes one. The preset
     names are those of :data:`nn.sim.PRESETS` (:data:`SIM_PRESETS`)."""
-    p.add_argument("--preset", default=preset_default, choices=SIM_PRESETS, metavar="NAME",
-                   help=preset_help + "; one of %(choices)s")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a sim config field, e.g. crossbar.adc_bits=6, faults.rate=0.01 (repeatable)",
-    )
+    from cli.presets import preset_args
+
+    preset_args(p, choices=SIM_PRESETS, default=preset_default, preset_help=preset_help,
+                set_help="override a sim config field, e.g. crossbar.adc_bits=6, faults.rate=0.01 (repeatable)",
+                file_help="sim config fields from a JSON file, e.g. one saved from --show-config")
+
+
+def sim_config_from_args(args: argparse.Namespace, extra_overrides: Sequence[str] = ()):
+    """The sim config of :func:`sim_args`' flags: ``--preset``, ``--preset-file``, then
+    ``extra_overrides`` and ``--set`` (:func:`cli.presets.config_from_args`)."""
+    from cli.presets import config_from_args
+    from nn.sim import get_preset
+
+    return config_from_args(args, get_preset, "default", extra_overrides)
 
 
 def glue_dir_arg(arg: str | None):
@@ -136,9 +148,8 @@ def show_config(cfg) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nn.evaluate import evaluate_glue
-    from nn.sim import build_sim_config
 
-    cfg = build_sim_config(args.preset, args.overrides)
+    cfg = sim_config_from_args(args)
     if args.show_config:
         return show_config(cfg)
     from device.errors import UserError
@@ -171,6 +182,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from nn.study import load_spec, plot_study, run_study
 
     spec = load_spec(args.spec)
+    if args.preset_file:
+        spec = spec.replace(preset_file=args.preset_file)
     if args.plot_only:
         from pathlib import Path
 

@@ -118,11 +118,13 @@ def finetune_config(args: argparse.Namespace):
         raise ConfigError("--set train.sim: the chip is set with --preset and the --set crossbar./faults./levels./circuit. keys")
     data = override_dict({"train": data}, train_sets, flag="--set")["train"]
     hw = (data.get("dva_mode") == "crossbar" or data.get("dva_quantize") is True or bool(data.get("qat_msb_copies"))
-          or args.preset is not None or bool(sim_sets))
+          or args.preset is not None or bool(getattr(args, "preset_file", None)) or bool(sim_sets))
     if hw:
-        from nn.sim import build_sim_config
+        from cli.presets import config_from_args
+        from nn.sim import get_preset
 
-        data["sim"] = build_sim_config(args.preset or "default", sim_sets).to_dict()
+        data["sim"] = config_from_args(argparse.Namespace(preset=args.preset, preset_file=getattr(args, "preset_file", None)),
+                                       get_preset, "default", sim_sets).to_dict()
     return FinetuneConfig.from_dict(data)
 
 

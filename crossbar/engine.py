@@ -119,6 +119,8 @@ __all__ = [
     "ProgrammedMatrix",
     "default_layout",
     "default_levels",
+    "chip_read_noise",
+    "READ_NOISE_SOURCES",
     "program_matrix",
     "quantize_weight",
     "with_folded",
@@ -538,6 +540,7 @@ def program_matrix(
     encoder: Callable[..., torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
     keep_conductances: bool = False,
+    read_noise: str = "levels",
 ) -> ProgrammedMatrix:
     """Quantize, slice, map and program ``w`` ``(out_features, in_features)`` on crossbar tiles.
 
@@ -560,6 +563,11 @@ def program_matrix(
         (:func:`crossbar.pipeline.encode_step`; supplied by :mod:`mapping`).
     dtype: compute dtype of reads (float32; float64 for exact integer checks on large sums).
     keep_conductances: keep every cell's conductance and fault code for :meth:`ProgrammedMatrix.tile_state`.
+    read_noise: where the read noise comes from (:func:`chip_read_noise`, the rule the command line
+        follows too): ``"levels"`` (default) ``cfg.read_noise_sigma_rel`` where it is > 0, else the
+        level table's ``read_noise_rel``, the noise its write-verify reads were verified with (1 %
+        for the shipped tables, 0 for synthetic ones); ``"crossbar"``: ``cfg.read_noise_sigma_rel``
+        as given, 0 included. With read noise, reads need a ``torch.Generator`` (``chip(x, generator=g)``).
     """
     if not isinstance(cfg, CrossbarConfig):
         raise ConfigError(f"cfg must be a CrossbarConfig, got {type(cfg).__name__}")
@@ -573,6 +581,8 @@ def program_matrix(
         raise InputError("w holds NaN or infinite values")
     if not isinstance(rng, np.random.Generator):
         raise InputError("program_matrix needs rng, a numpy.random.Generator (the chip's seed is drawn from it)")
+    levels = default_levels(cfg.bits_per_cell) if levels is None else levels
+    cfg = chip_read_noise(cfg, levels, read_noise)
     out_f, in_f = w.shape
     layout = default_layout(out_f, in_f, cfg) if layout is None else layout
     layout.validate(out_f, in_f, cfg)
@@ -583,6 +593,26 @@ def program_matrix(
         keep_conductances=keep_conductances, input_step=None, relaxation=relaxation, fault_map=fault_map,
         encoder=encoder,
     )
+
+
+#: where a chip's read noise comes from (:func:`chip_read_noise`)
+READ_NOISE_SOURCES = ("levels", "crossbar")
+
+
+def chip_read_noise(cfg: CrossbarConfig, levels: Any, read_noise: str = "levels") -> CrossbarConfig:
+    """The crossbar config a chip is programmed and read with: the one read-noise rule of the
+    Python API (:func:`program_matrix`) and the command line (``nn.sim.effective_crossbar``,
+    ``--set read_noise=...``). ``"levels"`` (the default everywhere): ``cfg.read_noise_sigma_rel``
+    where it is set (> 0), else the relative read noise the level table's write-verify reads were
+    verified with (``levels.read_noise_rel``; 1 % for the shipped tables, 0 for synthetic ones),
+    so that programming and inference share one setting; ``"crossbar"``:
+    ``cfg.read_noise_sigma_rel`` as set, 0 included (a noiseless read of a shipped table)."""
+    if read_noise not in READ_NOISE_SOURCES:
+        raise ConfigError(f"read_noise={read_noise!r} is invalid: must be one of {', '.join(READ_NOISE_SOURCES)}")
+    if read_noise != "levels" or cfg.read_noise_sigma_rel > 0:
+        return cfg
+    sigma = float(getattr(levels, "read_noise_rel", 0.0) or 0.0)
+    return cfg if sigma == cfg.read_noise_sigma_rel else cfg.replace(read_noise_sigma_rel=sigma)
 
 
 def quantize_weight(w: torch.Tensor, cfg: CrossbarConfig, layout: TileLayout) -> QTensor:

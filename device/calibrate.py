@@ -27,6 +27,7 @@ When it is sampled: once, at programming (the table is programming variation, me
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import math
 from pathlib import Path
@@ -43,6 +44,8 @@ __all__ = [
     "conductance_column",
     "calibrate_levels",
     "calibrate_levels_csv",
+    "ReadNoiseEstimate",
+    "estimate_read_noise",
     "levels_summary",
     "techb_dir",
     "read_techb",
@@ -127,6 +130,51 @@ def _label_key(s: str) -> tuple:
         return (1, 0.0, s)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadNoiseEstimate:
+    """Relative read noise from repeated reads of the same cells: the pooled within-cell spread
+    ``sigma_rel = sqrt(sum_ij ((g_ij - m_i) / m_i)^2 / sum_i (n_i - 1))`` over the cells ``i`` read
+    ``n_i >= 2`` times (``m_i`` their mean read), with a ``confidence`` chi-square interval
+    (``dof = sum_i (n_i - 1)`` degrees of freedom; reads taken as independent)."""
+
+    sigma_rel: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_cells: int
+    n_reads: int
+    dof: int
+
+    def describe(self) -> str:
+        return (f"repeated reads: {self.n_reads} reads of {self.n_cells} cells, sigma/mean {self.sigma_rel:.3g} "
+                f"[{self.confidence:g} CI {self.ci_low:.3g}, {self.ci_high:.3g}]")
+
+
+def estimate_read_noise(cells: Sequence, g_s: np.ndarray, *, confidence: float = 0.95) -> ReadNoiseEstimate | None:
+    """:class:`ReadNoiseEstimate` from reads ``g_s`` (S) of the cells named by ``cells``; None when
+    no cell is read twice (the data then say nothing about read noise)."""
+    from scipy import stats
+
+    cell = np.asarray([str(c).strip() for c in cells], dtype=str)
+    g = np.asarray(g_s, float)
+    if cell.shape != g.shape:
+        raise CalibrationError(f"cells and g_s must be of one length, got {cell.shape} and {g.shape}")
+    _, inv, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    rep = counts >= 2
+    if not rep.any():
+        return None
+    mean = np.bincount(inv, weights=g) / counts
+    keep = rep[inv]
+    dev = (g[keep] - mean[inv][keep]) / mean[inv][keep]
+    dof = int((counts[rep] - 1).sum())
+    ss = float(np.sum(dev**2))
+    sigma = math.sqrt(ss / dof)
+    a = 1.0 - confidence
+    lo = math.sqrt(ss / stats.chi2.ppf(1 - a / 2, dof))
+    hi = math.sqrt(ss / stats.chi2.ppf(a / 2, dof))
+    return ReadNoiseEstimate(sigma, lo, hi, confidence, int(rep.sum()), int(counts[rep].sum()), dof)
+
+
 def calibrate_levels(
     labels: Sequence,
     g_s: np.ndarray,
@@ -135,6 +183,8 @@ def calibrate_levels(
     bits_per_cell: int | None = None,
     source: str = "measured",
     v_read_v: float | None = None,
+    cells: Sequence | None = None,
+    read_noise_rel: float | None = None,
 ) -> LevelTable:
     """A :class:`LevelTable` from measured conductances ``g_s`` (S) and their level ``labels``.
 
@@ -147,6 +197,14 @@ def calibrate_levels(
     Hazen positions ``(j + 0.5) / n`` (``n`` = the largest level's sample count, so that level's
     row is its sorted samples exactly). ``v_read_v``: the voltage the conductances were read at
     (recorded in the table; None = not known, the engine then takes the chip's read voltage).
+
+    Read noise (``table.read_noise_rel``, what the engine draws on every read, and
+    ``table.read_noise_source``, which says where it came from): ``read_noise_rel`` when given;
+    else, when ``cells`` names the cell of each read and some cell is read more than once, the
+    pooled relative spread of those repeated reads (:func:`estimate_read_noise`), and each cell then
+    counts once in its level's distribution, at its mean read (the programmed conductance; the
+    engine adds the read noise on top); else 0 (the data cannot tell read noise from programming
+    spread: the spread between cells is all taken as programming variation).
     """
     lab = np.asarray([str(x).strip() for x in labels], dtype=str)
     g = np.asarray(g_s, float)
@@ -154,6 +212,28 @@ def calibrate_levels(
         raise CalibrationError(f"labels and g_s must be 1-d and of one length, got {lab.shape} and {g.shape}")
     if not (np.all(np.isfinite(g)) and np.all(g > 0)):
         raise CalibrationError("conductances must be finite and > 0")
+    if read_noise_rel is not None and not (0.0 <= float(read_noise_rel) <= 0.5):
+        raise CalibrationError(f"read_noise_rel={read_noise_rel!r} is invalid: must be in [0, 0.5]")
+    noise = None
+    if cells is not None:
+        cell = np.asarray([str(c).strip() for c in cells], dtype=str)
+        if cell.shape != g.shape:
+            raise CalibrationError(f"cells and g_s must be of one length, got {cell.shape} and {g.shape}")
+        pairs = np.char.add(np.char.add(lab, "\x00"), cell)  # a cell of one level (names may restart per level)
+        noise = estimate_read_noise(pairs, g)
+        if noise is not None:  # one sample per cell: its mean read
+            _, first, inv, counts = np.unique(pairs, return_index=True, return_inverse=True, return_counts=True)
+            g = np.bincount(inv, weights=g) / counts
+            lab = lab[first]
+    if read_noise_rel is not None:
+        sigma = float(read_noise_rel)
+        how = f"given: {sigma:g}" + (f" (the data's {noise.describe()})" if noise is not None else "")
+    elif noise is not None:
+        sigma, how = noise.sigma_rel, noise.describe()
+    else:
+        sigma = 0.0
+        how = ("none: no cell is read twice in the data and no read noise was given, so reads are noiseless "
+               "and the spread between cells is all programming variation")
     if select is not None:
         sel = [str(x).strip() for x in select]
         missing = sorted(set(sel) - set(lab.tolist()), key=_label_key)
@@ -197,15 +277,31 @@ def calibrate_levels(
         labels=tuple(order),
         g_measured_s=g,
         measured_level=level,
+        read_noise_rel=sigma,
+        read_noise_source=how,
         v_read_v=v_read_v,
     )
 
 
-def calibrate_levels_csv(path: str | Path, *, select: Sequence | None = None, bits_per_cell: int | None = None) -> LevelTable:
-    """:func:`calibrate_levels` on a tidy CSV file with columns ``level`` and ``g_s`` or ``r_ohm``."""
-    d = read_tidy_csv(path, text_columns=("level",), float_columns=("g_s", "r_ohm"))
+def calibrate_levels_csv(path: str | Path, *, select: Sequence | None = None, bits_per_cell: int | None = None,
+                         read_noise_rel: float | None = None) -> LevelTable:
+    """:func:`calibrate_levels` on a tidy CSV file with columns ``level`` and ``g_s`` or ``r_ohm``,
+    and optionally ``cell`` (which cell each read is of: repeated reads of a cell give the read
+    noise)."""
+    has_cell = "cell" in _csv_header(path)
+    d = read_tidy_csv(path, text_columns=("level", "cell") if has_cell else ("level",), float_columns=("g_s", "r_ohm"))
     g = conductance_column(d, str(path))
-    return calibrate_levels(d["level"], g, select=select, bits_per_cell=bits_per_cell, source=str(path))
+    return calibrate_levels(d["level"], g, select=select, bits_per_cell=bits_per_cell, source=str(path),
+                            cells=d.get("cell"), read_noise_rel=read_noise_rel)
+
+
+def _csv_header(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"{p}: no such file")
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", newline="") as fh:
+        return [h.strip() for h in next(csv.reader(fh), [])]
 
 
 def levels_summary(table: LevelTable, *, thresholds: Literal["midpoint", "optimal"] = "midpoint", confidence: float = 0.95) -> str:
@@ -218,6 +314,8 @@ def levels_summary(table: LevelTable, *, thresholds: Literal["midpoint", "optima
     lines = [
         f"{table.levels} levels ({table.bits_per_cell} bit(s)/cell), {int(table.n_per_level.sum())} samples; "
         f"on/off {table.on_off_ratio:.3g}; thresholds: {emp.thresholds}",
+        f"read noise (relative sigma per read, stored as read_noise_rel) {table.read_noise_rel:.3g}: "
+        f"{table.read_noise_source or 'source not recorded'}",
         f"{'digit':>5} {'label':>8} {'n':>6} {'mean uS':>9} {'std uS':>8} {'KS norm':>8} {'KS logn':>8} "
         f"{'thr uS':>8} {'err to next [' + format(confidence, 'g') + ' CI]':>30}",
     ]

@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "read_json_file",
+    "load_config_file",
     "config",
     "check_range",
     "check_positive",
@@ -226,6 +227,39 @@ def apply_overrides(cfg: C, overrides: typing.Iterable[str], *, flag: str = "--s
     ``flag`` is the command-line option the messages name (``--program-set`` ...).
     """
     return type(cfg).from_dict(override_dict(cfg.to_dict(), overrides, flag=flag, root=type(cfg).__name__))
+
+
+def load_config_file(path: Any, base: C, *, what: str = "preset file") -> C:
+    """``base`` with the fields of the JSON file ``path`` put over it, re-validated: the one
+    ``--preset-file`` of every command (device model parameters, sim configs).
+
+    The file holds a JSON object of the config's fields, nested as :meth:`Config.to_dict` (and
+    ``--show-config``) writes them: all of them (a saved config) or some (the rest keep
+    ``base``'s values, the ``--preset``). A file that wraps them as ``{"params": {...}}`` (``device
+    calibrate pulses``) is read through the wrapper. An unknown key, a wrong type or a value out
+    of range is a :class:`ConfigError` naming the file and the key."""
+    data = read_json_file(path, what)
+    if isinstance(data, dict) and isinstance(data.get("params"), dict):
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a JSON object of {type(base).__name__} fields")
+
+    def merge(into: dict[str, Any], new: dict[str, Any], where: str) -> None:
+        for k, v in new.items():
+            if k not in into:
+                known = ", ".join(sorted(into))
+                raise ConfigError(f"{what} {path}: unknown key {where + k!r}; known{' in ' + where[:-1] if where else ''}: {known}")
+            if isinstance(into[k], dict) and isinstance(v, dict):
+                merge(into[k], v, f"{where}{k}.")
+            else:
+                into[k] = v
+
+    merged = base.to_dict()
+    merge(merged, data, "")
+    try:
+        return type(base).from_dict(merged)
+    except ConfigError as exc:
+        raise ConfigError(f"{what} {path}: {exc}") from None
 
 
 def override_dict(

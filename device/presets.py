@@ -53,18 +53,17 @@ def default_params() -> Config:
     return PRESETS[DEFAULT_PRESET]()
 
 
-def load_preset_file(path: str) -> StanfordPKUParams:
-    """A preset JSON file: either the parameters themselves (``StanfordPKUParams.to_dict()``) or a
-    file written by ``reram-cosim device calibrate pulses`` (its ``params`` object). Unknown or
-    invalid parameters are a :class:`ConfigError`."""
+def load_preset_file(path: str, base: StanfordPKUParams | None = None) -> StanfordPKUParams:
+    """A preset JSON file over ``base`` (default: the default preset): the parameters themselves
+    (``StanfordPKUParams.to_dict()``, all or some) or a file written by ``reram-cosim device
+    calibrate pulses`` (its ``params`` object); :func:`device.config.load_config_file`, the one
+    ``--preset-file`` of every command. Unknown or invalid parameters are a :class:`ConfigError`."""
     from pathlib import Path
+
+    from device.config import load_config_file
 
     p = Path(path)
     data = read_json_file(p, "preset file")
-    if isinstance(data, dict) and "params" in data:
-        if data.get("model", "stanford_pku") != "stanford_pku":
-            raise ConfigError(f"preset file {p} is for model {data.get('model')!r}; known: 'stanford_pku'")
-        data = data["params"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"preset file {p} must hold a JSON object of model parameters")
-    return StanfordPKUParams.from_dict(data)
+    if isinstance(data, dict) and "params" in data and data.get("model", "stanford_pku") != "stanford_pku":
+        raise ConfigError(f"preset file {p} is for model {data.get('model')!r}; known: 'stanford_pku'")
+    return load_config_file(p, default_params() if base is None else base)

@@ -194,6 +194,9 @@ class LevelTable:
     #: relative sigma of one read of these cells (the verify reads' setting; 0 = not known):
     #: the device's one read-noise figure, for inference reads too
     read_noise_rel: float = 0.0
+    #: where ``read_noise_rel`` comes from (measured tables: "repeated reads ...", "given ..." or
+    #: "none ..."; "" = not recorded)
+    read_noise_source: str = ""
     #: the read voltage at which the conductances were verified and recorded, V (write-verify:
     #: ``ProgrammingConfig.v_read_v``, 0.1 V by default); None = not recorded (synthetic and
     #: measured tables without it): the engine then takes them as read at the chip's read voltage.
@@ -435,6 +438,8 @@ class LevelTable:
             "on_off_ratio": self.on_off_ratio,
             "read_noise_rel": float(self.read_noise_rel),
         }
+        if self.read_noise_source:
+            a["read_noise_source"] = self.read_noise_source
         if self.v_read_v is not None:
             a["v_read_v"] = float(self.v_read_v)
         a.update(attrs or {})
@@ -464,6 +469,7 @@ class LevelTable:
             g_measured_s=np.asarray(t["g_measured_s"], float) if "g_measured_s" in t.arrays else None,
             measured_level=np.asarray(t["measured_level"], np.int64) if "measured_level" in t.arrays else None,
             read_noise_rel=_table_read_noise(t),
+            read_noise_source=str(t.attrs.get("read_noise_source", "")),
             v_read_v=_table_read_voltage(t),
         )
 

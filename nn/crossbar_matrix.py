@@ -116,6 +116,7 @@ class CrossbarMatrix:
         pm = program_matrix(
             self.matrix_weight().detach(), effective_crossbar(cfg, levels), levels, cfg.faults, rng, layout=self.layout,
             circuit=cfg.circuit, irdrop=irdrop, relaxation=load_relaxation(cfg), dtype=cfg.torch_dtype,
+            read_noise="crossbar",  # resolved by effective_crossbar
         )
         pm = self._chip_hook(pm)
         self._set_programmed(pm, gen_seed)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from crossbar.engine import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig
+from crossbar.engine import DEFAULT_G_OFF_S, DEFAULT_G_ON_S, CrossbarConfig, chip_read_noise
 from crossbar.nodal import CircuitConfig
 from device.config import (
     Config,
@@ -169,9 +169,10 @@ class SimConfig(Config):
     irdrop_table: str | None = None
     #: conductance relaxation model for crossbar.read_time_s > 0
     relaxation: RelaxationSpec = dataclasses.field(default_factory=RelaxationSpec)
-    #: inference read noise: "levels" = the relative read noise the level table was written and
-    #: verified with (LevelTable.read_noise_rel: one setting for verify and inference; synthetic
-    #: tables have none), "crossbar" = crossbar.read_noise_sigma_rel as set
+    #: inference read noise (crossbar.engine.chip_read_noise, as program_matrix): "levels" =
+    #: crossbar.read_noise_sigma_rel where set (> 0), else the relative read noise the level table
+    #: was written and verified with (LevelTable.read_noise_rel: one setting for verify and
+    #: inference; synthetic tables have none); "crossbar" = crossbar.read_noise_sigma_rel as set, 0 included
     read_noise: Literal["levels", "crossbar"] = "levels"
     #: regexes (re.search on qualified module names): modules put on crossbars (nn.Linear,
     #: Conv1d/Conv2d, LSTM/GRU: nn.crossbar_linear.CROSSBAR_CLASSES); [".*"] = every supported one
@@ -268,12 +269,7 @@ def effective_crossbar(cfg: SimConfig, levels: Any) -> CrossbarConfig:
     """The crossbar config a chip is programmed and read with: ``cfg.crossbar``, with the read
     noise of the level table when ``cfg.read_noise == "levels"`` (the noise its write-verify
     reads assumed; 0 for synthetic tables), so that programming and inference share one setting."""
-    if cfg.read_noise != "levels":
-        return cfg.crossbar
-    sigma = float(getattr(levels, "read_noise_rel", 0.0) or 0.0)
-    if sigma == cfg.crossbar.read_noise_sigma_rel:
-        return cfg.crossbar
-    return cfg.crossbar.replace(read_noise_sigma_rel=sigma)
+    return chip_read_noise(cfg.crossbar, levels, cfg.read_noise)
 
 
 @dataclasses.dataclass(frozen=True)

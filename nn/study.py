@@ -25,6 +25,7 @@ Spec format (JSON; :class:`StudySpec`, a frozen ``@config`` dataclass validated 
       "glue_dir": null,                        # local GLUE directory (null: $GLUE_DIR, else
                                                #   the hub); --glue-dir overrides
       "preset": "default",                     # a key of nn.sim.PRESETS
+      "preset_file": null,                     # sim config fields (JSON) over the preset, before "set"
       "set": ["levels.source=synthetic"],      # --set style overrides of the preset
       "axes": {"faults.rate": [0, 0.005, 0.01, 0.02]},
                                                # sweep axes: SimConfig key path -> values; several
@@ -92,6 +93,9 @@ class StudySpec(Config):
     glue_dir: str | None = None
     #: a key of nn.sim.PRESETS
     preset: str = "default"
+    #: sim config fields from a JSON file put over the preset, before "set" (all or some, nested
+    #: as `eval --show-config` prints them; device.config.load_config_file); --preset-file overrides
+    preset_file: str | None = None
     #: --set style overrides of the preset, e.g. ["levels.source=synthetic"]
     set: tuple[str, ...] = ()
     #: sweep axes, SimConfig key path -> values; several axes are crossed (cartesian product)
@@ -127,6 +131,8 @@ class StudySpec(Config):
             raise ConfigError(f"glue_dir={self.glue_dir!r} is invalid: must be a path or null")
         if self.preset not in PRESETS:
             raise ConfigError(f"preset={self.preset!r} is invalid: unknown preset; known: {', '.join(PRESETS)}")
+        if self.preset_file is not None and not isinstance(self.preset_file, str):
+            raise ConfigError(f"preset_file={self.preset_file!r} is invalid: must be a path or null")
         _strings("set", self.set)
         axes = self.axes
         if not isinstance(axes, dict) or not axes:
@@ -168,7 +174,16 @@ class StudySpec(Config):
 
     def base(self, method: str) -> SimConfig:
         sim = [o for o in self.methods[method] if not o.startswith("protection.")]
-        return apply_overrides(get_preset(self.preset), self.overrides + sim)
+        return apply_overrides(self.preset_config(), self.overrides + sim)
+
+    def preset_config(self) -> SimConfig:
+        """The preset with the preset file's fields over it (before ``set``)."""
+        cfg = get_preset(self.preset)
+        if self.preset_file is None:
+            return cfg
+        from device.config import load_config_file
+
+        return load_config_file(self.preset_file, cfg)
 
     def protection(self, method: str) -> Any:
         """The method's ``mapping.protection.ProtectionConfig``, or None for a plain method."""

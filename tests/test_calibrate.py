@@ -169,3 +169,58 @@ def test_calibrated_table_loads_through_the_sim_config(tmp_path):
     t = build_levels(cfg)
     assert t.is_measured and t.labels == tuple(str(k) for k in range(8))
     np.testing.assert_allclose(t.g_mean_s, [g[k * 100:(k + 1) * 100].mean() for k in range(8)], rtol=1e-12)
+
+
+def _repeated_reads(rng, n_cells=150, n_reads=4, sigma_read=0.02, sigma_prog=0.06):
+    """4 levels of n_cells cells each, programmed with lognormal spread sigma_prog, every cell read
+    n_reads times with relative read noise sigma_read (cell names restart at every level)."""
+    rows, g_prog = [], {}
+    for k, g0 in enumerate((5e-6, 20e-6, 40e-6, 80e-6)):
+        gp = g0 * rng.lognormal(0.0, sigma_prog, n_cells)
+        for c in range(n_cells):
+            g_prog[(k, c)] = gp[c]
+            for _ in range(n_reads):
+                rows.append((f"L{k}", c, gp[c] * (1.0 + sigma_read * rng.standard_normal())))
+    return rows, g_prog
+
+
+def test_read_noise_from_repeated_reads_of_a_cell(tmp_path, capsys):
+    rows, g_prog = _repeated_reads(np.random.default_rng(3))
+    labels, cells, g = zip(*rows)
+    t = calibrate_levels(labels, np.array(g), cells=cells)
+    # 150 cells x 4 levels x 3 dof = 1800 dof: the estimate's relative sd is 1/sqrt(2*1800) = 1.7 %
+    assert t.read_noise_rel == pytest.approx(0.02, rel=0.06)
+    assert t.read_noise_source.startswith("repeated reads: 2400 reads of 600 cells")
+    # each cell counts once, at its mean read: the level spread is the programming spread
+    assert list(t.n_per_level) == [150] * 4
+    ln_sd = np.std(np.log(t.g_measured_s[t.measured_level == 2]), ddof=1)
+    assert ln_sd == pytest.approx(0.06, rel=0.15)  # 150 cells: sd of the sd ~6 %; read noise adds 0.02^2/4
+
+    csv = _write_csv(tmp_path / "reads.csv", "level,cell,g_s", rows)
+    out = tmp_path / "lv.h5"
+    assert main(["device", "calibrate", "levels", "--in", str(csv), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"read noise (relative sigma per read, stored as read_noise_rel) {t.read_noise_rel:.3g}: repeated reads" in printed
+    back = LevelTable.load(out)
+    assert back.read_noise_rel == t.read_noise_rel and back.read_noise_source == t.read_noise_source
+    assert read_table(out).attrs["read_noise_source"].startswith("repeated reads")
+    # an option overrides the data (and the data's estimate is still said)
+    assert main(["device", "calibrate", "levels", "--in", str(csv), "--out", str(out), "--read-noise-rel", "0.01"]) == 0
+    given = LevelTable.load(out)
+    assert given.read_noise_rel == 0.01 and given.read_noise_source.startswith("given: 0.01 (the data's repeated reads")
+
+
+def test_without_repeated_reads_the_read_noise_is_zero_or_the_option_and_the_table_says_so(tmp_path, capsys):
+    rows = [(f"L{k}", g * (1 + 0.05 * i / 10)) for k, g in enumerate((5e-6, 50e-6)) for i in range(10)]
+    csv = _write_csv(tmp_path / "once.csv", "level,g_s", rows)
+    out = tmp_path / "lv.h5"
+    assert main(["device", "calibrate", "levels", "--in", str(csv), "--out", str(out)]) == 0
+    t = LevelTable.load(out)
+    assert t.read_noise_rel == 0.0 and t.read_noise_source.startswith("none: no cell is read twice")
+    assert "none: no cell is read twice" in capsys.readouterr().out
+    assert main(["device", "calibrate", "levels", "--in", str(csv), "--out", str(out), "--read-noise-rel", "0.015"]) == 0
+    t = LevelTable.load(out)
+    assert t.read_noise_rel == 0.015 and t.read_noise_source == "given: 0.015"
+    assert main(["device", "calibrate", "levels", "--in", str(csv), "--out", str(tmp_path / "x.h5"), "--read-noise-rel", "0.9"]) == 2
+    assert "read_noise_rel=0.9 is invalid" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()

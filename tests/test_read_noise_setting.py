@@ -37,3 +37,52 @@ def test_a_table_verified_with_other_read_noise_sets_it():
     sim = build_sim_config("default", ["crossbar.tile_rows=32", "crossbar.tile_cols=32"])
     lv = dataclasses.replace(build_levels(sim), read_noise_rel=0.03)
     assert effective_crossbar(sim, lv).read_noise_sigma_rel == 0.03
+
+
+def test_the_python_api_and_the_command_line_read_a_chip_alike():
+    """program_matrix (the API) and CrossbarLinear (eval, study: the CLI) default to the same read
+    noise, the level table's, and read the same chip bit-identically."""
+    from crossbar.engine import program_matrix
+
+    sim = build_sim_config("default", ["crossbar.tile_rows=32", "crossbar.tile_cols=32", "faults.rate=0.01"])
+    lv = build_levels(sim)
+    layer = _layer(sim)
+    layer.program(np.random.default_rng(7), levels=lv)
+    layer.simulated = True
+    rng = np.random.default_rng(7)
+    gen_seed = int(rng.integers(2**63))  # CrossbarLinear.program draws its read generator's seed first
+    pm = program_matrix(layer.weight.detach(), sim.crossbar, lv, sim.faults, rng)
+    assert pm.cfg.read_noise_sigma_rel == lv.read_noise_rel == layer._programmed.cfg.read_noise_sigma_rel > 0
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y_cli = layer(x)
+        y_api = pm(x, generator=torch.Generator().manual_seed(gen_seed))
+        assert torch.equal(y_api + layer.bias, y_cli)
+    # the noise is on: another read generator gives another read
+    assert not torch.equal(y_api, pm(x, generator=torch.Generator().manual_seed(gen_seed + 1)))
+    # and the API's read_noise="crossbar" takes the config's sigma as given
+    assert program_matrix(layer.weight.detach(), sim.crossbar, lv, None, np.random.default_rng(0),
+                          read_noise="crossbar").cfg.read_noise_sigma_rel == 0.0
+
+
+def test_crossbar_mvm_reads_with_the_tables_read_noise_by_default(capsys):
+    import json
+
+    from cli.main import main
+
+    assert main(["crossbar", "mvm", "--rows", "64", "--cols", "32", "--json", "--seed", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"][-1]["effects"] == "+ read noise (sigma 0.01)"
+    assert main(["crossbar", "mvm", "--rows", "64", "--cols", "32", "--json", "--read-noise", "0.05"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"][-1]["effects"] == "+ read noise (sigma 0.05)"
+
+
+def test_a_read_noise_set_in_the_crossbar_config_wins_over_the_tables_and_crossbar_mode_takes_zero():
+    from crossbar.engine import chip_read_noise
+
+    sim = build_sim_config("default", ["crossbar.tile_rows=32", "crossbar.tile_cols=32", "crossbar.read_noise_sigma_rel=0.05"])
+    lv = build_levels(sim)
+    assert effective_crossbar(sim, lv).read_noise_sigma_rel == 0.05
+    assert chip_read_noise(sim.crossbar.replace(read_noise_sigma_rel=0.0), lv, "crossbar").read_noise_sigma_rel == 0.0
+    ideal = build_sim_config("ideal", ["crossbar.read_noise_sigma_rel=0.05"])
+    assert effective_crossbar(ideal, build_levels(ideal)).read_noise_sigma_rel == 0.05
