@@ -402,36 +402,19 @@ def techb_relaxation_csv(out: str | Path, *, cells: np.ndarray | None = None, sr
 
 def plot_level_table(table: LevelTable, path: str | Path, *, thresholds: Literal["midpoint", "optimal"] = "midpoint") -> Path:
     """Histogram of every level's samples (uS) with its normal and lognormal fit and the
-    read-out thresholds. PNG, written atomically."""
+    read-out thresholds (:func:`device.plots.draw_level_histograms`, the convention of every
+    level plot), and the worst read-out error with its interval. PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
-    from device.plots import save_figure
+    from device.plots import draw_level_histograms, readout_error_text, save_figure
 
     emp = empirical_readout_error(table, thresholds=thresholds)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    lo = float(table.g_measured_s.min() if table.is_measured else table.g_samples_s.min())
-    hi = float(table.g_measured_s.max() if table.is_measured else table.g_samples_s.max())
-    x = np.linspace(lo, hi, 2000)
-    bins = np.linspace(lo, hi, 200) * 1e6
-    for k in range(table.levels):
-        g = table.level_samples(k)
-        (h,) = ax.plot([], [])
-        c = h.get_color()
-        ax.hist(g * 1e6, bins=bins, density=True, alpha=0.35, color=c)
-        m, s = g.mean(), g.std(ddof=1)
-        lm, ls = np.log(g).mean(), np.log(g).std(ddof=1)
-        w = 1e-6  # densities per uS
-        ax.plot(x * 1e6, stats.norm.pdf(x, m, s) * w, color=c, lw=0.8)
-        ax.plot(x * 1e6, stats.lognorm.pdf(x, ls, scale=np.exp(lm)) * w, color=c, lw=0.8, ls="--")
-    for t in emp.threshold_s:
-        ax.axvline(t * 1e6, color="k", lw=0.4, ls=":")
-    ax.set(xlabel="conductance (uS)", ylabel="density (1/uS)",
-           title=f"{table.levels} levels from {Path(table.source).name}: on/off {table.on_off_ratio:.3g}; "
-                 f"solid normal, dashed lognormal fit; dotted {emp.thresholds} thresholds")
-    ax.title.set_fontsize(8)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    draw_level_histograms(ax, table, emp.threshold_s)
+    ax.set_title(f"{table.levels} levels from {Path(table.source).name}: on/off {table.on_off_ratio:.3g}\n"
+                 f"worst adjacent read-out error ({emp.thresholds} thresholds) {readout_error_text(emp)}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)[0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_iv", "plot_pulse", "plot_levels"]
+__all__ = ["plot_iv", "plot_pulse", "plot_levels", "draw_level_histograms", "readout_error_text", "BINS_PER_LEVEL"]
 
 
 def _pyplot():
@@ -90,39 +90,74 @@ def plot_pulse(result: Any, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_levels(table: Any, path: str | Path, *, error_rate: np.ndarray | None = None) -> Path:
-    """Histograms of the per-level conductances of a :class:`device.programming.LevelTable`
-    with the fitted normal and lognormal densities, targets and midpoint thresholds."""
+#: bins of each level's own histogram in the level plots (its samples' span): fine enough for the
+#: fitted curves drawn over them (256 cells: ~9 per bin)
+BINS_PER_LEVEL = 30
+
+
+def readout_error_text(err: Any) -> str:
+    """The worst adjacent read-out error of a :class:`device.programming.ReadoutError` as counted
+    on the samples, with its confidence interval: ``"0 of 512 reads [95 % CI 0, 7.2e-03]"``."""
+    k = int(np.argmax(err.ci_high)) if len(err.ci_high) else 0
+    if not len(err.rate):
+        return "no adjacent levels"
+    return (f"{int(err.errors[k])} of {int(err.trials[k])} reads [{100 * err.confidence:g} % CI "
+            f"{err.ci_low[k]:.2g}, {err.ci_high[k]:.2g}]")
+
+
+def draw_level_histograms(ax: Any, table: Any, threshold_s: np.ndarray, *, labels: Any = None) -> None:
+    """The level plot of every level table (write-verify, measured), one convention: each level's
+    histogram on its own :data:`BINS_PER_LEVEL` bins over its samples (density in 1/uS, area 1 per
+    level, so the bars and the fits share units), its normal fit dashed and its lognormal fit solid,
+    the level's label above its peak, the read-out thresholds dotted. Axis labels in uS at the
+    table's read voltage (``table.v_read_v``)."""
     from scipy import stats
 
-    from device.programming import readout_error_rate
-
-    plt = _pyplot()
-    err = readout_error_rate(table) if error_rate is None else error_rate
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    g_us = table.g_samples_s * 1e6
-    lo, hi = g_us.min(), g_us.max()
-    bins = np.linspace(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo), 40 * table.levels + 1)
-    x = np.linspace(bins[0], bins[-1], 4000)
+    names = labels or getattr(table, "labels", None) or tuple(str(k) for k in range(table.levels))
     for k in range(table.levels):
-        g = g_us[k]
-        ax.hist(g, bins=bins, density=True, alpha=0.45, color=f"C{k % 10}")
+        g = np.asarray(table.level_samples(k), float) * 1e6  # uS
+        c = f"C{k % 10}"
+        lo, hi = float(g.min()), float(g.max())
+        pad = 0.05 * (hi - lo) if hi > lo else max(1e-3, 0.01 * abs(lo))
+        bins = np.linspace(lo - pad, hi + pad, BINS_PER_LEVEL + 1)
+        ax.hist(g, bins=bins, density=True, alpha=0.4, color=c)
         m, s = g.mean(), g.std(ddof=1)
         lm, ls = np.log(g).mean(), np.log(g).std(ddof=1)
-        w = 1.0 / table.levels
-        ax.plot(x, stats.norm.pdf(x, m, s), color=f"C{k % 10}", lw=1, ls="--", label="normal fit" if k == 0 else None)
-        ax.plot(x, stats.lognorm.pdf(x, ls, scale=np.exp(lm)), color=f"C{k % 10}", lw=1.2, label="lognormal fit" if k == 0 else None)
-        del w
-    for th in 0.5 * (table.g_target_s[:-1] + table.g_target_s[1:]):
-        ax.axvline(th * 1e6, color="k", lw=0.6, ls=":")
-    ax.set_xlabel("conductance at read voltage (uS)")
+        x = np.linspace(max(1e-9, m - 5 * s), m + 5 * s, 400) if s > 0 else np.array([m])
+        y_n = stats.norm.pdf(x, m, s) if s > 0 else np.zeros_like(x)
+        y_l = stats.lognorm.pdf(x, ls, scale=np.exp(lm)) if ls > 0 else np.zeros_like(x)
+        ax.plot(x, y_n, color=c, lw=1.0, ls="--", label="normal fit" if k == 0 else None)
+        ax.plot(x, y_l, color=c, lw=1.2, ls="-", label="lognormal fit" if k == 0 else None)
+        counts, _ = np.histogram(g, bins=bins, density=True)
+        top = max(float(counts.max()), float(y_n.max()), float(y_l.max()))
+        ax.annotate(f"level {names[k]}", (m, top), xytext=(0, 4), textcoords="offset points", ha="center",
+                    va="bottom", fontsize=8, color=c)
+    for i, th in enumerate(np.asarray(threshold_s, float)):
+        ax.axvline(th * 1e6, color="k", lw=0.6, ls=":", label="read-out thresholds" if i == 0 else None)
+    v = getattr(table, "v_read_v", None)
+    ax.set_xlabel(f"conductance read at {v:g} V (uS)" if v else "conductance at the read voltage (uS)")
     ax.set_ylabel("probability density (1/uS)")
-    worst = float(np.max(err)) if err.size else 0.0
-    ax.set_title(
-        f"{table.bits_per_cell} bit/cell, {table.levels} levels, {table.n_devices} cells/level, "
-        f"on/off {table.on_off_ratio:.1f}; worst adjacent read-out error {worst:.2e}"
-    )
-    ax.legend(loc="upper right")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.08)
     ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def plot_levels(table: Any, path: str | Path, *, error_rate: np.ndarray | None = None) -> Path:
+    """Histograms of the per-level conductances of a :class:`device.programming.LevelTable`
+    (:func:`draw_level_histograms`) with the midpoint thresholds, and the worst adjacent read-out
+    error counted on the cells with its 95 % Clopper-Pearson interval. ``error_rate`` is accepted
+    for compatibility and unused (the title counts the samples)."""
+    from device.programming import empirical_readout_error
+
+    del error_rate
+    plt = _pyplot()
+    emp = empirical_readout_error(table, thresholds="midpoint")
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    draw_level_histograms(ax, table, emp.threshold_s)
+    ax.set_title(
+        f"write-verify, {table.bits_per_cell} bit/cell: {table.levels} levels x {table.n_devices} cells, "
+        f"on/off {table.on_off_ratio:.1f}\nworst adjacent read-out error (midpoint thresholds) {readout_error_text(emp)}",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, path)
