@@ -53,7 +53,7 @@ def _run_shell(code: str, where: Path) -> list[str]:
 
 def test_the_readme_has_the_api_snippets():
     text = "\n".join(PYTHON)
-    for needle in ('LevelTable.load("levels_b2")', "program_matrix(", "solve(", 'ir_drop="table"',
+    for needle in ('LevelTable.load("levels_b2")', "program_matrix(", "solve(", 'ir_drop="exact"',
                    'RelaxationModel.load("relaxation_techB")', "read_time_s=1000.0"):
         assert needle in text, needle
 
