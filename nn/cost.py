@@ -81,9 +81,12 @@ def cost_model(
     attention count (default: the batches' sequence length).
     """
     from mapping.protection import ProtectedRead
-    from nn.crossbar_linear import crossbar_modules
+    from nn.crossbar_linear import crossbar_matrices, crossbar_modules
 
-    mods = crossbar_modules(model)
+    # every crossbar matrix (a Linear, a convolution group, an RNN matrix) and its own inputs:
+    # the matrices' observer hook sees each product's input rows (im2col patches, time steps)
+    mods = crossbar_matrices(model)
+    layers = crossbar_modules(model)
     if not mods:
         raise ValueError("the model has no crossbar layers; patch_model and program_model first")
     for n, m in mods.items():
@@ -92,34 +95,34 @@ def cost_model(
     stats: dict[str, DriveStats | None] = dict.fromkeys(mods)
     vectors = dict.fromkeys(mods, 0)
 
-    def hook(name):
-        def pre(module, args):
-            x = args[0]
-            pm = module.programmed
-            x2 = x.detach().reshape(-1, x.shape[-1]).to(pm.device)
-            codes, _ = pm.dac(x2.to(pm.dtype))
-            st = drive_stats(codes, pm.cfg, tech)
-            stats[name] = st if stats[name] is None else stats[name].merge(st)
-            vectors[name] += x2.shape[0]
-        return pre
+    def observe(mat: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+        name = mat.name
+        pm = mat.programmed
+        x2 = x.detach().reshape(-1, x.shape[-1]).to(pm.device)
+        codes, _ = pm.dac(x2.to(pm.dtype))
+        st = drive_stats(codes, pm.cfg, tech)
+        stats[name] = st if stats[name] is None else stats[name].merge(st)
+        vectors[name] += x2.shape[0]
 
-    was = {n: m.simulated for n, m in mods.items()}
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in mods.items()]
+    was = {n: m.simulated for n, m in layers.items()}
     n_seq, L = 0, seq_len
     try:
-        for m in mods.values():
+        for m in layers.values():
             m.simulated = False
+        for m in mods.values():
+            m.observer = observe
         model.eval()
         for b in batches:
             ids = b.get("input_ids")
-            n_seq += int(ids.shape[0]) if ids is not None else 1
+            first = next(v for k, v in b.items() if k != "labels")
+            n_seq += int(first.shape[0]) if first.ndim > 1 else 1  # sequences / images of the batch
             if L is None and ids is not None:
                 L = int(ids.shape[1])
             model(**{k: v for k, v in b.items() if k != "labels"})
     finally:
-        for h in handles:
-            h.remove()
-        for n, m in mods.items():
+        for m in mods.values():
+            m.observer = None
+        for n, m in layers.items():
             m.simulated = was[n]
     if n_seq == 0:
         raise ValueError("cost_model got no batches")

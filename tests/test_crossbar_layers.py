@@ -360,3 +360,21 @@ def test_packed_sequences_read_only_their_own_time_steps():
         for b in range(3):
             o1, (h1, _) = m[0](x[b:b + 1, : lengths[b]])  # reads do not depend on the batch
             assert torch.equal(padded[b, : lengths[b]], o1[0]) and torch.equal(h[0, b], h1[0, 0])
+
+
+def test_cost_model_counts_the_mvms_of_convolutions_and_rnns():
+    """nn.cost sees every crossbar matrix's own reads: a convolution group one MVM per output
+    position, an LSTM / GRU matrix one per time step (input and recurrent alike)."""
+    from mapping.technology import TECH_PRESETS
+    from nn.cost import cost_model
+
+    m = tiny()
+    x, seq = inputs()
+    cl.patch_model(m, build_sim_config("default", ALL))
+    cl.program_model(m, np.random.default_rng(0))
+    rep = cost_model(m, [{"x": x, "seq": seq}], next(iter(TECH_PRESETS.values()))())
+    mvms = {lc.name: lc.mvms for lc in rep.layers}
+    assert set(mvms) == set(cl.crossbar_matrices(m))
+    assert mvms["c1"] == 64 and mvms["c2:g0"] == mvms["c2:g1"] == 9 and mvms["fc"] == 1  # per image
+    assert mvms["rnn.weight_ih_l0"] == mvms["rnn.weight_hh_l1_reverse"] == mvms["gru.weight_hh_l0"] == 7
+    assert rep.energy_j > 0
