@@ -8,18 +8,66 @@ in ``CONTRIBUTING.md`` ("Physical effects").
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from crossbar.adc import AdcConfig
 from crossbar.quant import QuantConfig
 from device.config import Config, ConfigError, check_choice, check_int_range, check_positive, check_range, config
 
-__all__ = ["CrossbarConfig", "DEFAULT_G_ON_S", "DEFAULT_G_OFF_S"]
+__all__ = ["CrossbarConfig", "RetentionConfig", "DEFAULT_G_ON_S", "DEFAULT_G_OFF_S"]
 
 #: default level window when no table is given: 10 kOhm LRS, 1 MOhm HRS, the range of the
 #: crossbar figures in docs/REFERENCES.md ("10 kohm-1 Mohm cells"); no programming variation
 DEFAULT_G_ON_S = 100e-6
 DEFAULT_G_OFF_S = 1e-6
+
+
+@config
+class RetentionConfig(Config):
+    """Remedies against conductance relaxation, for a chip read ``read_time_s > 0`` after
+    programming (the fourth remedy, level placement, is the level table itself:
+    ``levels.table_path`` from ``reram-cosim device levels optimize``). Each is applied in one
+    place (``CONTRIBUTING.md``, "Physical effects")."""
+
+    #: relaxation-aware programming: rounds of (wait reprogram_wait_s, re-verify every cell,
+    #: re-program the cells outside their verify window); 0 = off. The iterative scheme of the
+    #: NeuRRAM chip (Wan et al., Nature 2022) and of relaxation-aware programming studies; a
+    #: re-programmed cell relaxes afresh from its new programming time (crossbar.pipeline.reverify_step)
+    reprogram_rounds: int = 0
+    #: wait between a programming pass and its re-verify, s (at least the relaxation model's
+    #: first measured time: 0.01 s for tech B)
+    reprogram_wait_s: float = 1.0
+    #: re-verify window: 0 = the level table's own write-verify window (its tolerance and guard
+    #: band), else a half-width of this fraction of the level step, S / S
+    reverify_window_frac: float = 0.0
+    #: reads averaged per re-verify (their noise: the chip's read noise / sqrt(reads))
+    reverify_reads: int = 4
+    #: refresh: every cell is re-written (and re-verified, if reprogram_rounds > 0) every
+    #: refresh_period_s seconds; a read at read_time_s is taken at the worst phase of the cycle,
+    #: min(read_time_s, refresh_period_s) after the last write; 0 = never
+    refresh_period_s: float = 0.0
+    #: read-time drift compensation: a digital gain per layer ("global", aihwkit's
+    #: GlobalDriftCompensation) or per output ("column"), fitted by least squares from
+    #: compensation_reads reads of known inputs on the chip at read_time_s; "none" = off
+    compensation: Literal["none", "global", "column"] = "none"
+    #: reference reads for the compensation fit: random +-1 input vectors, read with the chip's
+    #: read noise (the fit's own noise)
+    compensation_reads: int = 64
+
+    def __post_init__(self) -> None:
+        check_int_range("retention.reprogram_rounds", self.reprogram_rounds, 0, 64)
+        check_range("retention.reprogram_wait_s", self.reprogram_wait_s, 0.0, 1e6, lo_open=True)
+        check_range("retention.reverify_window_frac", self.reverify_window_frac, 0.0, 0.5)
+        check_int_range("retention.reverify_reads", self.reverify_reads, 1, 1024)
+        check_range("retention.refresh_period_s", self.refresh_period_s, 0.0, 1e9)
+        check_choice("retention.compensation", self.compensation, ("none", "global", "column"))
+        check_int_range("retention.compensation_reads", self.compensation_reads, 1, 1 << 16)
+
+    @property
+    def any(self) -> bool:
+        """Whether any remedy is on."""
+        return self.reprogram_rounds > 0 or self.refresh_period_s > 0 or self.compensation != "none"
 
 
 @config
@@ -102,6 +150,8 @@ class CrossbarConfig(Config):
     #: time between programming and the reads, s: conductance relaxation (0 = off; needs a
     #: relaxation model, device.relaxation, passed to program_matrix)
     read_time_s: float = 0.0
+    #: remedies against relaxation: relaxation-aware programming, refresh, drift compensation
+    retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
 
     def __post_init__(self) -> None:
         check_int_range("tile_rows", self.tile_rows, 1, 4096)
@@ -131,6 +181,8 @@ class CrossbarConfig(Config):
             check_positive("i_col_max_a", self.i_col_max_a)
         check_range("read_noise_sigma_rel", self.read_noise_sigma_rel, 0.0, 1.0)
         check_range("read_time_s", self.read_time_s, 0.0, 1e9)
+        if not isinstance(self.retention, RetentionConfig):
+            raise ConfigError(f"retention={self.retention!r} is invalid: must be a RetentionConfig")
         # the quantization sub-configs validate the fraction bits
         self.weight_quant, self.input_quant  # noqa: B018
         if self.partial_slice == "error" and self.code_bits % self.bits_per_cell:

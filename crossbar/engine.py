@@ -124,6 +124,8 @@ __all__ = [
     "program_matrix",
     "quantize_weight",
     "with_folded",
+    "retention_report",
+    "retention_summary",
     "FREE",
     "POS",
     "NEG",
@@ -198,6 +200,11 @@ class ProgrammedMatrix:
     lines: torch.Tensor | None = None
     lines_var: torch.Tensor | None = None
     line_clip: float | None = None
+    #: ``(out,)`` digital gain on each output from read-time drift compensation
+    #: (``retention.compensation``, :meth:`compensate`), or None
+    output_gain: torch.Tensor | None = None
+    #: what programming did against relaxation (:func:`retention_report`), or None
+    retention: dict[str, Any] | None = None
 
     # ---- shapes -------------------------------------------------------------------------
     @property
@@ -228,6 +235,7 @@ class ProgrammedMatrix:
             w_step=mv(self.w_step), adc_step=mv(self.adc_step), input_step=mv(self.input_step),
             adc_transfer=None if self.adc_transfer is None else self.adc_transfer.to(device),
             lines=mv(self.lines), lines_var=mv(self.lines_var),
+            output_gain=mv(self.output_gain),
         )
 
     # ---- the DAC and the word lines ----------------------------------------------------------
@@ -419,6 +427,42 @@ class ProgrammedMatrix:
         nv = None if self.noise_var is None else self.noise_var * rr * rr
         return dataclasses.replace(self, readout=self.readout * rr, noise_var=nv, adc_step=step, calibrated=calibrated)
 
+    def with_output_gain(self, gain: torch.Tensor) -> "ProgrammedMatrix":
+        """This matrix with every output multiplied by ``gain`` ``(out,)`` after the read (a
+        digital gain: folded into the readout where the read is one matmul, into the weight steps
+        after the ADC otherwise; read noise scales with it). Gains compose."""
+        g = gain.to(device=self.device, dtype=self.dtype).reshape(self.out_features)
+        total = g if self.output_gain is None else self.output_gain * g
+        if self.cfg.adc_bits is None and self.lines is None:  # the folded (out, in) read
+            nv = None if self.noise_var is None else self.noise_var * (g * g).view(-1, 1)
+            return dataclasses.replace(self, readout=self.readout * g.view(-1, 1), noise_var=nv, output_gain=total)
+        return dataclasses.replace(self, w_step=self.w_step * g.view(1, -1), output_gain=total)
+
+    def compensate(self, reads: int, generator: torch.Generator, mode: str = "column") -> "ProgrammedMatrix":
+        """Read-time drift compensation: read ``reads`` random +-1 input vectors (known to the
+        chip's controller, drawn from ``generator``) on this chip as it is now, with its read
+        noise (the same ``generator``), and fit a digital gain that maps the reads onto the
+        outputs the programmed codes should give, ``x @ (q * step).T``, by least squares: one per
+        output (``mode="column"``) or one for the layer (``"global"``, the form of aihwkit's
+        ``GlobalDriftCompensation``, which rescales by a ratio of mean |y| against a noisy
+        reference read). The gain corrects what relaxation does to every cell of a column alike
+        (the mean drift of its levels) and none of the cell-to-cell spread. Returns the matrix
+        with :meth:`with_output_gain` applied."""
+        if mode not in ("column", "global"):
+            raise ConfigError(f"compensation={mode!r} is invalid: must be 'column' or 'global'")
+        if self.cfg.needs_calibration and not self.calibrated:
+            raise ConfigError("drift compensation reads the chip: calibrate its input / ADC ranges first")
+        x = torch.randint(0, 2, (int(reads), self.in_features), generator=generator, device=self.device)
+        x = x.to(torch.float64).mul_(2.0).sub_(1.0)
+        y_ref = x @ self.qweight.dequantize(torch.float64).to(self.device).T
+        y = self.matvec(x.to(self.dtype), generator=generator if self.cfg.read_noise_sigma_rel > 0 else None).to(torch.float64)
+        if mode == "column":
+            num, den = (y_ref * y).sum(0), (y * y).sum(0)
+        else:
+            num, den = (y_ref * y).sum().expand(self.out_features), (y * y).sum().expand(self.out_features)
+        gain = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
+        return self.with_output_gain(gain)
+
     def reprogram(
         self, rng: np.random.Generator, *, levels: Any = None, faults: Any = None, keep_conductances: bool = False
     ) -> "ProgrammedMatrix":
@@ -518,7 +562,7 @@ class ProgrammedMatrix:
             + (f", sinh cells v0={self.circuit.cell_v0_v:g} V" if self.circuit is not None and not self.circuit.linear else "")
             + (f", read {cfg.read_time_s:g} s after programming" if cfg.read_time_s > 0 else ""),
             f"  faults: {int(fc[1])} SA0, {int(fc[2])} SA1 of {int(fc.sum())} cells ({(fc[1] + fc[2]) / max(1, fc.sum()):.3%})",
-        ])
+        ] + ([f"  retention: {retention_summary(self.retention)}"] if self.retention else []))
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,16 +709,59 @@ def _program(
     st = run_pipeline(ctx, PROGRAMMING_STEPS)
     adc_transfer = adc_flaws_step(ctx, dtype)
     folded = fold(st.m_s, qweight, layout, cfg, level_step_s(levels), device, dtype)
+    report = retention_report(st, cfg)
     if keep_conductances and ctx.cell_dtype != torch.float64:  # inspection: the float64 cells
         st = run_pipeline(dataclasses.replace(ctx, cell_dtype=torch.float64), PROGRAMMING_STEPS)
     fc = _fault_counts(st.faults)
-    return ProgrammedMatrix(
+    pm = ProgrammedMatrix(
         cfg=cfg, qweight=qweight, layout=layout, levels=levels, faults=faults, circuit=circuit, irdrop=irdrop,
         seed=seed, fault_counts=fc, kept=TileState.from_cells(st) if keep_conductances else None,
         input_step=input_step, relaxation=relaxation, fault_map=fault_map, encoder=encoder,
         readout=folded.readout, noise_var=folded.noise_var, w_step=folded.w_step, adc_step=folded.adc_step,
         adc_transfer=adc_transfer, lines=folded.lines, lines_var=folded.lines_var, line_clip=folded.line_clip,
+        retention=report,
     )
+    r = cfg.retention
+    if r.compensation != "none":
+        if cfg.needs_calibration:
+            raise ConfigError(
+                "retention.compensation reads the programmed chip before its first use; it does not combine with "
+                "calibrated input or ADC ranges (input_granularity layer/tile, adc_range calibrated)"
+            )
+        pm = pm.compensate(r.compensation_reads, ctx.generator("compensation"), r.compensation)
+    return pm
+
+
+def retention_report(st: CellState, cfg: CrossbarConfig) -> dict[str, Any] | None:
+    """What programming did against relaxation, for one chip's layer (None when nothing did):
+    ``cells`` (healthy cells), ``writes`` (histogram: cells written 1, 2, ... times),
+    ``rewrites_per_level`` / ``cells_per_level`` (levels,) extra writes and cells per digit, and
+    ``clamped`` (cells outside the relaxation model's fitted range, given the nearest bin's law)."""
+    if st.writes is None and st.clamped == 0:
+        return None
+    healthy = (st.faults == 0) if st.faults is not None else torch.ones_like(st.digits, dtype=torch.bool)
+    n_lv = 2**cfg.bits_per_cell
+    d = st.digits[healthy].to(torch.int64)
+    out: dict[str, Any] = {"cells": int(healthy.sum()), "clamped": int(st.clamped),
+                           "cells_per_level": torch.bincount(d, minlength=n_lv).cpu().numpy()}
+    if st.writes is not None:
+        w = st.writes[healthy].to(torch.int64)
+        out["writes"] = torch.bincount(w, minlength=cfg.retention.reprogram_rounds + 2).cpu().numpy()
+        out["rewrites_per_level"] = torch.bincount(d, weights=(w - 1).to(torch.float64), minlength=n_lv).cpu().numpy()
+    return out
+
+
+def retention_summary(report: dict[str, Any] | None) -> str:
+    """One line for :func:`retention_report`'s dictionary."""
+    if not report:
+        return ""
+    parts = []
+    if "writes" in report:
+        extra = float(report["rewrites_per_level"].sum())
+        parts.append(f"{extra / max(1, report['cells']):.3f} re-programs per cell")
+    if report.get("clamped"):
+        parts.append(f"{report['clamped']} cells outside the relaxation model's fitted range (nearest bin's law)")
+    return ", ".join(parts)
 
 
 def _fault_counts(faults: torch.Tensor) -> np.ndarray:
@@ -698,7 +785,10 @@ def with_folded(pm: ProgrammedMatrix, folded: FoldedReadout, *, qweight: QTensor
         pm, readout=folded.readout, noise_var=folded.noise_var, w_step=folded.w_step, adc_step=folded.adc_step,
         lines=folded.lines, lines_var=folded.lines_var, line_clip=folded.line_clip,
         qweight=pm.qweight if qweight is None else qweight, layout=pm.layout if layout is None else layout,
+        output_gain=None,
     )
     if pm.cfg.adc_bits is not None:
         out = out.with_adc_step(pm.adc_step, calibrated=pm.calibrated)
+    if pm.output_gain is not None:  # the compensation's digital gain stays on the new readout
+        out = out.with_output_gain(pm.output_gain)
     return out

@@ -15,7 +15,11 @@ cell_digits_step    slicing of the weight codes into cell digits   deterministic
 fault_map_step      stuck-at map (drawn, or given by a chip test)  once per chip
 encode_step         fault-map-aware re-encoding (mapping layer)    once per chip (deterministic)
 variation_step      programming (write-verify) variation           once per chip
+reverify_step       relaxation-aware programming: rounds of wait,  once per chip and read time
+                    re-verify, re-program the cells that left
+                    their window
 relaxation_step     conductance relaxation after ``read_time_s``   once per chip and read time
+                    (refresh: at most ``refresh_period_s``)
 stuck_at_step       stuck cells read g_sa0_s / g_sa1_s             once per chip
 read_voltage_step   sinh cells: the table's chord conductance at   deterministic
                     its read voltage -> the chip's ``v_read_v``
@@ -59,6 +63,8 @@ __all__ = [
     "fault_map_step",
     "encode_step",
     "variation_step",
+    "reverify_step",
+    "reverify_window_s",
     "relaxation_step",
     "stuck_at_step",
     "read_voltage_step",
@@ -88,12 +94,22 @@ class CellState:
     :func:`fault_map_step`.
     ``g_s``: float64 read conductance, S (after variation, relaxation, faults), or None.
     ``m_s``: float64 effective matrix with IR drop, S (``i_out = v_in @ m_s`` per tile), or None.
+    ``age_s``, ``z``: after relaxation-aware programming (:func:`reverify_step`), each cell's
+    time since its last write when programming ends, s, and the normal score of its relaxation
+    at its last verify (0 for a cell written last); None otherwise (every cell written at once).
+    ``writes``: uint8 writes of each cell (1 + re-programs), or None (one each).
+    ``clamped``: cells whose programmed conductance lay outside the relaxation model's fitted
+    range and took the nearest bin's law (``relaxation.out_of_range="clamp"``).
     """
 
     digits: torch.Tensor
     faults: torch.Tensor | None = None
     g_s: torch.Tensor | None = None
     m_s: torch.Tensor | None = None
+    age_s: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    writes: torch.Tensor | None = None
+    clamped: int = 0
 
     def replace(self, **kw: Any) -> "CellState":
         return dataclasses.replace(self, **kw)
@@ -293,19 +309,118 @@ def variation_step(state: CellState, ctx: ProgramContext) -> CellState:
     return state.replace(g_s=ctx.levels.sample_torch(state.digits, gen, ctx.cell_dtype))
 
 
+def reverify_window_s(levels: Any, cfg: CrossbarConfig) -> np.ndarray:
+    """(levels,) half-width of the re-verify window of each level, S: the level table's own
+    write-verify window (``LevelTable.verify_half_window_s``) when
+    ``retention.reverify_window_frac`` is 0, else that fraction of the level step."""
+    frac = cfg.retention.reverify_window_frac
+    n = 2**cfg.bits_per_cell
+    if frac > 0:
+        return np.full(n, frac * level_step_s(levels))
+    hw = getattr(levels, "verify_half_window_s", None)
+    if hw is None:
+        raise ConfigError(
+            "retention.reprogram_rounds > 0 re-verifies against the level table's write-verify window, and this "
+            "level table does not record one (a measured or synthetic table): set retention.reverify_window_frac"
+        )
+    return np.asarray(hw, dtype=np.float64)
+
+
+def _path_model(ctx: ProgramContext, what: str) -> Any:
+    rel = ctx.relaxation
+    if rel is None:
+        raise ConfigError(f"{what} needs a relaxation model (a relaxation table; see device.relaxation)")
+    if not hasattr(rel, "sample_path_torch"):
+        raise ConfigError(f"{what} needs a relaxation model that continues a cell's relaxation (sample_path_torch)")
+    return rel
+
+
+def reverify_step(state: CellState, ctx: ProgramContext) -> CellState:
+    """Relaxation-aware programming (``retention.reprogram_rounds`` rounds): after each
+    programming pass the chip waits ``retention.reprogram_wait_s``, every healthy cell is read
+    (the mean of ``retention.reverify_reads`` reads with the chip's read noise), and the cells
+    whose read leaves their re-verify window (:func:`reverify_window_s`) are re-programmed. Once
+    per chip and read time; off at ``read_time_s = 0`` (the reference chip, as programmed).
+
+    What it assumes, per cell: while a cell waits, its relaxation follows the relaxation model
+    and continues from what the verify saw (the table's Gaussian copula between times,
+    ``RelaxationModel.sample_path_torch``: the measured dependence of a cell's later change on its
+    earlier one); a re-programmed cell gets a fresh conductance from its level's write-verify
+    distribution (the same statistics whatever state it started from) and relaxes afresh from
+    its new programming time, independent of its history (tech-B programmed each cell once, so
+    the data cannot show whether a cell that relaxed far once does again). Stuck cells are not
+    re-verified (they read their stuck value whatever is written). Returns the state with the
+    final programmed conductances, each cell's age and normal score at the end of programming
+    (for :func:`relaxation_step`) and its write count."""
+    r = ctx.cfg.retention
+    if r.reprogram_rounds == 0 or ctx.cfg.read_time_s == 0:
+        return state
+    model = _path_model(ctx, "retention.reprogram_rounds > 0")
+    dev, dt = state.g_s.device, state.g_s.dtype
+    digits = state.digits.to(torch.int64)
+    target = torch.as_tensor(np.asarray(ctx.levels.g_target_s, np.float64), dtype=dt, device=dev)[digits]
+    hw = torch.as_tensor(reverify_window_s(ctx.levels, ctx.cfg), dtype=dt, device=dev)[digits]
+    healthy = state.faults == 0 if state.faults is not None else torch.ones_like(digits, dtype=torch.bool)
+    sig = ctx.cfg.read_noise_sigma_rel / float(np.sqrt(r.reverify_reads))
+    gen = ctx.generator("reverify")
+    vary = ctx.generator("reverify_variation")
+    g0 = state.g_s.clone()
+    age = torch.zeros(g0.shape, dtype=torch.float64, device=dev)
+    z = torch.zeros(g0.shape, dtype=dt, device=dev)
+    writes = torch.ones(g0.shape, dtype=torch.uint8, device=dev)
+    tw = float(r.reprogram_wait_s)
+    for _ in range(r.reprogram_rounds):
+        g_now, z_new = model.sample_path_torch(g0, age, z, age + tw, gen)
+        read = g_now
+        if sig > 0:
+            read = g_now * (1.0 + sig * torch.randn(g0.shape, generator=gen, device=dev, dtype=dt))
+        out = ((read - target).abs() > hw) & healthy
+        age = age + tw
+        z = z_new.to(dt)
+        if bool(out.any()):
+            g0[out] = ctx.levels.sample_torch(state.digits[out], vary, dt).to(device=dev, dtype=dt)
+            age[out] = 0.0
+            z[out] = 0.0
+            writes[out] += 1
+    return state.replace(g_s=g0, age_s=age, z=z, writes=writes)
+
+
 def relaxation_step(state: CellState, ctx: ProgramContext) -> CellState:
     """Conductance relaxation: the cells' conductances ``read_time_s`` after programming, drawn
     from the relaxation model given the programmed conductance
     (``ctx.relaxation.sample_torch(g_s, time_s, generator)``, e.g. ``device.relaxation``). Once
     per chip and read time; off at ``read_time_s = 0``. Valid inside the model's fitted time and
-    conductance range (the model raises outside it)."""
+    conductance range (the model raises outside it; ``relaxation.out_of_range="clamp"`` gives
+    the cells outside the nearest bin's law and counts them, ``CellState.clamped``).
+
+    Refresh (``retention.refresh_period_s = P > 0``): every cell is re-written every ``P``
+    seconds, so a read at ``read_time_s`` is taken at the worst phase of the cycle,
+    ``min(read_time_s, P)`` after the last write. After relaxation-aware programming
+    (:func:`reverify_step`) each cell continues from its state at the end of programming: age
+    ``age_s + t`` and its last verify's normal score (``sample_path_torch``); an age beyond the
+    model's last measured time by no more than the programming rounds' duration
+    (``reprogram_rounds * reprogram_wait_s``) is read at that last time."""
     t = ctx.cfg.read_time_s
     if t == 0:
         return state
     if ctx.relaxation is None:
         raise ConfigError(f"read_time_s={t:g} needs a relaxation model (a relaxation table; see device.relaxation)")
-    g = ctx.relaxation.sample_torch(state.g_s, float(t), ctx.generator("relaxation"))
-    return state.replace(g_s=g.to(ctx.cell_dtype))
+    r = ctx.cfg.retention
+    if r.refresh_period_s > 0:
+        t = min(t, r.refresh_period_s)
+    counter = getattr(ctx.relaxation, "clamped_cells", None)
+    clamped = int(counter(state.g_s)) if counter is not None else 0
+    if state.age_s is None:
+        g = ctx.relaxation.sample_torch(state.g_s, float(t), ctx.generator("relaxation"))
+        return state.replace(g_s=g.to(ctx.cell_dtype), clamped=clamped)
+    model = _path_model(ctx, "relaxation after relaxation-aware programming")
+    ages = state.age_s + float(t)
+    t_last = getattr(model, "t_max_s", None)
+    if t_last is not None:
+        slack = r.reprogram_rounds * r.reprogram_wait_s
+        ages = torch.where((ages > t_last) & (ages <= t_last + slack * (1 + 1e-9)), torch.full_like(ages, t_last), ages)
+    g, _ = model.sample_path_torch(state.g_s, state.age_s, state.z, ages, ctx.generator("relaxation"))
+    return state.replace(g_s=g.to(ctx.cell_dtype), clamped=clamped)
 
 
 def stuck_at_step(state: CellState, ctx: ProgramContext) -> CellState:
@@ -397,6 +512,7 @@ PROGRAMMING_STEPS: tuple[Callable[[CellState, ProgramContext], CellState], ...] 
     fault_map_step,
     encode_step,
     variation_step,
+    reverify_step,
     relaxation_step,
     stuck_at_step,
     read_voltage_step,

@@ -60,13 +60,15 @@ class CalibrationError(UserError):
 
 
 # -- tidy CSV ---------------------------------------------------------------------------------
-def read_tidy_csv(path: str | Path, *, text_columns: Sequence[str] = (), float_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def read_tidy_csv(path: str | Path, *, text_columns: Sequence[str] = (), float_columns: Sequence[str] = (),
+                  bad_numbers: Literal["raise", "nan"] = "raise") -> dict[str, np.ndarray]:
     """Read the named columns of a tidy CSV file (header line; other columns ignored).
 
     ``text_columns`` come back as arrays of str, ``float_columns`` as float64 (a column named in
     ``float_columns`` that the file lacks is simply absent from the result; the caller decides
     which are required). Raises :class:`CalibrationError` naming the line for an empty or
-    non-numeric value, and for a missing text column."""
+    non-numeric value (``bad_numbers="nan"``: such a value reads as NaN, for callers that drop
+    invalid rows themselves), and for a missing text column."""
     p = Path(path)
     if not p.is_file():
         raise CalibrationError(f"{p}: no such file")
@@ -97,24 +99,31 @@ def read_tidy_csv(path: str | Path, *, text_columns: Sequence[str] = (), float_c
                 try:
                     num[c].append(float(v))
                 except ValueError:
+                    if bad_numbers == "nan":
+                        num[c].append(math.nan)
+                        continue
                     raise CalibrationError(f"{p} line {line}: column {c!r} holds {v!r}, not a number") from None
     out: dict[str, np.ndarray] = {c: np.array(v, dtype=str) for c, v in text.items()}
     out.update({c: np.array(v, dtype=float) for c, v in num.items()})
     return out
 
 
-def conductance_column(data: dict[str, np.ndarray], where: str, name: str = "g") -> np.ndarray:
-    """``g_s`` from ``data`` (or ``1 / r_ohm``), checked finite and > 0. ``name="g0"`` reads
-    ``g0_s`` / ``r0_ohm``."""
+def conductance_column(data: dict[str, np.ndarray], where: str, name: str = "g", *, check: bool = True) -> np.ndarray:
+    """``g_s`` from ``data`` (or ``1 / r_ohm``), checked finite and > 0 (``check=False``: returned
+    as read, for callers that drop invalid rows themselves). ``name="g0"`` reads ``g0_s`` /
+    ``r0_ohm``."""
     gk, rk = f"{name}_s", ("r_ohm" if name == "g" else f"r{name[1:]}_ohm")
     if gk in data:
         g = np.asarray(data[gk], float)
         col = gk
     elif rk in data:
-        g = 1.0 / np.asarray(data[rk], float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = 1.0 / np.asarray(data[rk], float)
         col = rk
     else:
         raise CalibrationError(f"{where}: needs a column {gk!r} (S) or {rk!r} (ohm)")
+    if not check:
+        return g
     bad = ~(np.isfinite(g) & (g > 0))
     if bad.any():
         i = int(np.nonzero(bad)[0][0])

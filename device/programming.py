@@ -203,6 +203,9 @@ class LevelTable:
     #: With nonlinear (sinh) cells the chip's read sees another chord conductance
     #: (:func:`crossbar.pipeline.read_voltage_step` converts, the one place)
     v_read_v: float | None = None
+    #: (levels,) half-width of each level's write-verify window, S (:func:`verify_half_window`);
+    #: None where not known (measured tables). A re-verify after relaxation uses the same window
+    verify_half_window_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_int_range("bits_per_cell", self.bits_per_cell, 1, MAX_TABLE_BITS)
@@ -229,6 +232,11 @@ class LevelTable:
             if len(lab) != n or len(set(lab)) != n:
                 raise ValueError(f"labels must hold {n} distinct level labels, got {lab!r}")
             object.__setattr__(self, "labels", lab)
+        if self.verify_half_window_s is not None:
+            hw = np.asarray(self.verify_half_window_s, float)
+            if hw.shape != (n,) or not (np.all(np.isfinite(hw)) and np.all(hw > 0)):
+                raise ValueError(f"verify_half_window_s must hold {n} positive half-widths (S)")
+            object.__setattr__(self, "verify_half_window_s", hw)
         if (self.g_measured_s is None) != (self.measured_level is None):
             raise ValueError("g_measured_s and measured_level go together")
         if self.g_measured_s is not None:
@@ -425,6 +433,8 @@ class LevelTable:
         })
         if self.labels is not None:
             arrays["label"] = T.Array(np.array(self.labels, dtype=str), "text", ("level",), "the input file's label of each level")
+        if self.verify_half_window_s is not None:
+            arrays["verify_half_window_s"] = T.Array(self.verify_half_window_s, "S", ("level",), "half-width of the write-verify window")
         if self.g_measured_s is not None:
             arrays["g_measured_s"] = T.Array(self.g_measured_s, "S", ("sample",), "every measured conductance, sorted by level then value")
             arrays["measured_level"] = T.Array(self.measured_level.astype(np.int32), "index", ("sample",), "level of each measured conductance")
@@ -471,6 +481,7 @@ class LevelTable:
             read_noise_rel=_table_read_noise(t),
             read_noise_source=str(t.attrs.get("read_noise_source", "")),
             v_read_v=_table_read_voltage(t),
+            verify_half_window_s=_table_verify_window(t, g_t),
         )
 
 
@@ -482,6 +493,21 @@ def _table_read_voltage(t: Any) -> float | None:
     prog = t.config.get("programming") if isinstance(t.config, dict) else None
     v = prog.get("v_read_v") if isinstance(prog, dict) else None
     return float(v) if v is not None else None
+
+
+def _table_verify_window(t: Any, targets: np.ndarray) -> np.ndarray | None:
+    """The stored write-verify half-windows, or those the table's recorded programming config
+    implies (tables written before they were stored); None for measured tables."""
+    if "verify_half_window_s" in t.arrays:
+        return np.asarray(t["verify_half_window_s"], float)
+    prog = t.config.get("programming") if isinstance(t.config, dict) else None
+    if not isinstance(prog, dict):
+        return None
+    try:
+        cfg = ProgrammingConfig.from_dict(prog)
+    except ConfigError:
+        return None
+    return verify_half_window(targets, cfg)
 
 
 def _table_read_noise(t: Any) -> float:
@@ -837,6 +863,7 @@ def program_levels(
         pulses=pulses.reshape(L, n_devices),
         read_noise_rel=cfg.read_noise_rel,
         v_read_v=cfg.v_read_v,
+        verify_half_window_s=verify_half_window(targets, cfg),
     )
     return ProgrammingResult(
         table=table,

@@ -82,9 +82,13 @@ class RelaxationData:
     time_s: np.ndarray
     g_s: np.ndarray
     g0_s: np.ndarray
+    #: cells (and their reads) left out because one of their reads was invalid (``drop_invalid``)
+    dropped_cells: int = 0
+    dropped_reads: int = 0
 
     def subset(self, mask: np.ndarray) -> "RelaxationData":
-        return RelaxationData(self.cell[mask], self.time_s[mask], self.g_s[mask], self.g0_s[mask])
+        return RelaxationData(self.cell[mask], self.time_s[mask], self.g_s[mask], self.g0_s[mask],
+                              self.dropped_cells, self.dropped_reads)
 
     def split_cells(self, rng: np.random.Generator, fraction: float = 0.5) -> tuple["RelaxationData", "RelaxationData"]:
         """Two disjoint halves by cell (a random ``fraction`` of the cells, the rest)."""
@@ -94,20 +98,46 @@ class RelaxationData:
         return self.subset(m), self.subset(~m)
 
 
-def relaxation_data(cell: Sequence, time_s: np.ndarray, g_s: np.ndarray, g0_s: np.ndarray | None = None) -> RelaxationData:
+def relaxation_data(cell: Sequence, time_s: np.ndarray, g_s: np.ndarray, g0_s: np.ndarray | None = None, *,
+                    drop_invalid: bool = False) -> RelaxationData:
     """Check and normalise relaxation reads. Without ``g0_s`` each cell's earliest read is its
     programmed conductance (and that read is not a relaxation sample). Reads at ``time_s <= 0``
-    are dropped once ``g0`` is known (they are the programming read)."""
+    are dropped once ``g0`` is known (they are the programming read).
+
+    A read is invalid when its time is not finite or negative, or its conductance (or ``g0``) is
+    not finite and positive (a negative or NaN read of a measurement file). By default an invalid
+    read is an error naming the row; ``drop_invalid=True`` instead leaves out every read of each
+    cell that has an invalid one (a cell with a broken read has no trustworthy trajectory) and
+    records how many cells and reads went (:attr:`RelaxationData.dropped_cells`)."""
     cell = np.asarray([str(c) for c in cell]) if not np.issubdtype(np.asarray(cell).dtype, np.integer) else np.asarray(cell)
     t = np.asarray(time_s, float)
     g = np.asarray(g_s, float)
     if not (cell.shape == t.shape == g.shape) or t.ndim != 1:
         raise RelaxationError("cell, time_s and g_s must be 1-d and of one length")
-    if not (np.all(np.isfinite(t)) and np.all(t >= 0)):
-        raise RelaxationError("time_s must be finite and >= 0 (time since programming)")
-    if not (np.all(np.isfinite(g)) and np.all(g > 0)):
-        raise RelaxationError("conductances must be finite and > 0")
-    if g0_s is None:
+    g0 = None if g0_s is None else np.asarray(g0_s, float)
+    if g0 is not None and g0.shape != g.shape:
+        raise RelaxationError("g0_s must hold one value per row")
+    bad = ~(np.isfinite(t) & (t >= 0)) | ~(np.isfinite(g) & (g > 0))
+    if g0 is not None:
+        bad |= ~(np.isfinite(g0) & (g0 > 0))
+    dropped_cells = dropped_reads = 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        if not drop_invalid:
+            what = (f"time_s={t[i]!r}" if not (np.isfinite(t[i]) and t[i] >= 0)
+                    else f"g_s={g[i]!r}" if not (np.isfinite(g[i]) and g[i] > 0) else f"g0_s={g0[i]!r}")
+            raise RelaxationError(
+                f"row {i + 1} (cell {cell[i]}) holds an invalid read ({what}): times must be finite and >= 0, "
+                f"conductances finite and > 0 ({int(bad.sum())} such rows; drop_invalid / --drop-invalid leaves out "
+                "the cells that have one)"
+            )
+        gone = np.isin(cell, np.unique(cell[bad]))
+        dropped_cells, dropped_reads = int(np.unique(cell[bad]).size), int(gone.sum())
+        cell, t, g = cell[~gone], t[~gone], g[~gone]
+        g0 = None if g0 is None else g0[~gone]
+        if cell.size == 0:
+            raise RelaxationError(f"every cell holds an invalid read ({dropped_cells} cells): nothing left to fit")
+    if g0 is None:
         order = np.lexsort((t, cell))
         cs, first = np.unique(cell[order], return_index=True)
         g0_of = dict(zip(cs.tolist(), g[order][first].tolist()))
@@ -116,25 +146,29 @@ def relaxation_data(cell: Sequence, time_s: np.ndarray, g_s: np.ndarray, g0_s: n
         g0 = np.array([g0_of[c] for c in cell.tolist()])
         keep = ~first_row & (t > 0)
     else:
-        g0 = np.asarray(g0_s, float)
-        if g0.shape != g.shape or not (np.all(np.isfinite(g0)) and np.all(g0 > 0)):
-            raise RelaxationError("g0_s must be finite, > 0 and one per row")
         keep = t > 0
     if not keep.any():
         raise RelaxationError("no reads after programming (time_s > 0) to fit")
-    return RelaxationData(cell[keep], t[keep], g[keep], g0[keep])
+    return RelaxationData(cell[keep], t[keep], g[keep], g0[keep], dropped_cells, dropped_reads)
 
 
-def read_relaxation_csv(path: str | Path) -> RelaxationData:
-    """A tidy relaxation CSV: ``cell``, ``time_s``, ``g_s`` or ``r_ohm``, optional ``g0_s``."""
+def read_relaxation_csv(path: str | Path, *, drop_invalid: bool = False) -> RelaxationData:
+    """A tidy relaxation CSV: ``cell``, ``time_s``, ``g_s`` or ``r_ohm``, optional ``g0_s``.
+    ``drop_invalid``: leave out the cells with an invalid read (a non-numeric, empty, negative or
+    zero value) instead of refusing the file (:func:`relaxation_data`)."""
     from device.calibrate import conductance_column, read_tidy_csv
 
-    d = read_tidy_csv(path, text_columns=("cell",), float_columns=("time_s", "g_s", "r_ohm", "g0_s", "r0_ohm"))
+    d = read_tidy_csv(path, text_columns=("cell",), float_columns=("time_s", "g_s", "r_ohm", "g0_s", "r0_ohm"),
+                      bad_numbers="nan" if drop_invalid else "raise")
     if "time_s" not in d:
         raise RelaxationError(f"{path}: needs a column 'time_s' (time since programming, s)")
-    g = conductance_column(d, str(path))
-    g0 = conductance_column(d, str(path), "g0") if ("g0_s" in d or "r0_ohm" in d) else None
-    return relaxation_data(d["cell"], d["time_s"], g, g0)
+    check = not drop_invalid
+    g = conductance_column(d, str(path), check=check)
+    g0 = conductance_column(d, str(path), "g0", check=check) if ("g0_s" in d or "r0_ohm" in d) else None
+    try:
+        return relaxation_data(d["cell"], d["time_s"], g, g0, drop_invalid=drop_invalid)
+    except RelaxationError as exc:
+        raise RelaxationError(f"{path}: {exc}") from None
 
 
 def _time_groups(t: np.ndarray, ratio: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +183,57 @@ def _time_groups(t: np.ndarray, ratio: float = 1.5) -> tuple[np.ndarray, np.ndar
     return gid, centres
 
 
+def _normal_score_correlation(cell: np.ndarray, row_bin: np.ndarray, gid: np.ndarray, dg: np.ndarray,
+                              n_bins: int, n_times: int, min_pairs: int = 20) -> np.ndarray:
+    """(bins, times, times) correlation of the normal scores of one cell's ``dg`` at two time
+    points, per g0 bin: in each (bin, time) the reads are ranked (ties averaged), mapped to
+    ``z = Phi^-1((rank - 1/2) / n)``, and the correlation of ``z`` is taken over the cells read at
+    both times (a cell read twice in one time group uses its first read). Fewer than
+    ``min_pairs`` common cells: 0 (no dependence claimed). The diagonal is 1."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    cells, cid = np.unique(cell, return_inverse=True)
+    zc = np.zeros((n_bins, n_times, n_times))
+    for i in range(n_bins):
+        z = np.full((cells.size, n_times), np.nan)
+        for j in range(n_times):
+            m = np.flatnonzero((row_bin == i) & (gid == j))
+            if m.size == 0:
+                continue
+            zz = ndtri((rankdata(dg[m]) - 0.5) / m.size)
+            c = cid[m]
+            _, first = np.unique(c, return_index=True)
+            z[c[first], j] = zz[first]
+        for j in range(n_times):
+            zc[i, j, j] = 1.0
+            for k in range(j + 1, n_times):
+                both = np.isfinite(z[:, j]) & np.isfinite(z[:, k])
+                if both.sum() >= min_pairs:
+                    a, b = z[both, j], z[both, k]
+                    sa, sb = a.std(), b.std()
+                    r = float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb)) if sa > 0 and sb > 0 else 0.0
+                    zc[i, j, k] = zc[i, k, j] = r
+    return zc
+
+
+def _distinct_values(t: "Any", limit: int = 64) -> list[float]:
+    """The distinct values of a 1-d tensor ``t``, ascending: by repeated minimum when there are
+    few (cells' ages after a few programming rounds; cheaper than sorting millions), else by
+    ``torch.unique``."""
+    import torch
+
+    vals: list[float] = []
+    rest = t
+    while rest.numel():
+        v = rest.min()
+        vals.append(float(v))
+        if len(vals) > limit:
+            return [float(x) for x in torch.unique(t).cpu().tolist()]
+        rest = rest[rest != v]
+    return vals
+
+
 @dataclasses.dataclass(frozen=True)
 class RelaxationModel:
     """Measured distribution of ``g(t) - g0`` given ``g0``, tabulated (see the module docstring).
@@ -160,6 +245,14 @@ class RelaxationModel:
     ``g(t) - g0``; ``mean_drift_s`` / ``std_s`` / ``n_cells`` (bins, times) the data's mean and
     standard deviation of ``g(t) - g0`` and the reads behind them. ``g0_min_s`` / ``g0_max_s``:
     the fitted cells' programmed range; ``g_floor_s``: smallest conductance returned.
+
+    ``z_corr`` (bins, times, times), or None for tables fitted before it existed: how a cell's
+    change at one time predicts its change at another, as the correlation of the normal scores
+    (ranks mapped through the inverse normal) of one cell's ``g(t) - g0`` at the two times, per
+    g0 bin: the Gaussian copula of a cell's trajectory, used by :meth:`sample_path_torch` to
+    continue a cell's relaxation from a state seen earlier (relaxation-aware programming keeps
+    the cells that passed a verify). ``dropped_cells`` / ``dropped_reads``: cells left out of the
+    fit for an invalid read (``drop_invalid``).
     """
 
     g0_bin_s: np.ndarray
@@ -174,6 +267,9 @@ class RelaxationModel:
     g_floor_s: float
     source: str = ""
     temperature_note: str = "room temperature (the temperature of the measurement); no acceleration law"
+    z_corr: np.ndarray | None = None
+    dropped_cells: int = 0
+    dropped_reads: int = 0
 
     def __post_init__(self) -> None:
         b, t, p, q = (np.asarray(self.g0_bin_s, float), np.asarray(self.time_s, float),
@@ -189,6 +285,11 @@ class RelaxationModel:
         for name in ("mean_drift_s", "std_s"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), float))
         object.__setattr__(self, "n_cells", np.asarray(self.n_cells, np.int64))
+        if self.z_corr is not None:
+            zc = np.asarray(self.z_corr, float)
+            if zc.shape != (b.size, t.size, t.size) or not np.all(np.isfinite(zc)) or np.any(np.abs(zc) > 1 + 1e-9):
+                raise RelaxationError(f"z_corr must be (bins, times, times) = ({b.size}, {t.size}, {t.size}) correlations in [-1, 1]")
+            object.__setattr__(self, "z_corr", np.clip(zc, -1.0, 1.0))
 
     # -- fitting --------------------------------------------------------------------------------
     @classmethod
@@ -241,16 +342,19 @@ class RelaxationModel:
                 mean[i, j], std[i, j], cnt[i, j] = x.mean(), x.std(ddof=1), x.size
         if np.any(np.diff(centres) <= 0):
             raise RelaxationError("the programmed conductances are too concentrated to form ascending bins; use fewer bins")
+        zc = _normal_score_correlation(data.cell, row_bin, gid, dg, n_bins, tpts.size)
         return cls(
             g0_bin_s=centres, time_s=tpts, quantile_p=p, dg_quantile_s=Q, mean_drift_s=mean, std_s=std, n_cells=cnt,
             g0_min_s=float(g0_cell.min()), g0_max_s=float(g0_cell.max()),
-            g_floor_s=float(0.5 * min(data.g_s.min(), data.g0_s.min())), source=source,
+            g_floor_s=float(0.5 * min(data.g_s.min(), data.g0_s.min())), source=source, z_corr=zc,
+            dropped_cells=data.dropped_cells, dropped_reads=data.dropped_reads,
         )
 
     @classmethod
-    def fit_csv(cls, path: str | Path, **kw: Any) -> "RelaxationModel":
-        """:meth:`fit` on a tidy relaxation CSV (:func:`read_relaxation_csv`)."""
-        return cls.fit(read_relaxation_csv(path), source=kw.pop("source", str(path)), **kw)
+    def fit_csv(cls, path: str | Path, *, drop_invalid: bool = False, **kw: Any) -> "RelaxationModel":
+        """:meth:`fit` on a tidy relaxation CSV (:func:`read_relaxation_csv`; ``drop_invalid``
+        leaves out the cells with an invalid read and records how many)."""
+        return cls.fit(read_relaxation_csv(path, drop_invalid=drop_invalid), source=kw.pop("source", str(path)), **kw)
 
     # -- sampling -------------------------------------------------------------------------------
     def _check_time(self, time_s: float) -> float:
@@ -328,32 +432,190 @@ class RelaxationModel:
         Qn = self.quantiles_at(time_s)
         if float(time_s) == 0:
             return g0.clone()
-        dev = g0.device
+        u = torch.rand(g0.shape, generator=generator, device=g0.device, dtype=work)
+        return self._lookup_torch(g0, Qn, u)
+
+    def _lookup_torch(self, g0: "Any", Qn: np.ndarray, u: "Any", y: "Any" = None) -> "Any":
+        """``g0 + dg`` with ``dg`` the (bins, q) quantile table ``Qn`` at probabilities ``u``
+        (same shape as ``g0``), interpolated like :meth:`sample`; floored at ``g_floor_s``.
+        ``y``: the cells' bin positions (:meth:`_bin_position_torch`) when already known."""
+        import torch
+
+        work, dev = g0.dtype, g0.device
         # one fused bilinear lookup (grid_sample) in the (g0 bin, probability) table: the same
         # interpolation as sample(), without a dozen full-size temporaries
         Q = torch.as_tensor(Qn, dtype=work, device=dev)
-        b = torch.as_tensor(self.g0_bin_s, dtype=work, device=dev)
         nb, nq = Qn.shape
-        u = torch.rand(g0.shape, generator=generator, device=dev, dtype=work)
         flat = g0.reshape(-1)
         F = torch.nn.functional
-        if nb > 1:
-            # the fractional bin position of each g0 (piecewise linear between bin centres,
-            # clamped at the ends), looked up in a fine uniform table (a searchsorted costs 4x more)
-            b0, b1 = float(self.g0_bin_s[0]), float(self.g0_bin_s[-1])
-            fine = np.linspace(b0, b1, _POSITION_TABLE)
-            pos = np.interp(fine, self.g0_bin_s, np.arange(nb)) * (2.0 / (nb - 1)) - 1.0
-            pos_t = torch.as_tensor(pos, dtype=work, device=dev).view(1, 1, 1, -1)
-            xg = (flat - b0).mul_(2.0 / (b1 - b0)).sub_(1.0)
-            g1 = torch.stack((xg, torch.zeros_like(xg)), dim=-1).view(1, 1, -1, 2)
-            y = F.grid_sample(pos_t, g1, mode="bilinear", padding_mode="border", align_corners=True).view(-1)
-        else:
-            y = torch.zeros_like(flat)
+        if y is None:
+            y = self._bin_position_torch(flat) if nb > 1 else torch.zeros_like(flat)
         grid = torch.stack((u.reshape(-1).mul(2.0).sub_(1.0), y), dim=-1).view(1, 1, -1, 2)
         img = Q.view(1, 1, nb, nq) if nb > 1 else Q.expand(2, nq).reshape(1, 1, 2, nq)
         dg = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
         dg = dg.view(g0.shape)
         return dg.add_(g0).clamp_(min=self.g_floor_s)
+
+    def _bin_position_torch(self, flat: "Any") -> "Any":
+        """The fractional bin position of each g0 in ``flat`` mapped to [-1, 1] (grid_sample
+        coordinates): piecewise linear between bin centres, clamped at the ends, looked up in a
+        fine uniform table (a searchsorted costs 4x more)."""
+        import torch
+
+        nb = self.g0_bin_s.size
+        work, dev = flat.dtype, flat.device
+        b0, b1 = float(self.g0_bin_s[0]), float(self.g0_bin_s[-1])
+        fine = np.linspace(b0, b1, _POSITION_TABLE)
+        pos = np.interp(fine, self.g0_bin_s, np.arange(nb)) * (2.0 / (nb - 1)) - 1.0
+        pos_t = torch.as_tensor(pos, dtype=work, device=dev).view(1, 1, 1, -1)
+        xg = (flat - b0).mul_(2.0 / (b1 - b0)).sub_(1.0)
+        g1 = torch.stack((xg, torch.zeros_like(xg)), dim=-1).view(1, 1, -1, 2)
+        return torch.nn.functional.grid_sample(pos_t, g1, mode="bilinear", padding_mode="border", align_corners=True).view(-1)
+
+    # -- trajectories (relaxation-aware programming) -------------------------------------------
+    @property
+    def has_time_correlation(self) -> bool:
+        """Whether the table holds ``z_corr`` (needed to continue a cell's relaxation from a
+        state seen earlier: :meth:`sample_path_torch`)."""
+        return self.z_corr is not None
+
+    def time_correlation(self, t1_s: float, t2_s: float) -> np.ndarray:
+        """(bins,) normal-score correlation of a cell's change at ``t1_s`` and at ``t2_s``
+        (bilinear in ``(log10 t1, log10 t2)`` between the measured times, clamped to them; 1 when
+        the two times are equal)."""
+        if self.z_corr is None:
+            raise RelaxationError(
+                "this relaxation table holds no time correlation (z_corr): refit it with `device calibrate relaxation` "
+                "to continue cells' relaxation from a verify"
+            )
+        a, b = sorted((float(t1_s), float(t2_s)))
+        if a == b:
+            return np.ones(self.g0_bin_s.size)
+        lt = np.log10(self.time_s)
+        if lt.size == 1:
+            return self.z_corr[:, 0, 0].copy()
+
+        def pos(t: float) -> tuple[int, float]:
+            x = min(max(math.log10(t), lt[0]), lt[-1])
+            j = int(np.clip(np.searchsorted(lt, x, side="right") - 1, 0, lt.size - 2))
+            return j, (x - lt[j]) / (lt[j + 1] - lt[j])
+
+        (i, u), (j, v) = pos(a), pos(b)
+        Z = self.z_corr
+        r = ((1 - u) * (1 - v) * Z[:, i, j] + u * (1 - v) * Z[:, i + 1, j]
+             + (1 - u) * v * Z[:, i, j + 1] + u * v * Z[:, i + 1, j + 1])
+        return np.clip(r, -1.0, 1.0)
+
+    def sample_path_torch(self, g0_s: "Any", t_prev_s: "Any", z_prev: "Any", t_new_s: "Any", generator: "Any", *,
+                          out_of_range: Literal["raise", "clamp"] = "raise") -> tuple["Any", "Any"]:
+        """Continue each cell's relaxation: conductances (S) at age ``t_new_s`` given the
+        normal score ``z_prev`` its change had at age ``t_prev_s`` (0: a fresh cell, nothing
+        seen yet), and the new normal scores.
+
+        ``g0_s``, ``t_prev_s``, ``z_prev``, ``t_new_s``: tensors of one shape (ages in s, ``t_new_s
+        >= t_prev_s``, ``t_new_s`` within the measured times). The Gaussian copula of the table
+        (:attr:`z_corr`): ``z_new = rho z_prev + sqrt(1 - rho^2) e`` with ``rho`` the correlation
+        of the two ages (:meth:`time_correlation`, interpolated in g0 between bins), ``e ~ N(0, 1)``
+        (one ``torch.randn`` draw per cell); a fresh cell's ``z_new = e``; then ``g = g0 + Q(g0,
+        t_new, Phi(z_new))``, the table's quantile at that probability: each cell's change at
+        ``t_new`` has the table's marginal distribution, and depends on what was seen at
+        ``t_prev`` as the data's cells did."""
+        import torch
+
+        if self.z_corr is None:
+            self.time_correlation(1.0, 2.0)  # raises the clear error
+        work = torch.float32 if g0_s.dtype == torch.float32 else torch.float64
+        g0 = g0_s.to(work)
+        if g0.numel():
+            self._check_g0(np.array([float(g0.min()), float(g0.max())]), out_of_range)
+        dev = g0.device
+        tp = torch.as_tensor(t_prev_s, dtype=torch.float64, device=dev).expand(g0.shape).reshape(-1)
+        tn = torch.as_tensor(t_new_s, dtype=torch.float64, device=dev).expand(g0.shape).reshape(-1)
+        if bool((tn < tp).any()):
+            raise RelaxationRangeError("t_new_s must be >= t_prev_s (ages only grow)")
+        flat = g0.reshape(-1)
+        z = torch.randn(flat.shape, generator=generator, device=dev, dtype=work)  # e; a fresh cell's z
+        zp = torch.as_tensor(z_prev, dtype=work, device=dev).expand(g0.shape).reshape(-1)
+        # cells grouped by (t_prev, t_new): ages come from a handful of values (programming rounds)
+        nb = self.g0_bin_s.size
+        ypos = self._bin_position_torch(flat) if nb > 1 else torch.zeros_like(flat)
+        out = torch.empty_like(flat)
+        for a in _distinct_values(tp):
+            ma = tp == a
+            for b in _distinct_values(tn[ma]):
+                idx = torch.nonzero(ma & (tn == b)).view(-1)
+                g_i = flat.index_select(0, idx)
+                y_i = ypos.index_select(0, idx)
+                if a > 0:
+                    rb = torch.as_tensor(self.time_correlation(a, b), dtype=work, device=dev)
+                    if nb > 1:  # linear in g0 between bin centres, like the quantiles
+                        xb = (y_i + 1.0) * (0.5 * (nb - 1))
+                        i0 = xb.floor().clamp_(0, nb - 2)
+                        wt = xb - i0
+                        i0 = i0.to(torch.int64)
+                        rho = rb.index_select(0, i0) * (1 - wt) + rb.index_select(0, i0 + 1) * wt
+                    else:
+                        rho = rb.expand(idx.shape)
+                    zi = rho * zp.index_select(0, idx) + torch.sqrt(torch.clamp(1 - rho * rho, min=0.0)) * z.index_select(0, idx)
+                    z.index_copy_(0, idx, zi)
+                if b == 0:
+                    out.index_copy_(0, idx, g_i)
+                    continue
+                u = torch.special.ndtr(z.index_select(0, idx).double()).to(work)
+                out.index_copy_(0, idx, self._lookup_torch(g_i, self.quantiles_at(b), u, y_i))
+        return out.view(g0.shape), z.view(g0.shape)
+
+    @property
+    def t_max_s(self) -> float:
+        """The last measured time since programming, s (the model refuses later times)."""
+        return float(self.time_s[-1])
+
+    def clamped_cells(self, g0_s: Any) -> int:
+        """How many of ``g0_s`` (an array or a tensor) lie outside the fitted range
+        ``[g0_min_s, g0_max_s]`` (what ``out_of_range="clamp"`` gives the nearest bin's law)."""
+        lo, hi = self.g0_min_s * (1 - 1e-9), self.g0_max_s * (1 + 1e-9)
+        if hasattr(g0_s, "detach"):
+            return int(((g0_s < lo) | (g0_s > hi)).sum())
+        g = np.asarray(g0_s, float)
+        return int(((g < lo) | (g > hi)).sum())
+
+    def check_conductances(self, g_min_s: float, g_max_s: float, what: str, *, out_of_range: str = "raise") -> None:
+        """Raise :class:`RelaxationRangeError` (naming ``what``) when programmed conductances
+        spanning ``[g_min_s, g_max_s]`` leave the fitted range and ``out_of_range="raise"``: the
+        check before any work (a level table against this model)."""
+        if out_of_range not in ("raise", "clamp"):
+            raise RelaxationRangeError(f"out_of_range={out_of_range!r} is invalid: must be 'raise' or 'clamp'")
+        if out_of_range == "raise" and (g_min_s < self.g0_min_s * (1 - 1e-9) or g_max_s > self.g0_max_s * (1 + 1e-9)):
+            raise RelaxationRangeError(
+                f"{what} holds conductances {g_min_s * 1e6:.4g}..{g_max_s * 1e6:.4g} uS, outside the range the relaxation "
+                f"model was fitted on ({self.g0_min_s * 1e6:.4g}..{self.g0_max_s * 1e6:.4g} uS, {self.source or 'fitted'}); "
+                "choose levels inside it, or set relaxation.out_of_range=clamp to give those cells the nearest bin's law"
+            )
+
+    # -- moments (level placement) ---------------------------------------------------------------
+    def dg_moments(self, g0_s: np.ndarray, time_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and mean square (S, S^2) of ``g(t) - g0`` at ``time_s`` for programmed
+        conductances ``g0_s`` (any shape, clamped to the bin centres as the sampler does), exact
+        for the distribution :meth:`sample` draws from (piecewise linear in probability between
+        the table's quantiles, linear in g0 between bins with one common probability; the floor at
+        ``g_floor_s`` left out)."""
+        Q = self.quantiles_at(time_s)
+        g0 = np.asarray(g0_s, float)
+        if float(time_s) == 0:
+            return np.zeros(g0.shape), np.zeros(g0.shape)
+        a, b = Q[:, :-1], Q[:, 1:]
+        m1 = 0.5 * (a + b).mean(axis=1)  # (bins,)
+        nb = Q.shape[0]
+        if nb == 1:
+            m2 = ((a * a + a * b + b * b) / 3.0).mean(axis=1)
+            return np.full(g0.shape, m1[0]), np.full(g0.shape, m2[0])
+        i = np.clip(np.searchsorted(self.g0_bin_s, g0, side="right") - 1, 0, nb - 2)
+        w = np.clip((g0 - self.g0_bin_s[i]) / (self.g0_bin_s[i + 1] - self.g0_bin_s[i]), 0.0, 1.0)
+        sq = ((a * a + a * b + b * b) / 3.0).mean(axis=1)
+        cross = ((2 * a[:-1] * a[1:] + a[:-1] * b[1:] + b[:-1] * a[1:] + 2 * b[:-1] * b[1:]) / 6.0).mean(axis=1)  # (bins-1,)
+        mean = (1 - w) * m1[i] + w * m1[i + 1]
+        msq = (1 - w) ** 2 * sq[i] + 2 * w * (1 - w) * cross[i] + w**2 * sq[i + 1]
+        return mean, msq
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | Path, *, config: Any = None, attrs: dict[str, Any] | None = None) -> Path:
@@ -369,8 +631,12 @@ class RelaxationModel:
             "std_s": T.Array(self.std_s, "S", ("g0_bin_s", "time_s"), "data standard deviation of g(t) - g0"),
             "n_cells": T.Array(self.n_cells, "1", ("g0_bin_s", "time_s"), "reads behind each (bin, time)"),
         }
+        if self.z_corr is not None:
+            arrays["z_corr"] = T.Array(self.z_corr, "1", ("g0_bin_s", "time_s", "time_s"),
+                                       "correlation of the normal scores of one cell's g(t) - g0 at two times (Gaussian copula)")
         a = {"g0_min_s": self.g0_min_s, "g0_max_s": self.g0_max_s, "g_floor_s": self.g_floor_s, "source": self.source,
-             "form": "tabulated conditional quantiles, linear in g0 and log10(t)", "temperature": self.temperature_note}
+             "form": "tabulated conditional quantiles, linear in g0 and log10(t)", "temperature": self.temperature_note,
+             "dropped_cells": int(self.dropped_cells), "dropped_reads": int(self.dropped_reads)}
         a.update(attrs or {})
         return T.write_table(path, kind="relaxation", arrays=arrays, config=config, attrs=a)
 
@@ -388,6 +654,8 @@ class RelaxationModel:
             mean_drift_s=t["mean_drift_s"], std_s=t["std_s"], n_cells=t["n_cells"],
             g0_min_s=float(t.attrs["g0_min_s"]), g0_max_s=float(t.attrs["g0_max_s"]), g_floor_s=float(t.attrs["g_floor_s"]),
             source=str(t.attrs.get("source", path)), temperature_note=str(t.attrs.get("temperature", "")),
+            z_corr=t["z_corr"] if "z_corr" in t.arrays else None,
+            dropped_cells=int(t.attrs.get("dropped_cells", 0)), dropped_reads=int(t.attrs.get("dropped_reads", 0)),
         )
 
     def summary(self, bins: Sequence[int] | None = None) -> str:
@@ -396,6 +664,8 @@ class RelaxationModel:
         head = f"{'g0 uS':>8} " + " ".join(f"{t:>12.3g}s" for t in self.time_s)
         lines = [f"relaxation model: {self.g0_bin_s.size} g0 bins, times {self.time_s[0]:g}..{self.time_s[-1]:g} s; "
                  "mean drift / std of g(t)-g0 in uS", head]
+        if self.dropped_cells:
+            lines.insert(1, f"left out: {self.dropped_cells} cells ({self.dropped_reads} reads) with an invalid read")
         for i in idx:
             lines.append(f"{self.g0_bin_s[i] * 1e6:>8.2f} " + " ".join(
                 f"{self.mean_drift_s[i, j] * 1e6:>+6.2f}/{self.std_s[i, j] * 1e6:<6.2f}" for j in range(self.time_s.size)))

@@ -282,6 +282,16 @@ class _Relaxation:
     def sample_torch(self, g_s: Any, time_s: float, generator: Any) -> Any:
         return self.model.sample_torch(g_s, time_s, generator, out_of_range=self.out_of_range)
 
+    def sample_path_torch(self, g_s: Any, t_prev_s: Any, z_prev: Any, t_new_s: Any, generator: Any) -> Any:
+        return self.model.sample_path_torch(g_s, t_prev_s, z_prev, t_new_s, generator, out_of_range=self.out_of_range)
+
+    def clamped_cells(self, g_s: Any) -> int:
+        return self.model.clamped_cells(g_s) if self.out_of_range == "clamp" else 0
+
+    @property
+    def t_max_s(self) -> float:
+        return self.model.t_max_s
+
 
 def load_relaxation(cfg: SimConfig):
     """The relaxation model for ``crossbar.read_time_s > 0`` (None at 0: the effect is off);
