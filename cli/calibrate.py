@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rx.add_argument("--plot", default=None, help="also write mean drift and spread versus time (PNG)")
     rx.add_argument("--min-cells-per-bin", type=int, default=200, help="cells per g0 bin at least (default: %(default)s)")
     rx.add_argument("--max-bins", type=int, default=64, help="g0 bins at most (default: %(default)s)")
+    rx.add_argument("--drop-invalid", action="store_true",
+                    help="leave out every cell with an invalid read (negative, zero, non-finite or non-numeric "
+                    "conductance or time) instead of refusing the file; says how many and records it in the table")
     rx.set_defaults(func=_cmd_relaxation)
 
     from device.calibrate_pulses import register_cli as register_pulses
@@ -89,9 +92,13 @@ def _cmd_relaxation(args: argparse.Namespace) -> int:
     check_writable(args.out)
     if args.plot:
         check_writable(args.plot)
-    model = RelaxationModel.fit_csv(args.inp, min_cells_per_bin=args.min_cells_per_bin, max_bins=args.max_bins)
+    model = RelaxationModel.fit_csv(args.inp, min_cells_per_bin=args.min_cells_per_bin, max_bins=args.max_bins,
+                                    drop_invalid=args.drop_invalid)
+    if model.dropped_cells:
+        print(f"dropped {model.dropped_cells} cell(s) ({model.dropped_reads} reads) with an invalid read (--drop-invalid)")
     model.save(args.out, config={"command": "device calibrate relaxation", "input": str(args.inp),
-                                 "min_cells_per_bin": args.min_cells_per_bin, "max_bins": args.max_bins})
+                                 "min_cells_per_bin": args.min_cells_per_bin, "max_bins": args.max_bins,
+                                 "drop_invalid": bool(args.drop_invalid)})
     print(model.summary(range(0, model.g0_bin_s.size, max(1, model.g0_bin_s.size // 8))))
     if args.plot:
         plot_relaxation(model, args.plot)

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "All quantities in SI units (V, s, ohm, S, m)."
         ),
     )
-    sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults,calibrate}")
+    sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults,calibrate,levels}")
 
     def model_opts(q: argparse.ArgumentParser) -> None:
         from cli.presets import preset_args
@@ -122,11 +122,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fa.set_defaults(func=_cmd_faults)
 
     from cli.calibrate import register as register_calibrate
+    from cli.levels import register as register_levels
 
     register_calibrate(sub)
+    register_levels(sub)
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def model_options(q: argparse.ArgumentParser) -> None:
+    """The device-model options shared by the commands that simulate cells: ``--preset``,
+    ``--preset-file``, ``--set`` and ``--seed``."""
+    from cli.presets import preset_args
+
+    preset_args(q, choices=sorted(PRESETS), default=DEFAULT_PRESET, preset_help=f"device-model preset (default: {DEFAULT_PRESET})",
+                set_help="override a model parameter of the preset, SI units in the key name "
+                "(e.g. --set i0_a=5e-4 --set c2c_stochastic=false); repeatable",
+                file_help="model parameters from a JSON file, e.g. from `device calibrate pulses`")
+    q.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
+
+
 def check_output_path(path: str | None, what: str = "output") -> None:
     """Refuse an output path that cannot be written, before any work is done
     (:func:`device.io.check_writable`)."""

@@ -57,6 +57,7 @@ __all__ = [
     "compare_forms",
     "techb_bake_statistics",
     "plot_relaxation",
+    "level_moments",
 ]
 
 
@@ -670,6 +671,30 @@ class RelaxationModel:
             lines.append(f"{self.g0_bin_s[i] * 1e6:>8.2f} " + " ".join(
                 f"{self.mean_drift_s[i, j] * 1e6:>+6.2f}/{self.std_s[i, j] * 1e6:<6.2f}" for j in range(self.time_s.size)))
         return "\n".join(lines)
+
+
+def level_moments(model: RelaxationModel | None, level_samples_s: Sequence[np.ndarray], time_s: float, *,
+                  read_noise_rel: float = 0.0, out_of_range: Literal["raise", "clamp"] = "raise") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (S, S^2) of each level's read conductance ``time_s`` after programming:
+    ``level_samples_s[k]`` are level k's programmed conductances (write-verify samples), each
+    relaxes by ``model`` (exact moments of its sampler, :meth:`RelaxationModel.dg_moments`; no
+    relaxation for ``model=None`` or ``time_s=0``) and is read with relative read noise
+    ``read_noise_rel`` (variance ``read_noise_rel^2 E[g^2]``). What the engine's cells of each
+    digit look like at the read, averaged over the programming variation: the per-level statistics
+    of level placement and of relaxation-aware training."""
+    mu, var = [], []
+    for g0 in level_samples_s:
+        g0 = np.asarray(g0, float).ravel()
+        if model is None or float(time_s) == 0:
+            m1, m2 = np.zeros_like(g0), np.zeros_like(g0)
+        else:
+            model._check_g0(g0, out_of_range)
+            m1, m2 = model.dg_moments(g0, time_s)
+        e1 = float(np.mean(g0 + m1))
+        e2 = float(np.mean(g0 * g0 + 2 * g0 * m1 + m2))
+        mu.append(e1)
+        var.append(max(e2 - e1 * e1, 0.0) + read_noise_rel**2 * e2)
+    return np.array(mu), np.array(var)
 
 
 # -- validation -----------------------------------------------------------------------------------
