@@ -129,18 +129,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def model_options(q: argparse.ArgumentParser) -> None:
-    """The device-model options shared by the commands that simulate cells: ``--preset``,
-    ``--preset-file``, ``--set`` and ``--seed``."""
-    from cli.presets import preset_args
-
-    preset_args(q, choices=sorted(PRESETS), default=DEFAULT_PRESET, preset_help=f"device-model preset (default: {DEFAULT_PRESET})",
-                set_help="override a model parameter of the preset, SI units in the key name "
-                "(e.g. --set i0_a=5e-4 --set c2c_stochastic=false); repeatable",
-                file_help="model parameters from a JSON file, e.g. from `device calibrate pulses`")
-    q.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
-
-
 def check_output_path(path: str | None, what: str = "output") -> None:
     """Refuse an output path that cannot be written, before any work is done
     (:func:`device.io.check_writable`)."""

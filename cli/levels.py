@@ -20,7 +20,7 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``levels`` and its subcommands to the ``device`` command's subparsers ``sub``."""
-    from cli.device import model_options
+    from cli.options import model_options
 
     p = sub.add_parser("levels", help="level tables placed for a device's relaxation",
                        description="Level tables chosen for a device: placement against conductance relaxation.")
@@ -72,18 +72,21 @@ def _floats(text: str, flag: str) -> list[float]:
 def _cmd_optimize(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cli.device import _check_n, _params, _rng, check_output_path
+    from cli.options import check_count, device_params, seeded_rng
     from crossbar.config import CrossbarConfig
     from crossbar.placement import digit_matrices, gaussian_code_probs, optimize_window, plot_placement, window_error
     from device.config import ConfigError, apply_overrides, check_int_range
     from device.programming import ProgrammingConfig, program_levels
     from device.relaxation import RelaxationModel
 
-    check_output_path(args.out)
-    check_output_path(args.plot, "plot")
+    from device.io import check_writable
+
+    check_writable(args.out)
+    if args.plot:
+        check_writable(args.plot)
     check_int_range("--bits-per-cell", args.bits_per_cell, 1, 4)
-    _check_n("--devices", args.devices, 2)
-    _check_n("--grid", args.grid, 4)
+    check_count("--devices", args.devices, 2)
+    check_count("--grid", args.grid, 4)
     times = _floats(args.time_s, "--time-s")
     window = _floats(args.window, "--window") if args.window else None
     if window is not None and (len(window) != 2 or not 0 < window[0] < window[1]):
@@ -91,7 +94,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     model = RelaxationModel.load(args.relaxation)
     for t in times:
         model.quantiles_at(t)  # refuses a time outside the measured range, before any work
-    params = _params(args)
+    params = device_params(args)
     defaults = ProgrammingConfig().to_dict()
     defaults["bits_per_cell"] = args.bits_per_cell
     base = apply_overrides(ProgrammingConfig.from_dict(defaults), args.program_overrides, flag="--program-set")
@@ -101,7 +104,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     g_min, g_max = g_dev[0] * (1 + base.tolerance_rel), g_dev[1] * (1 - base.tolerance_rel)
     if window is not None:
         g_min, g_max = max(g_min, window[0]), min(g_max, window[1])
-    rng = _rng(args.seed)
+    rng = seeded_rng(args.seed)
     # the write-verify residuals g / target - 1 of these settings (a short run in the allowed range)
     lo_r = max(g_min, min(10e-6, g_max / 10))
     hi_r = min(g_max, max(100e-6, lo_r * 10))
