@@ -101,7 +101,8 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     from device.programming import LevelTable
     from cli.evaluate import show_config
     from cli.evaluate import sim_config_from_args
-    from nn.sim import build_levels, effective_crossbar, load_irdrop
+    from crossbar.config import RetentionConfig
+    from nn.sim import build_levels, check_relaxation_range, effective_crossbar, load_irdrop, load_relaxation
 
     fa_over = ["faultaware.reencode=true", "faultaware.placement=true"] if args.fault_aware else []
     sim = sim_config_from_args(args, _shortcut_overrides(args) + fa_over)
@@ -114,6 +115,8 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     levels = build_levels(sim)
     cfg, faults = effective_crossbar(sim, levels), sim.faults  # the read noise of eval (the table's by default)
     irdrop = load_irdrop(sim)
+    relaxation = load_relaxation(sim)  # None at read_time_s = 0
+    check_relaxation_range(sim, levels)  # before any work: the table inside the model's range
     b = cfg.bits_per_cell
     g_off, g_on = float(levels.g_target_s[0]), float(levels.g_target_s[-1])
     ideal = LevelTable.synthetic(bits_per_cell=b, g_on_s=g_on, g_off_s=g_off, sigma_rel=0.0,
@@ -125,14 +128,27 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
     ref_rms = float(y_ref.pow(2).mean().sqrt())
 
     varied = sim.levels.source == "table" or sim.levels.sigma_rel > 0
+    r = cfg.retention
     quiet = dict(ir_drop="ideal", read_noise_sigma_rel=0.0)
+    fresh = dict(quiet, read_time_s=0.0, retention=RetentionConfig())  # rows before relaxation: the chip as programmed
+    rap = RetentionConfig(reprogram_rounds=r.reprogram_rounds, reprogram_wait_s=r.reprogram_wait_s,
+                          reverify_window_frac=r.reverify_window_frac, reverify_reads=r.reverify_reads)
+    ref = rap.replace(refresh_period_s=r.refresh_period_s)
+    t = cfg.read_time_s
     steps = [
-        ("quantization (ideal devices, ideal ADC)", dict(adc_bits=None, **quiet), ideal, None),
-        (f"+ ADC {cfg.adc_bits}-bit {cfg.adc_range}", quiet, ideal, None) if cfg.adc_bits is not None else None,
-        ("+ programming variation", quiet, levels, None) if varied else None,
-        (f"+ stuck-at faults (rate {faults.rate:g})", quiet, levels, faults) if faults.rate > 0 else None,
+        ("quantization (ideal devices, ideal ADC)", dict(fresh, adc_bits=None), ideal, None),
+        (f"+ ADC {cfg.adc_bits}-bit {cfg.adc_range}", fresh, ideal, None) if cfg.adc_bits is not None else None,
+        ("+ programming variation", fresh, levels, None) if varied else None,
+        (f"+ stuck-at faults (rate {faults.rate:g})", fresh, levels, faults) if faults.rate > 0 else None,
         ("+ fault-aware mapping (" + "+".join(k for k in ("reencode", "placement") if getattr(sim.faultaware, k)) + ")",
-         quiet, levels, faults) if faults.rate > 0 and sim.faultaware.any else None,
+         fresh, levels, faults) if faults.rate > 0 and sim.faultaware.any else None,
+        (f"+ relaxation ({t:g} s after programming)", dict(quiet, retention=RetentionConfig()), levels, faults) if t > 0 else None,
+        (f"+ relaxation-aware programming ({r.reprogram_rounds} x {r.reprogram_wait_s:g} s)", dict(quiet, retention=rap),
+         levels, faults) if t > 0 and r.reprogram_rounds > 0 else None,
+        (f"+ refresh every {r.refresh_period_s:g} s", dict(quiet, retention=ref), levels, faults)
+        if t > 0 and r.refresh_period_s > 0 else None,
+        (f"+ drift compensation ({r.compensation}, {r.compensation_reads} reads)", quiet, levels, faults)
+        if r.compensation != "none" else None,
         (f"+ IR drop ({cfg.ir_drop})", dict(read_noise_sigma_rel=0.0), levels, faults) if cfg.ir_drop != "ideal" else None,
         (f"+ read noise (sigma {cfg.read_noise_sigma_rel:g})", {}, levels, faults) if cfg.read_noise_sigma_rel > 0 else None,
     ]
@@ -149,7 +165,7 @@ def _cmd_mvm(args: argparse.Namespace) -> int:
         mapped = mapped or label.startswith("+ fault-aware")
         c = cfg.replace(**change)
         pm = program_matrix(w, c, lv, fl, np.random.default_rng(args.seed), circuit=sim.circuit, irdrop=irdrop,
-                            read_noise="crossbar")
+                            read_noise="crossbar", relaxation=relaxation if c.read_time_s > 0 else None)
         if mapped:
             from mapping.faultaware import FaultAwareMapper  # the command line sits above every layer
 

@@ -699,6 +699,8 @@ def _program(
         irdrop = load_irdrop(irdrop, cfg)
     if cfg.read_time_s > 0 and relaxation is None:
         raise ConfigError(f"read_time_s={cfg.read_time_s:g} needs a relaxation model (relaxation=...)")
+    if cfg.read_time_s > 0 and hasattr(relaxation, "check_levels"):
+        relaxation.check_levels(levels)  # the level table inside the model's fitted range, before any work
     seed = int(rng.integers(2**63))
     device = torch.device(device)
     ctx = ProgramContext(

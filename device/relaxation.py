@@ -580,7 +580,8 @@ class RelaxationModel:
         g = np.asarray(g0_s, float)
         return int(((g < lo) | (g > hi)).sum())
 
-    def check_conductances(self, g_min_s: float, g_max_s: float, what: str, *, out_of_range: str = "raise") -> None:
+    def check_conductances(self, g_min_s: float, g_max_s: float, what: str, *, out_of_range: str = "raise",
+                           table: str = "") -> None:
         """Raise :class:`RelaxationRangeError` (naming ``what``) when programmed conductances
         spanning ``[g_min_s, g_max_s]`` leave the fitted range and ``out_of_range="raise"``: the
         check before any work (a level table against this model)."""
@@ -589,9 +590,21 @@ class RelaxationModel:
         if out_of_range == "raise" and (g_min_s < self.g0_min_s * (1 - 1e-9) or g_max_s > self.g0_max_s * (1 + 1e-9)):
             raise RelaxationRangeError(
                 f"{what} holds conductances {g_min_s * 1e6:.4g}..{g_max_s * 1e6:.4g} uS, outside the range the relaxation "
-                f"model was fitted on ({self.g0_min_s * 1e6:.4g}..{self.g0_max_s * 1e6:.4g} uS, {self.source or 'fitted'}); "
+                f"model was fitted on ({self.g0_min_s * 1e6:.4g}..{self.g0_max_s * 1e6:.4g} uS, {table or self.source or 'fitted'}); "
                 "choose levels inside it, or set relaxation.out_of_range=clamp to give those cells the nearest bin's law"
             )
+
+    def check_levels(self, levels: Any, *, out_of_range: str = "raise", table: str = "") -> None:
+        """Before any work: raise :class:`RelaxationRangeError` when the programmed conductances
+        of level table ``levels`` (every sample a chip can draw) leave the fitted range and
+        ``out_of_range="raise"`` (:meth:`check_conductances`)."""
+        g = np.asarray(levels.g_samples_s, float)
+        lo, hi = float(g.min()), float(g.max())
+        gm = getattr(levels, "g_measured_s", None)
+        if gm is not None and np.size(gm):
+            lo, hi = min(lo, float(np.min(gm))), max(hi, float(np.max(gm)))
+        self.check_conductances(lo, hi, f"level table {getattr(levels, 'source', '') or '(in memory)'}", out_of_range=out_of_range,
+                                table=table)
 
     # -- moments (level placement) ---------------------------------------------------------------
     def dg_moments(self, g0_s: np.ndarray, time_s: float) -> tuple[np.ndarray, np.ndarray]:

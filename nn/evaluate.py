@@ -346,6 +346,18 @@ def result_key(
     return config_hash(k)
 
 
+def _say_clamped(chips: dict[str, Any], sim_cfg: SimConfig, trial: int) -> None:
+    """With ``relaxation.out_of_range="clamp"``, say on stderr how many cells of the chip were
+    outside the relaxation model's fitted range (they took the nearest bin's law)."""
+    n = sum(int((pm.retention or {}).get("clamped", 0)) for pm in chips.values())
+    if n:
+        import sys
+
+        total = sum(int(pm.fault_counts.sum()) for pm in chips.values())
+        print(f"relaxation: chip {trial}: {n} of {total} cells outside the relaxation model's fitted range took the "
+              "nearest bin's law (relaxation.out_of_range=clamp)", file=sys.stderr)
+
+
 @dataclasses.dataclass
 class EvalSession:
     """A loaded model and its tokenized dev split, reused across sim configs (studies).
@@ -456,10 +468,11 @@ class EvalSession:
                 self.attach_placement_weights(sim_cfg)
         rng = np.random.default_rng([seed, trial])
         if self._programmed:
-            reprogram_model(self.model, rng)
+            chips = reprogram_model(self.model, rng)
         else:
-            program_model(self.model, rng)
+            chips = program_model(self.model, rng)
             self._programmed = True
+        _say_clamped(chips, sim_cfg, trial)
         set_simulated(self.model, True)
         try:
             if sim_cfg.crossbar.needs_calibration:  # calibrated ADC ranges or per-layer DAC steps

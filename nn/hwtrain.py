@@ -29,7 +29,11 @@ Crossbar-matched variation (``noise_scale > 0``)
     proportional to it: a zero weight still has ``2 * n_slices`` HRS cells, each weighted by its
     slice's ``2**(bpc*s)``; with on/off 10 those dominate. Read noise
     (``crossbar.read_noise_sigma_rel``, drawn on every read by the engine) is folded in as extra
-    per-cell variance ``sigma_r**2 * E[g**2]``. Not modelled here: stuck-at faults, IR drop, ADC
+    per-cell variance ``sigma_r**2 * E[g**2]``. With ``crossbar.read_time_s > 0`` (relaxation-aware
+    training) ``mu(d)`` and ``sigma(d)`` are those of the cells as read at that time: every sample
+    of level ``d`` relaxed by the sim config's relaxation model (exact moments,
+    :func:`relaxed_moments`), so the view's mean carries the levels' drift and its noise their
+    spread at ``T``. Not modelled here: stuck-at faults, IR drop, ADC
     and DAC quantization (:meth:`HardwareView.describe` lists the ones the config turns on).
     With ``quantize=False`` the forward keeps ``w`` and only adds the noise. The view draws the
     noise independently per weight; with ``mapping="offset"`` the engine's weights of one tile
@@ -64,6 +68,7 @@ from device.config import ConfigError
 __all__ = [
     "CodeStats",
     "code_statistics",
+    "relaxed_moments",
     "quantize_like_engine",
     "HardwareView",
     "hardware_weights",
@@ -88,7 +93,7 @@ class CodeStats:
     dg_s: float
 
 
-def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
+def code_statistics(cfg: CrossbarConfig, levels: Any, moments: tuple[np.ndarray, np.ndarray] | None = None) -> CodeStats:
     """Per-code mean and std of the effective weight a chip programmed with ``cfg`` and ``levels``
     (a ``device.programming.LevelTable``) reads back with an ideal ADC and no IR drop.
 
@@ -98,6 +103,10 @@ def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
     through the engine's read-noise path (``read_noise_sigma_rel=1``), which sums
     ``4**(bpc*s) * std**2 / dg**2`` over the weight's cells (and its reference cells, offset
     mapping). See the module docstring for the equations.
+
+    ``moments``: per-level mean and variance of the cells' conductance (S, S^2) to use instead of
+    those of the table's samples: the cells as read ``read_time_s`` after programming
+    (:func:`relaxed_moments`, relaxation-aware training).
     """
     if not isinstance(cfg, CrossbarConfig):
         raise ValueError(f"cfg must be a CrossbarConfig, got {type(cfg).__name__}")
@@ -112,9 +121,14 @@ def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
     qt = QTensor(q=codes.to(code_dtype(cfg.weight_bits)), frac_bits=torch.zeros((), dtype=torch.int64), bits=cfg.weight_bits)
     layout = default_layout(n, 1, lut_cfg)
     digits = cell_digits(qt, layout, lut_cfg).numpy()  # (tiles, 1, cols)
-    g = np.asarray(levels.g_samples_s, dtype=np.float64)
-    mu = g.mean(axis=1)
-    var = g.var(axis=1)  # ddof=0: the engine draws uniformly from exactly these samples
+    if moments is None:
+        g = np.asarray(levels.g_samples_s, dtype=np.float64)
+        mu = g.mean(axis=1)
+        var = g.var(axis=1)  # ddof=0: the engine draws uniformly from exactly these samples
+    else:
+        mu, var = (np.asarray(m, dtype=np.float64) for m in moments)
+        if mu.shape != (levels.levels,) or var.shape != (levels.levels,):
+            raise ValueError(f"moments must be two ({levels.levels},) arrays: per-level mean and variance")
     sig_r = cfg.read_noise_sigma_rel
     sd = np.sqrt(var + sig_r**2 * (mu**2 + var))
     dg = level_step_s(levels)
@@ -123,6 +137,29 @@ def code_statistics(cfg: CrossbarConfig, levels: Any) -> CodeStats:
     nv = fold(torch.from_numpy(sd[digits]), qt, layout, lut_cfg.replace(read_noise_sigma_rel=1.0), dg, cpu, torch.float64).noise_var
     std = np.sqrt(nv[:, 0].numpy()) if nv is not None else np.zeros(n)
     return CodeStats(q_max=qm, mean=mean.numpy().copy(), std=std, dg_s=dg)
+
+
+def relaxed_moments(sim: Any, levels: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-level mean and variance (S, S^2) of the cells of ``sim``'s chip as read
+    ``crossbar.read_time_s`` after programming (with refresh, at most ``refresh_period_s``):
+    each of the level table's samples (what the engine draws) relaxed by the sim config's
+    relaxation model, exactly (:func:`device.relaxation.level_moments`). None at read time 0.
+    Relaxation-aware programming and drift compensation are not in these moments (the first
+    narrows the spread a little, the second rescales a column: training against the plain
+    relaxed chip is the conservative choice)."""
+    from device.relaxation import level_moments
+    from nn.sim import check_relaxation_range, load_relaxation
+
+    t = float(sim.crossbar.read_time_s)
+    if t == 0:
+        return None
+    check_relaxation_range(sim, levels)
+    hook = load_relaxation(sim)
+    r = sim.crossbar.retention
+    if r.refresh_period_s > 0:
+        t = min(t, r.refresh_period_s)
+    g = np.asarray(levels.g_samples_s, dtype=np.float64)
+    return level_moments(hook.model, list(g), t, out_of_range=sim.relaxation.out_of_range)
 
 
 def quantize_like_engine(w: torch.Tensor, cfg: CrossbarConfig) -> QTensor:
@@ -176,8 +213,10 @@ class HardwareView:
             self.levels_source = None
         else:
             lv = build_levels(sim) if levels is None else levels
-            self.stats = code_statistics(effective_crossbar(sim, lv), lv)  # the chip's read noise too
+            # the chip's read noise too; with crossbar.read_time_s > 0 its cells as relaxed at that time
+            self.stats = code_statistics(effective_crossbar(sim, lv), lv, relaxed_moments(sim, lv))
             self.levels_source = str(getattr(lv, "source", "?"))
+            self.read_time_s = float(sim.crossbar.read_time_s)
         self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def noiseless(self) -> "HardwareView":
@@ -257,6 +296,7 @@ class HardwareView:
             s = self.stats
             d.update({
                 "levels": self.levels_source,
+                "relaxation_read_time_s": self.read_time_s,
                 "dg_s": s.dg_s,
                 "noise_std_lsb_code0": float(self.noise_scale * s.std[s.q_max]),
                 "noise_std_lsb_max_code": float(self.noise_scale * s.std[-1]),

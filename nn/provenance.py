@@ -22,6 +22,7 @@ but no longer count as done for the new run. Hashes are cached per process by
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def table_digests(sim_cfg: Any) -> dict[str, str]:
     return out
 
 
-_CHECKED: set[tuple[str, str]] = set()
+_CHECKED: set[tuple[str, ...]] = set()
 
 
 def check_tables(sim_cfg: Any) -> dict[str, str]:
@@ -177,6 +178,10 @@ def check_tables(sim_cfg: Any) -> dict[str, str]:
     digests = table_digests(sim_cfg)
     for role, p in table_paths(sim_cfg).items():
         key = (role if role != "levels.table_path" else f"{role}:{sim_cfg.crossbar.bits_per_cell}", digests[role])
+        if role == "relaxation.table_path":  # checked against this config's levels, read time and rules
+            c = sim_cfg.crossbar
+            key += (json.dumps([sim_cfg.levels.to_dict(), digests.get("levels.table_path"), c.bits_per_cell, c.read_time_s,
+                                c.retention.to_dict(), sim_cfg.relaxation.out_of_range], sort_keys=True),)
         if key in _CHECKED:
             continue
         if role == "levels.table_path":
@@ -184,9 +189,9 @@ def check_tables(sim_cfg: Any) -> dict[str, str]:
         elif role == "irdrop_table":
             load_irdrop(sim_cfg)
         elif role == "relaxation.table_path":
-            from nn.sim import load_relaxation
+            from nn.sim import check_relaxation_range
 
-            load_relaxation(sim_cfg)
+            check_relaxation_range(sim_cfg)
         else:
             validate(p)
         _CHECKED.add(key)

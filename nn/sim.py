@@ -68,6 +68,7 @@ __all__ = [
     "RelaxationSpec",
     "effective_crossbar",
     "load_relaxation",
+    "check_relaxation_range",
     "config_hash",
     "level_table_path",
 ]
@@ -141,9 +142,10 @@ class RelaxationSpec(Config):
     #: relaxation table (HDF5 path or shipped name, device.relaxation.RelaxationModel.load); None = the shipped
     #: data/relaxation_techB.h5 (fitted to the tech-B measurements, see data/README.md)
     table_path: str | None = None
-    #: programmed conductances outside the table's fitted range: "clamp" (the nearest fitted
-    #: bin's distribution) or "raise"
-    out_of_range: Literal["raise", "clamp"] = "clamp"
+    #: programmed conductances outside the table's fitted range: "raise" (an error before any
+    #: work, in every entry point) or "clamp" (those cells take the nearest fitted bin's law; the
+    #: chip reports how many, ProgrammedMatrix.retention["clamped"])
+    out_of_range: Literal["raise", "clamp"] = "raise"
 
     def __post_init__(self) -> None:
         if self.table_path is not None and not isinstance(self.table_path, str):
@@ -278,6 +280,8 @@ class _Relaxation:
 
     model: Any
     out_of_range: str
+    #: the table file the model was loaded from (for messages)
+    path: str = ""
 
     def sample_torch(self, g_s: Any, time_s: float, generator: Any) -> Any:
         return self.model.sample_torch(g_s, time_s, generator, out_of_range=self.out_of_range)
@@ -287,6 +291,9 @@ class _Relaxation:
 
     def clamped_cells(self, g_s: Any) -> int:
         return self.model.clamped_cells(g_s) if self.out_of_range == "clamp" else 0
+
+    def check_levels(self, levels: Any) -> None:
+        self.model.check_levels(levels, out_of_range=self.out_of_range, table=self.path)
 
     @property
     def t_max_s(self) -> float:
@@ -304,11 +311,29 @@ def load_relaxation(cfg: SimConfig):
     return _load_relaxation(str(path.resolve()), path.stat().st_mtime_ns, cfg.relaxation.out_of_range)
 
 
+def check_relaxation_range(cfg: SimConfig, levels: Any = None) -> None:
+    """Before any work: with ``crossbar.read_time_s > 0``, refuse a level table whose
+    conductances leave the relaxation model's fitted range (unless ``relaxation.out_of_range`` is
+    "clamp") and a read age outside the model's measured times (the read time, or the refresh
+    period when shorter). Every entry point calls it (``program_matrix`` checks the table again)."""
+    rel = load_relaxation(cfg)
+    if rel is None:
+        return
+    rel.check_levels(build_levels(cfg) if levels is None else levels)
+    r = cfg.crossbar.retention
+    t = cfg.crossbar.read_time_s
+    rel.model.quantiles_at(min(t, r.refresh_period_s) if r.refresh_period_s > 0 else t)
+    if r.reprogram_rounds > 0:
+        rel.model.quantiles_at(r.reprogram_wait_s)
+        if not rel.model.has_time_correlation:
+            rel.model.time_correlation(1.0, 2.0)  # the clear error: refit the table
+
+
 @functools.lru_cache(maxsize=8)
 def _load_relaxation(path: str, mtime_ns: int, out_of_range: str) -> _Relaxation:
     from device.relaxation import RelaxationModel
 
-    return _Relaxation(RelaxationModel.load(path), out_of_range)
+    return _Relaxation(RelaxationModel.load(path), out_of_range, path)
 
 
 # --------------------------------------------------------------------------------------------
