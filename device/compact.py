@@ -44,9 +44,16 @@ published ``delta_g0 = 0.02 nm`` a full 1.5 nm switching event adds a gap spread
 0.02 nm, i.e. about 8 % in resistance. It is off when ``c2c_stochastic`` is false or no generator
 is given (the deterministic mode of the SPICE cross-check).
 
-Series element (1T1R): ``r_series_ohm`` and ``i_compliance_a`` put a resistance and a current
-limit (the access transistor) in series with the cell; :meth:`StanfordPKU.cell_voltage` divides
-every applied voltage, and the integrator follows a SET that the series element self-limits.
+Series element (1T1R): the access transistor in series with the cell, **polarity-aware** as in a
+real 1T1R. In SET (``V > 0``) its gate is held at a moderate voltage, so it is a resistance
+``r_series_ohm`` that saturates at the compliance current ``i_compliance_a``: the SET
+self-limits. In RESET (``V < 0``) the gate is driven hard and the transistor is only its small
+on-resistance plus the lines, ``r_series_reset_ohm`` (0 by default), with no current limit: a
+compliance in RESET would keep the cell from ever resetting (the cell voltage would stay below
+the ``F_min`` gate: the audit's 0 of 8 cells reset on a +-2 V sweep through 1 kOhm or 0.5 mA).
+:meth:`StanfordPKU.cell_voltage` divides every applied voltage accordingly, and the integrator
+follows a SET that the series element self-limits; :func:`set_limit_state` is the state a full
+SET through it reaches (where write-verify starts).
 A cell hotter than ``t_max_k`` refuses (:class:`OverheatError`).
 
 Device-to-device variation: :meth:`StanfordPKU.per_device` draws per-device ``I0`` and ``v0``
@@ -98,6 +105,7 @@ __all__ = [
     "OverheatError",
     "read_to_small_signal_s",
     "small_signal_to_read_s",
+    "set_limit_state",
 ]
 
 #: elementary charge, C (CODATA 2018, exact)
@@ -172,11 +180,17 @@ class StanfordPKUParams(Config):
     d2d_sigma_ln_vel0: float = 0.0
     #: device-to-device spread: relative sigma of gamma0 (normal), 1; assumption, not published
     d2d_sigma_rel_gamma0: float = 0.0
-    #: series resistance of the 1T1R cell (access transistor on-resistance plus lines), ohm;
-    #: 0 = the bare cell of Guan 2012. Divides every applied voltage (sweeps, pulses, writes)
+    #: series resistance of the 1T1R cell in SET polarity (V > 0: the access transistor at its
+    #: SET gate voltage, plus lines), ohm; 0 = the bare cell of Guan 2012. Divides every positive
+    #: applied voltage (sweeps, pulses, writes); the SET self-limits through it
     r_series_ohm: float = 0.0
-    #: compliance current of the access transistor (its saturation current), A; the cell
-    #: current never exceeds it (the transistor takes the rest of the voltage); 0 = none
+    #: series resistance in RESET polarity (V < 0: the access transistor driven hard, plus
+    #: lines), ohm; 0 = negligible against the cell. Assumption: a real 1T1R limits current in
+    #: SET, not in RESET, so this is much smaller than r_series_ohm
+    r_series_reset_ohm: float = 0.0
+    #: compliance current of the access transistor in SET (its saturation current at the SET
+    #: gate voltage), A: the SET current never exceeds it (the transistor takes the rest of the
+    #: voltage); no limit in RESET (the gate is driven hard); 0 = none
     i_compliance_a: float = 0.0
     #: temperature bound, K: a simulation whose cell gets hotter refuses (OverheatError). 1200 K
     #: is an assumption: the model's Arrhenius hopping is calibrated far below it, and a real
@@ -203,6 +217,7 @@ class StanfordPKUParams(Config):
         check_range("d2d_sigma_ln_vel0", self.d2d_sigma_ln_vel0, 0.0, 2.0)
         check_range("d2d_sigma_rel_gamma0", self.d2d_sigma_rel_gamma0, 0.0, 0.2)
         check_range("r_series_ohm", self.r_series_ohm, 0.0, 1e9)
+        check_range("r_series_reset_ohm", self.r_series_reset_ohm, 0.0, 1e9)
         check_range("i_compliance_a", self.i_compliance_a, 0.0, 10.0)
         check_range("t_max_k", self.t_max_k, self.t0_k, 1e5, lo_open=True)
 
@@ -315,6 +330,10 @@ class CompactModel(Protocol):
         """Inverse of :meth:`cell_voltage` (inf where the series element never allows it)."""
         ...
 
+    def has_series(self, p: Any) -> bool:
+        """Whether ``p`` has a series element at all (else :meth:`cell_voltage` is the identity)."""
+        ...
+
     def gate_voltage(self, state: np.ndarray, p: Any) -> np.ndarray:
         """|voltage| at which a cell in ``state`` starts to move (a threshold such as ``F_min``);
         ``inf`` where it never does, 0 where it always may. The integrator lands a step on the
@@ -406,23 +425,32 @@ class StanfordPKU:
         gam = np.max(np.asarray(self.gamma(np.asarray(p.g_min_m, float), p)))
         return float(p.f_min_v_per_m * p.t_ox_m / gam)
 
+    def has_series(self, p: Any) -> bool:
+        """True when ``p`` puts a series element (1T1R access transistor) in front of the cell."""
+        return any(float(getattr(p, k, 0.0)) > 0 for k in ("r_series_ohm", "r_series_reset_ohm", "i_compliance_a"))
+
     def cell_voltage(self, v_v: Any, state: np.ndarray, p: Any) -> np.ndarray:
-        """Voltage across the cell when ``v_v`` is applied to the 1T1R series of the cell,
-        ``r_series_ohm`` and a current limit ``i_compliance_a`` (both 0: ``v_v`` itself).
+        """Voltage across the cell when ``v_v`` is applied to the 1T1R series of the cell and its
+        access transistor: ``r_series_ohm`` with the current limit ``i_compliance_a`` in SET
+        (``v_v > 0``), ``r_series_reset_ohm`` and no limit in RESET (``v_v < 0``); all 0: ``v_v``.
 
         Solves ``u + R_s A sinh(u / V0) = |V|`` (``A = I0 exp(-g/g0)``) by Newton's method from
         the upper bound ``min(|V|, V0 asinh(|V| / (R_s A)))`` (the left side is convex and
-        increasing, so the iterates fall monotonically onto the root), then caps the current at
-        the compliance: ``u <= V0 asinh(I_cc / A)``. Sign of ``v_v`` kept."""
+        increasing, so the iterates fall monotonically onto the root), then caps the SET current
+        at the compliance: ``u <= V0 asinh(I_cc / A)``. Sign of ``v_v`` kept."""
         v = np.asarray(v_v, float)
-        r_s, i_cc = float(p.r_series_ohm), float(p.i_compliance_a)
-        if r_s == 0 and i_cc == 0:
+        r_set, r_reset, i_cc = float(p.r_series_ohm), float(p.r_series_reset_ohm), float(p.i_compliance_a)
+        if r_set == 0 and r_reset == 0 and i_cc == 0:
             return v
         a = p.i0_a * np.exp(-np.asarray(state, float) / p.g0_m)
+        pos = v > 0
         x = np.abs(v)
-        u = x
-        if r_s > 0:
-            u = np.minimum(x, p.v0_v * np.arcsinh(x / (r_s * a)))
+        r_s = np.where(pos, r_set, r_reset)
+        x, r_s, a, pos = np.broadcast_arrays(x, r_s, a, pos)
+        u = x.copy()
+        if r_set > 0 or r_reset > 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u = np.where(r_s > 0, np.minimum(x, p.v0_v * np.arcsinh(x / (r_s * a))), x)
             for _ in range(60):
                 sh = np.sinh(u / p.v0_v)
                 h = u + r_s * a * sh - x
@@ -431,17 +459,18 @@ class StanfordPKU:
                 if np.all(np.abs(step) <= 1e-13 * np.maximum(x, 1e-30)):
                     break
         if i_cc > 0:
-            u = np.minimum(u, p.v0_v * np.arcsinh(i_cc / a))
+            u = np.where(pos, np.minimum(u, p.v0_v * np.arcsinh(i_cc / a)), u)
         return np.sign(v) * u
 
     def applied_voltage(self, v_cell_v: Any, state: np.ndarray, p: Any) -> np.ndarray:
-        """Inverse of :meth:`cell_voltage`: the applied |voltage| at which the cell sees
-        ``v_cell_v`` (inf where the compliance keeps the cell below it)."""
+        """Inverse of :meth:`cell_voltage`: the applied voltage (same sign) at which the cell sees
+        ``v_cell_v`` (inf where the SET compliance keeps the cell below it)."""
         vc = np.asarray(v_cell_v, float)
         i = np.abs(self.current(vc, state, p))
-        va = np.abs(vc) + float(p.r_series_ohm) * i
+        pos = vc > 0
+        va = np.abs(vc) + np.where(pos, float(p.r_series_ohm), float(p.r_series_reset_ohm)) * i
         if float(p.i_compliance_a) > 0:
-            va = np.where(i > p.i_compliance_a, np.inf, va)
+            va = np.where(pos & (i > p.i_compliance_a), np.inf, va)
         return np.sign(vc) * va
 
     def gate_voltage(self, state: np.ndarray, p: Any) -> np.ndarray:
@@ -485,6 +514,24 @@ def small_signal_to_read_s(g_small_signal_s: Any, v_read_v: float, v0_v: float) 
     check_positive("v0_v", v0_v)
     x = v_read_v / v0_v
     return np.asarray(g_small_signal_s, float) * (np.sinh(x) / x)
+
+
+def set_limit_state(model: "CompactModel", p: Any, v_set_v: float) -> np.ndarray:
+    """(n,) the state a full SET at applied voltage ``v_set_v`` (> 0) reaches from the reset
+    state: where the series element (``cell_voltage``) closes the switching gate, i.e. the
+    smallest state at which ``v_set_v`` still puts the gate voltage across the cell. A bare cell
+    (no series element, or a model without a gate) reaches its lower bound: the SET runs away.
+    It is the "after a full SET" state write-verify starts from: a 1T1R cell cannot be brought
+    below it by its own pulses, so starting lower would start from an unreachable state."""
+    n = getattr(p, "n", 1)
+    lo, hi = model.state_bounds(p)
+    lo = np.broadcast_to(np.asarray(lo, float), (n,)).copy()
+    hi = np.broadcast_to(np.asarray(hi, float), (n,)).copy()
+    has_series = getattr(model, "has_series", None)
+    if has_series is None or not has_series(p) or getattr(model, "gate_voltage", None) is None:
+        return lo
+    va = np.full(n, float(v_set_v))
+    return _threshold_state(model, va, hi, -np.ones(n), p, lo, hi, lambda v, g, pp: model.cell_voltage(v, g, pp))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -564,7 +611,8 @@ def integrate(
     t = np.full(n, float(tb[0]))
     k = np.zeros(n, dtype=np.int64)  # next output index per device
     cell_v = getattr(model, "cell_voltage", None)
-    series = cell_v is not None and (float(getattr(p, "r_series_ohm", 0.0)) > 0 or float(getattr(p, "i_compliance_a", 0.0)) > 0)
+    has_series = getattr(model, "has_series", None)
+    series = cell_v is not None and has_series is not None and bool(has_series(p))
 
     def vcell(v_app: np.ndarray, g_: np.ndarray, pp: Any) -> np.ndarray:
         # the voltage across the cell (a 1T1R series element divides the applied one)
@@ -700,20 +748,23 @@ def _gate_opening_dt(
     if gate is None:
         return out
     vg = np.broadcast_to(np.asarray(gate(g, p), float), g.shape) * (1 + 1e-12)
+    targets = (vg, -vg)
     if series:
-        # the applied voltage at which the cell (closed: its state fixed) sees the gate voltage
+        # the applied voltage at which the cell (closed: its state fixed) sees the gate voltage,
+        # per polarity (the series element differs between SET and RESET)
         with np.errstate(over="ignore", invalid="ignore"):
-            vg = np.abs(np.broadcast_to(np.asarray(model.applied_voltage(vg, g, p), float), g.shape)) * (1 + 1e-12)
+            targets = tuple(np.broadcast_to(np.asarray(model.applied_voltage(sg * vg, g, p), float), g.shape) * (1 + 1e-12)
+                            for sg in (1.0, -1.0))
     v1 = sa * wave(t_try)
     span = t_try - ta
     with np.errstate(divide="ignore", invalid="ignore"):
         dvdt = (v1 - v0) / span
         cands = []
-        for target in (vg, -vg):
+        for target in targets:
             d = (target - v0) / dvdt
             cands.append(np.where((d > 0) & (d <= span) & np.isfinite(d), d, np.inf))
         d = np.minimum(cands[0], cands[1])
-    return np.where(opens & np.isfinite(vg), d, np.inf)
+    return np.where(opens & np.isfinite(d), d, np.inf)
 
 
 def _threshold_state(model: CompactModel, va: np.ndarray, g: np.ndarray, direction: np.ndarray, p: Any,
@@ -725,9 +776,11 @@ def _threshold_state(model: CompactModel, va: np.ndarray, g: np.ndarray, directi
     if gate is not None and applied is not None:
         # explicit: the gate is open at state x iff |va| reaches the applied voltage that puts
         # the gate voltage of x across the cell (no divider solve per probe)
+        sgn = np.where(np.asarray(va) < 0, -1.0, 1.0)
+
         def open_at(x: np.ndarray) -> np.ndarray:
             with np.errstate(over="ignore", invalid="ignore"):
-                need = np.abs(applied(gate(x, p), x, p))
+                need = np.abs(applied(sgn * gate(x, p), x, p))
             return np.abs(va) >= need
     else:
         def open_at(x: np.ndarray) -> np.ndarray:

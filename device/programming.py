@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from device.compact import Waveform, integrate
+from device.compact import Waveform, integrate, set_limit_state
 from device.config import (
     Config,
     ConfigError,
@@ -50,6 +50,7 @@ __all__ = [
     "clopper_pearson",
     "MAX_TABLE_BITS",
     "verify_half_window",
+    "UnconvergedError",
 ]
 
 #: largest bits per cell a level table may hold (measured tables: 32 levels of tech B = 5 bits);
@@ -89,8 +90,14 @@ class ProgrammingConfig(Config):
     v_set_start_v: float = 1.05
     #: amplitude of the first RESET (negative) pulse of a run of RESET pulses, |V|
     v_reset_start_v: float = 1.0
-    #: amplitude increment from one pulse to the next in the same direction, V
+    #: amplitude increment from one pulse to the next in the same direction, V (the first
+    #: step; it halves at every change of direction, down to v_step_min_v)
     v_step_v: float = 0.01
+    #: finest amplitude step, V: the resolution of the programming driver. A RESET of this
+    #: model is self-limiting (it ends where the F_min gate closes, a state set by the
+    #: amplitude alone), so a level is reached by RESET only if the amplitude can be set finely
+    #: enough: about 1 mV moves a top-level cell by 2 %. Assumption: a 0.5 mV driver step
+    v_step_min_v: float = 0.5e-3
     #: largest pulse amplitude, |V|
     v_max_v: float = 1.6
     #: flat-top duration of one pulse, s
@@ -99,6 +106,10 @@ class ProgrammingConfig(Config):
     t_edge_s: float = 2e-9
     #: pulses allowed per cell before it is given up (reported as not converged)
     max_pulses: int = 300
+    #: largest fraction of any level's cells that may end without converging (max_pulses
+    #: reached) before the run is refused (UnconvergedError, exit 2, no table) unless the caller
+    #: allows it (``allow_unconverged``, ``--allow-unconverged``)
+    max_unconverged_fraction: float = 0.02
     #: verify / read-out voltage, V (0.1 V, Stanford-PKU / MemTorch read voltage); must not switch the cell
     v_read_v: float = 0.1
     #: duration of one read, s: a read must not move the gap by more than 0.001 nm over it
@@ -126,10 +137,12 @@ class ProgrammingConfig(Config):
         check_positive("v_set_start_v", self.v_set_start_v)
         check_positive("v_reset_start_v", self.v_reset_start_v)
         check_range("v_step_v", self.v_step_v, 0.0, 1.0, lo_open=True)
+        check_range("v_step_min_v", self.v_step_min_v, 0.0, self.v_step_v, lo_open=True)
         check_range("v_max_v", self.v_max_v, max(self.v_set_start_v, self.v_reset_start_v), 10.0)
         check_positive("t_pulse_s", self.t_pulse_s)
         check_positive("t_edge_s", self.t_edge_s)
         check_int_range("max_pulses", self.max_pulses, 1, 100_000)
+        check_range("max_unconverged_fraction", self.max_unconverged_fraction, 0.0, 1.0)
         check_positive("v_read_v", self.v_read_v)
         check_positive("t_read_s", self.t_read_s)
         check_range("read_noise_rel", self.read_noise_rel, 0.0, 0.5)
@@ -206,6 +219,10 @@ class LevelTable:
     #: (levels,) half-width of each level's write-verify window, S (:func:`verify_half_window`);
     #: None where not known (measured tables). A re-verify after relaxation uses the same window
     verify_half_window_s: np.ndarray | None = None
+    #: (levels, n_devices) True where write-verify converged (None: every sample counts, e.g.
+    #: measured and synthetic tables). The fits use converged cells only; the samples the
+    #: engine draws and the counted read-out errors keep every cell (the chip has them)
+    converged: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_int_range("bits_per_cell", self.bits_per_cell, 1, MAX_TABLE_BITS)
@@ -225,8 +242,16 @@ class LevelTable:
             raise ValueError("g_target_s must be strictly ascending (level 0 = HRS)")
         if not (self.g_sa0_s > 0 and self.g_sa1_s > 0):
             raise ValueError("g_sa0_s and g_sa1_s must be > 0")
-        if self.v_read_v is not None and not (math.isfinite(self.v_read_v) and self.v_read_v > 0):
-            raise ValueError(f"v_read_v={self.v_read_v!r} is invalid: the table's read voltage must be > 0 V (or None)")
+        if self.v_read_v is not None:
+            v = float(self.v_read_v)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"v_read_v={self.v_read_v!r} is invalid: must be a finite voltage > 0 (or None)")
+            object.__setattr__(self, "v_read_v", v)
+        if self.converged is not None:
+            c = np.asarray(self.converged).astype(bool)
+            if c.shape != s.shape:
+                raise ValueError(f"converged must have the shape of g_samples_s {s.shape}, got {c.shape}")
+            object.__setattr__(self, "converged", c)
         if self.labels is not None:
             lab = tuple(str(x) for x in self.labels)
             if len(lab) != n or len(set(lab)) != n:
@@ -273,6 +298,20 @@ class LevelTable:
             return self.g_samples_s[k]
         return self.g_measured_s[self.measured_level == k]
 
+    def fit_samples(self, k: int) -> np.ndarray:
+        """The samples of level ``k`` the fits use (S): the converged cells where the table
+        records convergence (unconverged ones would distort a parametric tail), else all."""
+        if self.converged is None or self.g_measured_s is not None or self.converged[k].sum() < 2:
+            return self.level_samples(k)  # (a level with < 2 converged cells cannot be fitted on them)
+        return self.g_samples_s[k][self.converged[k]]
+
+    @property
+    def unconverged_per_level(self) -> np.ndarray:
+        """(levels,) cells that did not converge (0 where the table records no convergence)."""
+        if self.converged is None:
+            return np.zeros(self.levels, np.int64)
+        return (~self.converged).sum(axis=1)
+
     def _per_level(self, f) -> np.ndarray:
         if self.g_measured_s is None:
             return f(self.g_samples_s, axis=1)
@@ -295,11 +334,23 @@ class LevelTable:
 
     @property
     def ln_mu(self) -> np.ndarray:
-        return self._per_level(lambda x, axis=None: np.mean(np.log(x), axis=axis))
+        """(levels,) mean of ln(g / 1 S) of the fit samples (:meth:`fit_samples`)."""
+        return np.array([np.mean(np.log(self.fit_samples(k))) for k in range(self.levels)])
 
     @property
     def ln_sigma(self) -> np.ndarray:
-        return self._per_level(lambda x, axis=None: np.std(np.log(x), axis=axis, ddof=1))
+        """(levels,) standard deviation of ln(g) of the fit samples (:meth:`fit_samples`)."""
+        return np.array([np.std(np.log(self.fit_samples(k)), ddof=1) for k in range(self.levels)])
+
+    @property
+    def fit_mean_s(self) -> np.ndarray:
+        """(levels,) mean of the fit samples, S (converged cells)."""
+        return np.array([np.mean(self.fit_samples(k)) for k in range(self.levels)])
+
+    @property
+    def fit_std_s(self) -> np.ndarray:
+        """(levels,) standard deviation of the fit samples, S (converged cells)."""
+        return np.array([np.std(self.fit_samples(k), ddof=1) for k in range(self.levels)])
 
     @property
     def on_off_ratio(self) -> float:
@@ -371,12 +422,14 @@ class LevelTable:
         n_samples: int = 4096,
         rng: np.random.Generator,
         spacing: str = "conductance",
+        v_read_v: float | None = None,
     ) -> "LevelTable":
         """An analytic level table: targets equally spaced (in conductance by default) from
         ``g_off_s`` to ``g_on_s``; each level's samples have mean = target and standard
         deviation ``sigma_rel * target`` (lognormal with ``sigma_ln = sqrt(ln(1 + sigma_rel^2))``
         and ``mu = ln(target) - sigma_ln^2 / 2``, or normal, clipped at 1e-6 of the target so
-        conductances stay positive). For sigma and on/off sweeps."""
+        conductances stay positive). For sigma and on/off sweeps. ``v_read_v``: the read voltage
+        the conductances stand for (None: not stated)."""
         check_range("sigma_rel", sigma_rel, 0.0, 1.0)
         check_int_range("n_samples", n_samples, 2)
         check_choice("distribution", distribution, ("lognormal", "normal"))
@@ -394,11 +447,14 @@ class LevelTable:
             g_sa0_s=float(t[0]),
             g_sa1_s=float(t[-1]),
             source="synthetic",
+            v_read_v=v_read_v,
         )
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path: str | Path, *, config: Any = None, extra: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None) -> Path:
-        """Write a ``levels`` table (see :mod:`device.tables`) atomically; return its path."""
+    def save(self, path: str | Path, *, config: Any = None, extra: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None,
+             ngspice_version: str | None = None, netlist: str | None = None) -> Path:
+        """Write a ``levels`` table (see :mod:`device.tables`) atomically; return its path.
+        ``ngspice_version`` / ``netlist``: provenance of a table programmed through ngspice."""
         from device import tables as T
 
         pulses = np.zeros(self.g_samples_s.shape, np.int32) if self.pulses is None else np.asarray(self.pulses, np.int32)
@@ -412,12 +468,12 @@ class LevelTable:
             "pulses": T.Array(pulses, "1", ("level", "device"), "write pulses used (0: not programmed, synthetic)"),
             "g_mean_s": T.Array(self.g_mean_s, "S", ("level",), "sample mean"),
             "g_std_s": T.Array(self.g_std_s, "S", ("level",), "sample standard deviation"),
-            "ln_mu": T.Array(self.ln_mu, "1", ("level",), "mean of ln(g / 1 S) (lognormal fit)"),
-            "ln_sigma": T.Array(self.ln_sigma, "1", ("level",), "standard deviation of ln(g) (lognormal fit)"),
+            "ln_mu": T.Array(self.ln_mu, "1", ("level",), "mean of ln(g / 1 S) (lognormal fit, converged cells)"),
+            "ln_sigma": T.Array(self.ln_sigma, "1", ("level",), "standard deviation of ln(g) (lognormal fit, converged cells)"),
             "ks_normal": T.Array(np.array([f.ks_normal for f in fits]), "1", ("level",), "Kolmogorov-Smirnov statistic of the normal fit"),
             "ks_lognormal": T.Array(np.array([f.ks_lognormal for f in fits]), "1", ("level",), "Kolmogorov-Smirnov statistic of the lognormal fit"),
             "boundary": T.Array(np.arange(self.levels - 1), "index"),
-            "readout_error_rate": T.Array(err, "1", ("boundary",), "probability of reading a cell as its neighbour across boundary k|k+1 (lognormal fits, midpoint thresholds)"),
+            "readout_error_rate": T.Array(err, "1", ("boundary",), "probability of reading a cell as its neighbour across boundary k|k+1 (lognormal fits of the converged cells, midpoint thresholds)"),
         }
         emp = empirical_readout_error(self)
         arrays.update({
@@ -431,6 +487,9 @@ class LevelTable:
             "n_samples": T.Array(self.n_per_level, "1", ("level",), "samples per level"),
             "g_mean_data_s": T.Array(self.g_mean_s, "S", ("level",), "mean of the level's samples (measured ones where kept)"),
         })
+        if self.converged is not None:
+            arrays["converged"] = T.Array(self.converged.astype(np.int8), "1", ("level", "device"), "1 if the verify window was reached")
+            arrays["unconverged"] = T.Array(self.unconverged_per_level, "1", ("level",), "cells that did not converge (kept in g_s, left out of the fits)")
         if self.labels is not None:
             arrays["label"] = T.Array(np.array(self.labels, dtype=str), "text", ("level",), "the input file's label of each level")
         if self.verify_half_window_s is not None:
@@ -450,10 +509,15 @@ class LevelTable:
         }
         if self.read_noise_source:
             a["read_noise_source"] = self.read_noise_source
+        units = {"g_sa0_s": "S", "g_sa1_s": "S", "on_off_ratio": "1", "read_noise_rel": "1"}
         if self.v_read_v is not None:
+            # the read voltage the conductances were verified at: the crossbar converts from it
             a["v_read_v"] = float(self.v_read_v)
+            units["v_read_v"] = "V"
+        a["attr_units"] = units
         a.update(attrs or {})
-        return T.write_table(path, kind="levels", arrays=arrays, config=config, attrs=a)
+        return T.write_table(path, kind="levels", arrays=arrays, config=config, attrs=a, ngspice_version=ngspice_version,
+                             netlist=netlist)
 
     @classmethod
     def load(cls, path: str | Path) -> "LevelTable":
@@ -482,6 +546,7 @@ class LevelTable:
             read_noise_source=str(t.attrs.get("read_noise_source", "")),
             v_read_v=_table_read_voltage(t),
             verify_half_window_s=_table_verify_window(t, g_t),
+            converged=np.asarray(t["converged"]).astype(bool) if "converged" in t.arrays else None,
         )
 
 
@@ -623,12 +688,13 @@ def empirical_readout_error(
 
 
 def fit_levels(table: LevelTable) -> list[LevelFit]:
-    """Per-level normal and lognormal fits of ``table.g_samples_s`` with KS goodness of fit."""
+    """Per-level normal and lognormal fits with KS goodness of fit, on the converged cells
+    (:meth:`LevelTable.fit_samples`)."""
     from scipy import stats
 
     out = []
     for k in range(table.levels):
-        g = table.level_samples(k)
+        g = table.fit_samples(k)
         m, s = float(g.mean()), float(g.std(ddof=1))
         lg = np.log(g)
         lm, ls = float(lg.mean()), float(lg.std(ddof=1))
@@ -654,8 +720,9 @@ def readout_error_rate(table: LevelTable, method: Literal["lognormal", "normal",
     Thresholds are the midpoints between adjacent target conductances. Entry ``k`` is the mean of
     P(a cell of level k reads above threshold k) and P(a cell of level k+1 reads below it): the
     probability that a cell programmed to one of the two levels (equally likely) is read as the
-    other. ``method``: from the per-level lognormal (default) or normal fits, which resolve tails
-    beyond the sample size, or from the samples themselves.
+    other. ``method``: from the per-level lognormal (default) or normal fits of the converged
+    cells (:meth:`LevelTable.fit_samples`), which resolve tails beyond the sample size, or
+    counted on all the samples (``"empirical"``).
     """
     from scipy.special import ndtr
 
@@ -669,7 +736,7 @@ def readout_error_rate(table: LevelTable, method: Literal["lognormal", "normal",
         up = ndtr(-(lt - mu[:-1]) / sg[:-1])
         down = ndtr((lt - mu[1:]) / sg[1:])
     elif method == "normal":
-        mu, sg = table.g_mean_s, np.maximum(table.g_std_s, 1e-300)
+        mu, sg = table.fit_mean_s, np.maximum(table.fit_std_s, 1e-300)
         up = ndtr(-(th - mu[:-1]) / sg[:-1])
         down = ndtr((th - mu[1:]) / sg[1:])
     else:
@@ -694,10 +761,24 @@ class ProgrammingResult:
     converged: np.ndarray  #: (levels, n_devices) True where the verify window was reached
     error_rate: np.ndarray  #: (levels-1,) readout error rate per boundary (lognormal fits)
     model_config: Any = None
+    #: what applied the pulses and reads: "python" (the compact model) or "spice" (ngspice)
+    engine: str = "python"
+    #: the ngspice version of an ``engine="spice"`` run (None otherwise)
+    ngspice_version: str | None = None
+    #: a representative ngspice deck of such a run (one cell, one unit pulse), for provenance
+    netlist: str | None = None
+    #: True when the caller let the run through with more unconverged cells than
+    #: ``config.max_unconverged_fraction`` allows (recorded in the saved table)
+    unconverged_allowed: bool = False
 
     @property
     def on_off_ratio(self) -> float:
         return self.table.on_off_ratio
+
+    @property
+    def unconverged_fraction(self) -> np.ndarray:
+        """(levels,) fraction of each level's cells that did not converge within max_pulses."""
+        return 1.0 - self.converged.mean(axis=1)
 
     @property
     def outside_window_fraction(self) -> np.ndarray:
@@ -711,36 +792,65 @@ class ProgrammingResult:
     def save(self, path: str | Path, *, seed: int | None = None) -> Path:
         from device import tables as T
 
-        cfg = {"programming": self.config.to_dict(), "seed": seed}
+        cfg = {"programming": self.config.to_dict(), "seed": seed, "engine": self.engine}
         if self.model_config is not None:
             cfg["model"] = self.model_config.to_dict()
             cfg["model_name"] = self.model_config.model().name
-        extra = {"converged": T.Array(self.converged.astype(np.int8), "1", ("level", "device"), "1 if the verify window was reached")}
-        return self.table.save(path, config=cfg, extra=extra, attrs={"converged_fraction": float(self.converged.mean())})
+        attrs = {
+            "converged_fraction": float(self.converged.mean()),
+            "unconverged_cells": int((~self.converged).sum()),
+            "max_unconverged_fraction": float(self.config.max_unconverged_fraction),
+            "unconverged_allowed": bool(self.unconverged_allowed),
+            "engine": self.engine,
+        }
+        extra = {
+            "outside_window_fraction": T.Array(self.outside_window_fraction, "1", ("level",),
+                                               "converged cells whose conductance is outside the verify window"),
+        }
+        return self.table.save(path, config=cfg, extra=extra, attrs=attrs, ngspice_version=self.ngspice_version,
+                               netlist=self.netlist)
 
     def summary(self) -> str:
         """A short human-readable table (kOhm, uS for display)."""
         t = self.table
         lines = [
-            f"{t.bits_per_cell} bit(s)/cell, {t.levels} levels, {t.n_devices} devices per level; "
+            f"{t.bits_per_cell} bit(s)/cell, {t.levels} levels, {t.n_devices} devices per level ({self.engine} engine"
+            + (f", ngspice {self.ngspice_version}" if self.ngspice_version else "") + f"); "
             f"on/off {t.on_off_ratio:.2f}; converged {100 * self.converged.mean():.1f} %; "
             f"pulses mean {self.pulses.mean():.1f}, max {self.pulses.max()}",
             f"{'level':>5} {'target uS':>10} {'mean uS':>9} {'std/mean':>9} {'ln_sigma':>9} {'KS norm':>8} "
-            f"{'KS logn':>8} {'pulses':>7} {'outside':>8} {'err to next [95 % CI], counted':>34}",
+            f"{'KS logn':>8} {'pulses':>7} {'unconv':>6} {'outside':>8} {'err to next [95 % CI], counted':>34}",
         ]
         emp = empirical_readout_error(t)
         outside = self.outside_window_fraction
+        unconv = (~self.converged).sum(axis=1)
         for k, f in enumerate(self.fits):
             err = (f"{emp.rate[k]:.2e} [{emp.ci_low[k]:.1e}, {emp.ci_high[k]:.1e}] {emp.errors[k]}/{emp.trials[k]}"
                    if k < t.levels - 1 else "")
             lines.append(
-                f"{k:>5} {t.g_target_s[k] * 1e6:>10.2f} {f.mean_s * 1e6:>9.2f} {f.std_s / f.mean_s:>9.4f} "
+                f"{k:>5} {t.g_target_s[k] * 1e6:>10.2f} {t.g_mean_s[k] * 1e6:>9.2f} {t.g_std_s[k] / t.g_mean_s[k]:>9.4f} "
                 f"{f.ln_sigma:>9.4f} {f.ks_normal:>8.4f} {f.ks_lognormal:>8.4f} {self.pulses[k].mean():>7.1f} "
-                f"{100 * outside[k]:>7.1f}% {err:>34}"
+                f"{unconv[k]:>6d} {100 * outside[k]:>7.1f}% {err:>34}"
             )
-        lines.append(f"'outside': converged cells whose true conductance is outside the verify window; cell read-out "
-                     f"error from the lognormal fits (tails extrapolated, indicative only): {cell_error_rate(t):.3e}")
+        lines.append("mean, std/mean and the counted error: all cells; 'unconv': cells that did not converge within "
+                     f"max_pulses={self.config.max_pulses} (kept in the table, left out of the fits); 'outside': converged "
+                     "cells whose true conductance is outside the verify window; ln_sigma, KS and the cell read-out error "
+                     f"from the lognormal fits of the converged cells (tails extrapolated, indicative only): {cell_error_rate(t):.3e}")
+        if self.unconverged_allowed:
+            lines.append(f"WARNING: {unconv.sum()} cells did not converge (up to {100 * self.unconverged_fraction.max():.1f} % of a "
+                         f"level, more than max_unconverged_fraction={self.config.max_unconverged_fraction:g}); "
+                         "the table was written because unconverged cells were allowed, and records it")
         return "\n".join(lines)
+
+
+class UnconvergedError(ConfigError):
+    """Write-verify left more cells unconverged than ``max_unconverged_fraction`` allows: the
+    table would describe cells stuck wherever the pulse budget ran out. ``result`` holds the
+    run (its table is not written unless the caller allows unconverged cells)."""
+
+    def __init__(self, message: str, result: "ProgrammingResult"):
+        super().__init__(message)
+        self.result = result
 
 
 def program_levels(
@@ -751,6 +861,7 @@ def program_levels(
     rng: np.random.Generator,
     progress: bool = False,
     engine: Any = None,
+    allow_unconverged: bool = False,
 ) -> ProgrammingResult:
     """Program ``n_devices`` fresh cells per level by bidirectional ISPP write-verify.
 
@@ -761,13 +872,28 @@ def program_levels(
     Every cell (``levels * n_devices`` of them, each with its own device-to-device draw) starts
     at ``cfg.initial_state`` and loops: read (with read noise); stop when inside the verify
     window; else apply a SET pulse (read conductance too low) or a RESET pulse (too high).
-    Consecutive pulses of one direction grow by ``v_step_v`` from ``v_set_start_v`` /
-    ``v_reset_start_v`` up to ``v_max_v``; after a change of direction the new direction resumes
-    one step below the amplitude it last used (the cell's threshold is known to be near it).
+    Consecutive pulses of one direction grow by the cell's step (``v_step_v`` at first) from
+    ``v_set_start_v`` / ``v_reset_start_v`` up to ``v_max_v``. At every change of direction the
+    step halves (down to ``v_step_min_v``) and the new direction resumes one (new) step *below*
+    the amplitude it last used: the pulse that overshot was too strong, and its threshold is
+    known to be near. Near a level this is a bisection on the amplitude: this model's RESET ends
+    where the F_min gate closes, a state set by the amplitude alone, and its SET moves the gap by
+    at least ~13 % of the conductance once the gate opens, so a level is reached by the RESET
+    amplitude that lands in the window. (Before: the new direction resumed *at* the amplitude it
+    last used, so a cell whose two amplitudes straddled the window repeated the same SET and
+    RESET overshoots until ``max_pulses``; a deterministic cell never left that cycle, which is
+    what made the Python and ngspice pulse counts diverge on the lowest level.)
     All cells are integrated together (:func:`device.compact.integrate`).
 
+    The initial state is one the cell's own pulses reach: ``"hrs"`` is the largest gap (RESET is
+    not current-limited); ``"lrs"`` is where a full SET at ``v_max_v`` ends, which through a 1T1R
+    series element (``r_series_ohm``, ``i_compliance_a``) is the self-limited state
+    (:func:`device.compact.set_limit_state`), not the model's smallest gap.
+
     Raises :class:`ConfigError` when the read voltage would switch the cell or a target lies
-    outside the device's resistance range.
+    outside the device's resistance range, and :class:`UnconvergedError` when more than
+    ``cfg.max_unconverged_fraction`` of any level's cells end without converging, unless
+    ``allow_unconverged`` (the result then records that it was allowed).
     """
     from device.presets import default_params
     from device.simulate import check_read_voltage
@@ -792,13 +918,18 @@ def program_levels(
     half_w = np.repeat(verify_half_window(targets, cfg), n_devices)
     guard = cfg.verify_guard_sigmas * cfg.read_noise_rel / math.sqrt(cfg.verify_reads) * g_t
     accept_w = np.maximum(half_w - guard, 0.5 * half_w)
-    state = model.initial_state(pop, cfg.initial_state).astype(float)
+    if cfg.initial_state == "lrs":
+        state = np.broadcast_to(set_limit_state(model, pop, cfg.v_max_v), (n,)).astype(float)
+    else:
+        state = model.initial_state(pop, cfg.initial_state).astype(float)
     pulses = np.zeros(n, np.int32)
     done = np.zeros(n, bool)
     reached = np.zeros(n, bool)
-    amp_set = np.full(n, cfg.v_set_start_v)
-    amp_reset = np.full(n, cfg.v_reset_start_v)
+    # the last amplitude used in each direction (NaN: none yet), and the last direction
+    last_set = np.full(n, np.nan)
+    last_reset = np.full(n, np.nan)
     last_dir = np.zeros(n, np.int8)  # +1 SET, -1 RESET, 0 none yet
+    step = np.full(n, cfg.v_step_v)  # each cell's present amplitude step
     wave = Waveform(
         np.array([0.0, cfg.t_edge_s, cfg.t_edge_s + cfg.t_pulse_s, 2 * cfg.t_edge_s + cfg.t_pulse_s]),
         np.array([0.0, 1.0, 1.0, 0.0]),
@@ -833,26 +964,30 @@ def program_levels(
             break
         direction = np.where(err < 0, 1, -1).astype(np.int8)  # conductance too low -> SET
         turned = (last_dir[act] != 0) & (direction != last_dir[act])
-        # amplitude of this pulse: grow within a run, back off one step after a turn
-        a_s = amp_set[act]
-        a_r = amp_reset[act]
-        a_s = np.where(direction > 0, np.where(turned, a_s - cfg.v_step_v, a_s), a_s)
-        a_r = np.where(direction < 0, np.where(turned, a_r - cfg.v_step_v, a_r), a_r)
-        a_s = np.clip(a_s, cfg.v_set_start_v, cfg.v_max_v)
-        a_r = np.clip(a_r, cfg.v_reset_start_v, cfg.v_max_v)
-        v_amp = np.where(direction > 0, a_s, -a_r)
+        # amplitude of this pulse: the start amplitude for a direction's first pulse, one step
+        # more within a run; after a turn the step halves and the pulse is one step below the
+        # direction's last amplitude
+        st = np.where(turned, np.maximum(0.5 * step[act], cfg.v_step_min_v), step[act])
+        step[act] = st
+        prev = np.where(direction > 0, last_set[act], last_reset[act])
+        start = np.where(direction > 0, cfg.v_set_start_v, cfg.v_reset_start_v)
+        amp = np.where(np.isnan(prev), start, np.where(turned, prev - st, prev + st))
+        amp = np.clip(amp, start, cfg.v_max_v)
+        v_amp = np.where(direction > 0, amp, -amp)
         if engine is None:
             new_state = integrate(model, pop.subset(act), state[act], wave, t_end, v_scale=v_amp, rng=rng)[0]
         else:
             new_state = engine.pulse(pop.subset(act), state[act], wave, v_amp)
         state[act] = new_state
         pulses[act] += 1
-        amp_set[act] = np.where(direction > 0, np.minimum(a_s + cfg.v_step_v, cfg.v_max_v), a_s)
-        amp_reset[act] = np.where(direction < 0, np.minimum(a_r + cfg.v_step_v, cfg.v_max_v), a_r)
+        last_set[act] = np.where(direction > 0, amp, last_set[act])
+        last_reset[act] = np.where(direction < 0, amp, last_reset[act])
         last_dir[act] = direction
     g_true = model.current(cfg.v_read_v, state, pop) / cfg.v_read_v
     # converged: a verify read (read noise included) fell inside the window within max_pulses
-    converged = reached
+    converged = reached.reshape(L, n_devices)
+    frac = 1.0 - converged.mean(axis=1)
+    over = frac > cfg.max_unconverged_fraction
     table = LevelTable(
         bits_per_cell=cfg.bits_per_cell,
         g_target_s=targets,
@@ -864,13 +999,29 @@ def program_levels(
         read_noise_rel=cfg.read_noise_rel,
         v_read_v=cfg.v_read_v,
         verify_half_window_s=verify_half_window(targets, cfg),
+        converged=converged,
     )
-    return ProgrammingResult(
+    result = ProgrammingResult(
         table=table,
         config=cfg,
         fits=fit_levels(table),
         pulses=pulses.reshape(L, n_devices),
-        converged=converged.reshape(L, n_devices),
+        converged=converged,
         error_rate=empirical_readout_error(table).rate,
         model_config=params,
+        engine="python" if engine is None else str(getattr(engine, "name", type(engine).__name__)),
+        ngspice_version=None if engine is None else getattr(engine, "ngspice_version", None),
+        netlist=None if engine is None else getattr(engine, "netlist", None),
+        unconverged_allowed=bool(over.any() and allow_unconverged),
     )
+    if over.any() and not allow_unconverged:
+        worst = int(np.argmax(frac))
+        raise UnconvergedError(
+            f"write-verify did not converge for {int((~converged).sum())} of {converged.size} cells within "
+            f"max_pulses={cfg.max_pulses}: {100 * frac[worst]:.1f} % of level {worst} ({targets[worst] * 1e6:.4g} uS) and "
+            f"{int(over.sum())} level(s) above max_unconverged_fraction={cfg.max_unconverged_fraction:g}; no table written "
+            "(check that the targets are reachable with these pulses and series element, raise max_pulses or "
+            "max_unconverged_fraction, or allow unconverged cells: --allow-unconverged)",
+            result,
+        )
+    return result

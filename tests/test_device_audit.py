@@ -75,22 +75,53 @@ def test_series_resistance_and_compliance_limit_sweeps():
 
 
 def test_cell_voltage_inverts_the_series_divider():
-    p = P.replace(r_series_ohm=2e3, i_compliance_a=1e-3)
+    # a 1T1R: 2 kOhm and a 1 mA compliance in SET, 300 ohm and no limit in RESET
+    p = P.replace(r_series_ohm=2e3, i_compliance_a=1e-3, r_series_reset_ohm=300.0)
     gaps = np.linspace(p.g_min_m, p.g_max_m, 7)[:, None]
     v = np.linspace(-2.0, 2.0, 9)[None, :]
     vc = STANFORD_PKU.cell_voltage(v, gaps, p)
     i = STANFORD_PKU.current(vc, gaps, p)
     limited = np.isclose(np.abs(i), 1e-3, rtol=1e-9)
+    r_s = np.where(v > 0, 2e3, 300.0)
     # Kirchhoff: V = V_cell + R_s I wherever the transistor is not in compliance
-    np.testing.assert_allclose((vc + 2e3 * i)[~limited], np.broadcast_to(v, vc.shape)[~limited], atol=1e-12)
-    assert np.all(np.abs(i) <= 1e-3 * (1 + 1e-9))
+    np.testing.assert_allclose((vc + r_s * i)[~limited], np.broadcast_to(v, vc.shape)[~limited], atol=1e-12)
+    assert np.all(np.abs(i[:, v[0] > 0]) <= 1e-3 * (1 + 1e-9))
+    assert not limited[:, v[0] < 0].any() and np.abs(i[:, v[0] < 0]).max() > 1e-3  # no limit in RESET
     assert np.all(np.abs(vc) <= np.abs(v) + 1e-15)
+    # applied_voltage inverts cell_voltage in both polarities
+    np.testing.assert_allclose(STANFORD_PKU.applied_voltage(vc, gaps, p)[~limited], np.broadcast_to(v, vc.shape)[~limited],
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("series", [{"r_series_ohm": 1e3}, {"i_compliance_a": 5e-4}])
+def test_a_1t1r_cell_resets_on_a_2v_sweep(series):
+    # the audit (issue 21, item 3): through the README's 1 kOhm or 0.5 mA the default cell never
+    # reset on a +-2 V sweep (0 of 8); a real 1T1R limits current in SET only, so all 8 reset
+    # as the bare (deterministic) cell does on its own sweep
+    from device.presets import get_preset
+
+    p = get_preset("stanford_pku").replace(**series)
+    s = dc_sweep(p, n_devices=8, rng=np.random.default_rng(0), v_set_max_v=2.0, v_reset_max_v=2.0, n_points=401)
+    bare = dc_sweep(P, n_devices=8, n_points=401)
+    v_set, v_reset = s.thresholds_v()
+    assert np.isfinite(v_set).all() and np.isfinite(bare.thresholds_v()[1]).all()
+    assert np.isfinite(v_reset).sum() == 8
+    # HRS again at the end of the sweep (within 10 % of the bare cell's HRS), having SET well below it
+    np.testing.assert_allclose(s.r_read_ohm[-1], bare.r_read_ohm[-1].mean(), rtol=0.1)
+    assert np.all(s.r_read_ohm.min(axis=0) < s.r_read_ohm[-1] / 5)
+    # the SET current never exceeds the compliance; the RESET current is not limited
+    pos = s.v_v > 0
+    if "i_compliance_a" in series:
+        assert np.abs(s.i_a[pos]).max() <= 5e-4 * (1 + 1e-9)
+        assert np.abs(s.i_a[~pos]).max() > 5e-4
 
 
 def test_pulses_and_programming_go_through_the_series_element():
     p = P.replace(r_series_ohm=1e3, i_compliance_a=5e-4)
     r = pulse_train(p, [2.0, 2.0, -1.8], t_pulse_s=100e-9, n_devices=2)
-    assert np.abs(r.i_a).max() <= 5e-4 * (1 + 1e-9)
+    # the compliance limits the SET pulses; the RESET pulse (transistor driven hard) is not limited
+    assert np.abs(r.i_a[r.v_v > 0]).max() <= 5e-4 * (1 + 1e-9)
+    assert np.abs(r.i_a[r.v_v < 0]).max() > 5e-4 and r.r_read_ohm[-1].min() > 5 * r.r_read_ohm[1].max()
     with pytest.raises(OverheatError):
         pulse_train(P, [2.2], t_pulse_s=1e-6, initial="lrs")
 
@@ -145,16 +176,21 @@ def test_verify_window_is_a_fraction_of_the_level_spacing():
 
 def test_averaged_verify_reads_with_a_guard_band_keep_cells_inside_the_window():
     # the audit: one noisy verify read (1 % noise) accepted ~20 % of converged cells outside the
-    # +-3 % window; 4 averaged reads and a 2-sigma guard band bring that to (nearly) none
+    # +-3 % window; 4 averaged reads and a 2-sigma guard band bring that to about 1 %
     from device.presets import get_preset
     from device.programming import ProgrammingConfig, program_levels
 
     p = get_preset("stanford_pku")
     one = ProgrammingConfig(bits_per_cell=2, verify_reads=1, verify_guard_sigmas=0.0, window_spacing_frac=0.5)
     new = ProgrammingConfig(bits_per_cell=2)
-    r1 = program_levels(one, p, n_devices=32, rng=np.random.default_rng(0))
-    r4 = program_levels(new, p, n_devices=32, rng=np.random.default_rng(0))
+    r1 = program_levels(one, p, n_devices=32, rng=np.random.default_rng(0), allow_unconverged=True)
+    r4 = program_levels(new, p, n_devices=128, rng=np.random.default_rng(0))
     assert r1.outside_window_fraction.mean() > 0.10
-    assert r4.outside_window_fraction.mean() < 0.03 and r4.converged.mean() >= 0.95
+    # what today's write-verify achieves: the shipped 1-4 bit tables (512 cells a level) have
+    # 0.5-1.0 % of their cells outside (tests/test_level_tables_data.py holds them to 1.5 %);
+    # here 512 cells: at most 1 % plus 3 binomial standard deviations, sqrt(0.01/512) each
+    n_cells = r4.converged.sum()
+    assert r4.converged.all()
+    assert (r4.outside_window_fraction * r4.converged.sum(axis=1)).sum() / n_cells <= 0.01 + 3 * np.sqrt(0.01 / n_cells)
     # one read-noise figure: the table carries the verify reads' setting for inference
     assert r4.table.read_noise_rel == new.read_noise_rel

@@ -9,7 +9,14 @@ Cells are independent, so the runs of one loop iteration go to a pool of worker 
 the sha256 of the deck): an interrupted run resumes where it stopped, recomputing nothing.
 
 For small populations (tens of cells per level): about 40 ms of ngspice per pulse. The netlist is
-deterministic: no cycle-to-cycle term (compare with a Python run whose ``c2c_stochastic`` is off).
+deterministic: no cycle-to-cycle term (compare with a Python run whose ``c2c_stochastic`` is off),
+and it has no series element: a 1T1R cell (``r_series_ohm``, ``r_series_reset_ohm``,
+``i_compliance_a``) is refused rather than programmed as a bare cell.
+
+A table made this way records it: :func:`device.programming.program_levels` reads the engine's
+``name`` ("spice"), ``ngspice_version`` and a representative ``netlist`` (one nominal cell, one
+unit pulse), and the saved table carries them (root attributes ``engine`` and
+``ngspice_version``, dataset ``netlist``).
 """
 
 from __future__ import annotations
@@ -62,6 +69,9 @@ class SpiceEngine:
     kept so that a rerun resumes (None = no cache). Use as a context manager, or call
     :meth:`close`."""
 
+    #: what :func:`device.programming.program_levels` records as the table's engine
+    name = "spice"
+
     def __init__(self, processes: int = 2, cache_dir: str | Path | None = None) -> None:
         from device.config import check_int_range
 
@@ -78,6 +88,25 @@ class SpiceEngine:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def ngspice_version(self) -> str:
+        """The loaded libngspice version (recorded in the tables this engine makes)."""
+        from device.spice.runner import ngspice_version
+
+        return ngspice_version()
+
+    @property
+    def netlist(self) -> str:
+        """A representative deck: the nominal cell under one unit (1 V) pulse of the shape
+        write-verify uses, from the reset state (the decks of a run differ only in their
+        parameters, amplitude and initial gap)."""
+        from device.presets import stanford_pku_ideal
+        from device.spice.cell import cell_netlist
+
+        p = stanford_pku_ideal()
+        wave = Waveform(np.array([0.0, 2e-9, 102e-9, 104e-9]), np.array([0.0, 1.0, 1.0, 0.0]))
+        return cell_netlist(p, wave, gap0_m=p.g_max_m, t_max_step_s=wave.duration_s / 200)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
@@ -92,14 +121,27 @@ class SpiceEngine:
             self._pool = ProcessPoolExecutor(self.processes, mp_context=mp.get_context("spawn"))
         return np.array(list(self._pool.map(_run, jobs, chunksize=max(1, len(jobs) // (4 * self.processes)))))
 
+    @staticmethod
+    def _check_bare(pop: DeviceParams) -> None:
+        has_series = getattr(pop.model(), "has_series", None)
+        if has_series is not None and has_series(pop):
+            from device.config import ConfigError
+
+            raise ConfigError(
+                "--engine spice programs the bare cell: its netlist has no 1T1R series element "
+                "(r_series_ohm, r_series_reset_ohm, i_compliance_a must be 0); use --engine python"
+            )
+
     def pulse(self, pop: DeviceParams, gap_m: np.ndarray, wave: Waveform, v_amp: np.ndarray) -> np.ndarray:
         """Gaps after one pulse ``v_amp[i] * wave`` on each cell ``i`` of ``pop``."""
+        self._check_bare(pop)
         jobs = [(_cell_params(pop, i).to_dict(), wave.t_s.tolist(), (float(v_amp[i]) * wave.v_v).tolist(),
                  float(gap_m[i]), None, self.cache_dir) for i in range(pop.n)]
         return self._map(jobs)
 
     def read(self, pop: DeviceParams, gap_m: np.ndarray, v_read_v: float, t_read_s: float) -> np.ndarray:
         """Read conductances ``I(v_read) / v_read`` at the end of a read transient (edge 10 % of it)."""
+        self._check_bare(pop)
         t = [0.0, 0.1 * t_read_s, t_read_s]
         v = [0.0, v_read_v, v_read_v]
         jobs = [(_cell_params(pop, i).to_dict(), t, v, float(gap_m[i]), float(v_read_v), self.cache_dir) for i in range(pop.n)]
