@@ -9,7 +9,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_device_demo"]
+__all__ = ["run_device_demo", "demo_iv_sweep", "DEMO_IV_COMPLIANCE_A"]
+
+#: the I-V figure's cell: a 1T1R whose access transistor holds the SET current to 1 mA (a typical
+#: compliance, and the one at which the SET ends near the tables' 10 kOhm LRS level); its RESET is
+#: not limited (the transistor is driven hard). The bare cell swept to 1.5 V draws 94 mA and
+#: reaches 593 K: no real cell is swept that way
+DEMO_IV_COMPLIANCE_A = 1e-3
+
+
+def demo_iv_sweep(seed: int = 0) -> tuple[Any, Any]:
+    """The demo's I-V sweep (default +-1.5 V, 1 V/s) of 4 cells of the default preset behind a
+    1T1R access transistor with a ``DEMO_IV_COMPLIANCE_A`` SET compliance: (params, SweepResult)."""
+    from device.presets import default_params
+    from device.simulate import dc_sweep
+
+    cell_1t1r = default_params().replace(i_compliance_a=DEMO_IV_COMPLIANCE_A)
+    return cell_1t1r, dc_sweep(cell_1t1r, n_devices=4, rng=np.random.default_rng(seed))
 
 
 def run_device_demo(out_dir: str | Path, *, seed: int = 0, n_devices: int = 256, verbose: bool = True) -> dict[str, Any]:
@@ -28,22 +44,25 @@ def run_device_demo(out_dir: str | Path, *, seed: int = 0, n_devices: int = 256,
         empirical_readout_error,
         program_levels,
     )
-    from device.simulate import dc_sweep
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = default_params()
     summary: dict[str, Any] = {"preset": DEFAULT_PRESET, "seed": seed}
 
-    sweep = dc_sweep(params, n_devices=4, rng=np.random.default_rng(seed))
-    sweep.save(out / "iv.h5", config={"preset": DEFAULT_PRESET, "model": params.to_dict(), "seed": seed})
-    plot_iv(sweep, out / "iv.png")
+    cell_1t1r, sweep = demo_iv_sweep(seed)
+    sweep.save(out / "iv.h5", config={"preset": DEFAULT_PRESET, "model": cell_1t1r.to_dict(), "seed": seed})
+    plot_iv(sweep, out / "iv.png",
+            title=f"1T1R Stanford-PKU cell, SET compliance {DEMO_IV_COMPLIANCE_A * 1e3:g} mA: DC sweep")
     v_set, v_reset = sweep.thresholds_v()
     summary["iv"] = {
+        "i_compliance_a": DEMO_IV_COMPLIANCE_A,
         "v_set_v": [round(float(x), 4) for x in v_set],
         "v_reset_v": [round(float(x), 4) for x in v_reset],
         "r_min_ohm": float(sweep.r_read_ohm.min()),
         "r_max_ohm": float(sweep.r_read_ohm.max()),
+        "i_max_a": float(np.abs(sweep.i_a).max()),
+        "t_max_k": float(sweep.temperature_k.max()),
     }
 
     levels = {}
@@ -158,8 +177,9 @@ def _plot_readout_error(s: dict[str, Any], path: Path) -> Path:
 
 def _format(s: dict[str, Any]) -> str:
     lines = [
-        f"device ({s['preset']}): SET at {s['iv']['v_set_v']} V, RESET at {s['iv']['v_reset_v']} V, "
-        f"R {s['iv']['r_min_ohm'] / 1e3:.3g}-{s['iv']['r_max_ohm'] / 1e3:.4g} kOhm",
+        f"device ({s['preset']}, 1T1R with a {s['iv']['i_compliance_a'] * 1e3:g} mA SET compliance): SET at "
+        f"{s['iv']['v_set_v']} V, RESET at {s['iv']['v_reset_v']} V, R {s['iv']['r_min_ohm'] / 1e3:.3g}-"
+        f"{s['iv']['r_max_ohm'] / 1e3:.4g} kOhm, peak {s['iv']['i_max_a'] * 1e3:.3g} mA, {s['iv']['t_max_k']:.0f} K",
     ]
     for bits, d in s["write_verify"].items():
         errs = ", ".join(f"{e}/{n} [CI 0-{hi:.1e}]" if e == 0 else f"{e}/{n} [CI upper {hi:.1e}]"

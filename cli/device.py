@@ -104,6 +104,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "no cycle-to-cycle term) (default: %(default)s)")
     pr.add_argument("--processes", type=int, default=2, help="--engine spice: worker processes (default: %(default)s)")
     pr.add_argument("--cache-dir", default=None, help="--engine spice: keep finished transients here; a rerun resumes")
+    pr.add_argument("--allow-unconverged", action="store_true",
+                    help="write the table even when more than max_unconverged_fraction (default 0.02, --program-set) of "
+                    "a level's cells did not converge within max_pulses; the table records it (attribute "
+                    "unconverged_allowed) and a warning is printed. Without it such a run is an error (exit 2, no table)")
     pr.set_defaults(func=_cmd_program)
 
     fa = sub.add_parser(
@@ -269,10 +273,19 @@ def _cmd_program(args: argparse.Namespace) -> int:
         from device.spice.program import SpiceEngine
 
         with SpiceEngine(processes=args.processes, cache_dir=args.cache_dir) as eng:
-            res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress, engine=eng)
+            res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress, engine=eng,
+                                 allow_unconverged=args.allow_unconverged)
     else:
-        res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress)
+        res = program_levels(cfg, params, n_devices=args.devices, rng=rng, progress=args.progress,
+                             allow_unconverged=args.allow_unconverged)
     res.save(args.out, seed=args.seed)
+    if res.unconverged_allowed:
+        import sys
+
+        print(f"warning: {int((~res.converged).sum())} of {res.converged.size} cells did not converge (up to "
+              f"{100 * res.unconverged_fraction.max():.1f} % of a level, above max_unconverged_fraction="
+              f"{cfg.max_unconverged_fraction:g}); {args.out} written because of --allow-unconverged and records it",
+              file=sys.stderr)
     if args.plot:
         from device.plots import plot_levels
 

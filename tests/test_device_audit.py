@@ -194,3 +194,17 @@ def test_averaged_verify_reads_with_a_guard_band_keep_cells_inside_the_window():
     assert (r4.outside_window_fraction * r4.converged.sum(axis=1)).sum() / n_cells <= 0.01 + 3 * np.sqrt(0.01 / n_cells)
     # one read-noise figure: the table carries the verify reads' setting for inference
     assert r4.table.read_noise_rel == new.read_noise_rel
+
+
+def test_the_demo_iv_figure_shows_a_1t1r_cell():
+    # the audit: the demo's I-V figure was a bare cell drawing 94 mA and reaching 593 K
+    from cli.demo_device import DEMO_IV_COMPLIANCE_A, demo_iv_sweep
+
+    p, s = demo_iv_sweep(0)
+    assert p.i_compliance_a == DEMO_IV_COMPLIANCE_A > 0
+    pos = s.v_v > 0
+    assert np.abs(s.i_a[pos]).max() <= DEMO_IV_COMPLIANCE_A * (1 + 1e-9)
+    assert s.temperature_k.max() < 350.0
+    v_set, v_reset = s.thresholds_v()
+    assert np.isfinite(v_set).all() and np.isfinite(v_reset).all()  # it still SETs and RESETs
+    assert s.r_read_ohm.min() < 12e3 and s.r_read_ohm[-1].min() > 150e3  # LRS near the tables' 10 kOhm, back to HRS

@@ -115,3 +115,21 @@ def test_help_documents_units(capsys):
         _main(["device", "program", "--help"])
     text = capsys.readouterr().out
     assert "ohm" in text and "--bits-per-cell" in text
+
+
+def test_unconverged_programming_is_an_error_unless_allowed(tmp_path, capsys):
+    # the README's 1T1R example with the default targets: through 1 kOhm a full SET at 1.6 V ends
+    # near 28 kOhm, so the 10 kOhm level never converges. Before: a table of cells at the wrong
+    # conductance, exit 0, not a word
+    argv = ["device", "program", "--bits-per-cell", "1", "--devices", "2", "--seed", "0", "--set", "r_series_ohm=1000",
+            "--program-set", "max_pulses=40"]
+    out = tmp_path / "l.h5"
+    assert _main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "did not converge" in err and "--allow-unconverged" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+    assert _main(argv + ["--out", str(out), "--allow-unconverged"]) == 0
+    cap = capsys.readouterr()
+    assert "warning:" in cap.err and "--allow-unconverged" in cap.err and "WARNING" in cap.out
+    t = tables.read_table(out, kind="levels")
+    assert t.attrs["unconverged_allowed"] and t["unconverged"][1] == 2 and t["converged"][1].sum() == 0
