@@ -8,10 +8,13 @@ DAC (:func:`input_step`, :func:`dac_codes`, :func:`dac_cycles`)
     Inputs are quantized to ``input_bits``-bit symmetric codes with a step from the input format
     (:mod:`crossbar.quant`): static fixed point, or a dynamic (power-of-two) or scaled (real)
     step set per input vector (``input_granularity="vector"``, the default: what a per-vector
-    shifter does; a vector's read never depends on the other vectors of its batch) or fixed
-    once on calibration data per layer / row block. Codes are applied either all at once as a
-    bipolar voltage (``dac="multi_bit"``) or one two's-complement bit per cycle
-    (``dac="bit_serial"``; the MSB cycle weighs ``-2**(input_bits-1)``).
+    shifter does; a vector's read never depends on the other vectors of its batch), per input
+    vector and row block (``"tile_vector"``: each tile's DAC at its own inputs' range, the tile's
+    converted partial sums rescaled digitally before they are added) or fixed once on
+    calibration data per layer / row block. Codes are applied either all at once as a bipolar
+    voltage (``dac="multi_bit"``), one two's-complement bit per cycle (``dac="bit_serial"``;
+    the MSB cycle weighs ``-2**(input_bits-1)``), or in slices of ``dac_slice_bits`` bits per
+    cycle (multi-level voltages, the top slice signed; cycle ``j`` weighs ``2**(j b)``).
 Cell I-V (:func:`cell_code_map`, :func:`apply_code_map`)
     With sinh cells (``CircuitConfig.cell_v0_v > 0``) a cell at word-line voltage ``V`` passes
     ``g V h(V) / h(v_read_v)`` with ``h(V) = sinh(V/v0) / (V/v0)``, ``g`` its read conductance at
@@ -25,12 +28,17 @@ Analog sum
     domain, before the ADC. Read noise (``read_noise_sigma_rel``) perturbs each cell by
     ``N(0, (sigma M)^2)`` on every read; it enters as a Gaussian column current with the exact
     variance ``sum_i v_i^2 sigma^2 M_ij^2`` (:func:`add_read_noise`), drawn from a ``torch.Generator``.
+Column-current limit (:func:`clipped_column_currents`)
+    With ``i_col_max_a`` every physical column's current (HRS cells included) clips at the limit
+    before the analog subtraction, in every DAC cycle.
 ADC (:func:`adc_convert`)
     ``adc_bits`` signed codes ``[-2**(adc_bits-1), 2**(adc_bits-1) - 1]``; the step (in level
     steps) per row block and slice is the full-scale range or calibrated on data
     (:meth:`crossbar.engine.ProgrammedMatrix.calibrate`, each slice its own ADC reference, as
     CrossSim calibrates per slice). ``adc_scope="column"`` converts every slice column in every
-    cycle, ``"tile"`` the shift-added partial sum of each output.
+    cycle, ``"tile"`` the shift-added partial sum of each output. The ideal quantizer rounds;
+    a circuit kind (``adc_kind``: SAR, ramp, pipeline, cyclic) or any ADC flaw converts through
+    the chip's per-ADC transfer functions drawn once per chip (:mod:`crossbar.adc`).
 Shift-and-add
     Digital: over DAC cycles (``2**k``, the MSB negative) and slices (``2**(s * bits_per_cell)``),
     times each channel's output scale, summed over row blocks.
