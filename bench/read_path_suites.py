@@ -452,6 +452,7 @@ def run_adc_kinds(simulator, args) -> int:
     print("|---|---|---:|---:|---:|")
     for kind, label, bits, o, c in lines:
         print(f"| {kind} | {label} | {bits} | {o[0]:.4f} +- {o[1]:.4f} | {c[0]:.4f} +- {c[1]:.4f} |")
+    run_dnl(simulator, args)
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -478,3 +479,71 @@ def crosssim_bits(simulator, kind, bits, flaws, w, x_cal, x, ref, chips) -> tupl
     finally:
         b.crosssim_params = orig
     return float(np.mean(errs)), float(np.std(errs))
+
+
+def crosssim_transfer(simulator, kind: str, bits: int, flaws: dict, n_cols: int, seed: int, points_per_lsb: int = 32):
+    """Transition levels ``(n_cols, 2**bits - 1)`` of CrossSim's ``kind`` ADCs, in LSB units
+    (``V_ref = 2**(bits-1)`` LSB), measured by converting a fine ramp of inputs: each column's
+    first input above which the output reaches each code (missing codes repeat the level)."""
+    import bench_vs_crosssim as b
+
+    p = b.crosssim_params(simulator, input_bits=8, x_max=1.0, adc_bits=bits, bit_serial=False, adc_ranges=[1.0] * 4)
+    p.xbar.adc.mvm.model = CS_MODEL[kind]
+    for k, v in {**CS_STRUCT[kind], **flaws}.items():
+        setattr(p.xbar.adc.mvm, k, v)
+    p.validate()
+    np.random.seed(seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        core = simulator.AnalogCore(np.full((n_cols, 8), 0.01, np.float32), p)
+    adc = core.cores[0][0].adcs[0].mvm
+    h = 2.0 ** (bits - 1)
+    v = np.linspace(-1.0, 1.0, int(2 * h * points_per_lsb) + 1)  # in units of V_ref
+    out = np.stack([np.asarray(adc.convert(np.full(n_cols, x, np.float32))) for x in v], axis=1)  # (cols, points)
+    code = np.round(out * h - 0.5).astype(np.int64) + int(h)  # CrossSim's mid-rise levels -> 0 .. 2**bits - 1
+    code = np.maximum.accumulate(code, axis=1)  # monotone envelope: the first input reaching each code
+    t = np.empty((n_cols, 2**bits - 1))
+    for k in range(1, 2**bits):
+        idx = np.argmax(code >= k, axis=1)
+        t[:, k - 1] = np.where((code >= k).any(axis=1), v[idx] * h, np.inf)
+    return t
+
+
+def run_dnl(simulator, args) -> None:
+    """DNL and INL of each kind's ADCs with capacitor mismatch only (the sweeps' middle value), at
+    ``--kind-bits``: this project's transfer functions next to CrossSim's, measured with a fine
+    input ramp, one ADC per draw (CrossSim draws its capacitor errors once per array, so its
+    ADCs of one array are identical: one seed per ADC here). Each against its own ideal transfer
+    (this project mid-tread, CrossSim mid-rise). The textbook worst-code DNL sigma of a
+    binary-weighted CDAC is ``sigma_u sqrt(2**bits - 1)`` (Pelgrom scaling)."""
+    from crossbar.adc import AdcConfig, draw_transfer
+
+    b = args.kind_bits
+    h = 2 ** (b - 1)
+    n = 48
+    print(f"\n{b}-bit ADCs, capacitor mismatch only, {n} ADCs each: largest DNL sigma over codes and mean "
+          "largest |INL| (LSB)")
+    print("| kind | cap sigma | this project: DNL sigma (worst code) / max INL | CrossSim: DNL sigma / max INL | "
+          "textbook DNL sigma (binary CDAC) |")
+    print("|---|---:|---:|---:|---:|")
+    for kind, sweeps in KIND_SWEEPS.items():
+        _, cs_names, values = sweeps[0]
+        s = values[1]
+        t, codes, _ = draw_transfer(AdcConfig(kind=kind, bits=b, cap_sigma_rel=s), n, np.arange(n),
+                                    np.random.default_rng(0))
+        if codes is not None:  # pipeline / cyclic: transitions of the monotone envelope
+            v = np.linspace(-h - 1, h, 2**b * 32 + 1)
+            idx = np.stack([np.searchsorted(t[i], v) for i in range(n)])
+            c = np.maximum.accumulate(np.take_along_axis(codes, idx, 1), axis=1) + h
+            t = np.stack([[v[np.argmax(c[i] >= k)] if (c[i] >= k).any() else np.inf for k in range(1, 2**b)]
+                          for i in range(n)])
+        tc = np.concatenate([crosssim_transfer(simulator, kind, b, {n_: s for n_ in cs_names}, 8, seed)[:1]
+                             for seed in range(n)])
+        stats = []
+        for tt, ideal in ((t, np.arange(1, 2**b) - h - 0.5), (tc, np.arange(1, 2**b) - h)):
+            tt = np.where(np.isfinite(tt), tt, ideal)
+            dnl = np.diff(tt, axis=1) - 1.0
+            inl = np.abs(tt - ideal).max(axis=1)
+            stats.append(f"{np.std(dnl, axis=0).max():.3f} / {np.mean(inl):.2f}")
+        book = f"{s * np.sqrt(2**b - 1):.3f}" if kind in ("sar", "ramp") else "-"
+        print(f"| {kind} | {s:g} | {stats[0]} | {stats[1]} | {book} |")
