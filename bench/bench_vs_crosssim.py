@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                          "bench/read_path_suites.py")
     ap.add_argument("--layer", type=int, default=2, help="read-path / adc-kinds: MiniLM encoder layer (0-5)")
     ap.add_argument("--cases", default="", help="read-path: comma-separated substrings of the cases to run")
+    ap.add_argument("--peers", default="crosssim,aihwkit", help="read-path: the peers to run (comma-separated)")
     ap.add_argument("--kind-layer", default="attn_out", help="adc-kinds: the MiniLM layer kind (query ... ffn_out)")
     ap.add_argument("--kind-bits", type=int, default=6, help="adc-kinds: ADC bits of the flaw sweeps")
     ap.add_argument("--chips", type=int, default=3, help="adc-kinds: chips (flaw draws) per point")
