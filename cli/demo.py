@@ -122,16 +122,23 @@ def run_demo(
     from cli.demo_device import run_device_demo
 
     _say("[1/5] device: I-V curve, level histograms, read-out errors")
+    phase: dict[str, float] = {}
+    t_phase = time.perf_counter()
     run_device_demo(out / "device")
+    phase["device figures"] = time.perf_counter() - t_phase
     made["figures"] += [str(p) for p in sorted((out / "device").glob("*.png"))]
     # 2. IR drop figures
     from crossbar.irdrop import demo_figures
 
     _say("[2/5] crossbar: IR-drop figures")
+    t_phase = time.perf_counter()
     made["figures"] += [str(p) for p in demo_figures(out / "irdrop")]
+    phase["IR-drop figures"] = time.perf_counter() - t_phase
 
     # 3. model
+    t_phase = time.perf_counter()
     model_dir, info = demo_model(glue_dir, progress=progress)
+    phase["model (cached)" if time.perf_counter() - t_phase < 60 else "model (fine-tuning)"] = time.perf_counter() - t_phase
     acc = (info.get("metrics", {}).get("dev", {}) or {}).get("accuracy")
     max_length = int(info.get("config", {}).get("max_length", 64))
     if acc is not None:
@@ -150,6 +157,7 @@ def run_demo(
     t0 = time.perf_counter()
     first = sess.run(cfgs[0][3], 0, seed, csv_path, progress=progress, num_threads=threads)
     t_dig = time.perf_counter() - t0
+    phase["digital dev pass"] = t_dig
     n_sim = sum(1 if kind == "quant" else trials for _l, kind, _v, _c in cfgs)
     projected = t_dig * _SIM_COST * n_sim
     left = budget_s - (time.perf_counter() - t_start) - 30
@@ -163,13 +171,18 @@ def run_demo(
             sess = EvalSession.open(model_dir, "sst2", glue_dir, max_examples=n, max_length=max_length, batch_size=64)
     _say(f"[4/5] SST-2 dev ({sess.n_examples} examples) digital and on crossbars, {trials} chip(s) per setting")
     summaries = []
+    t_rows, n_rows = time.perf_counter(), 0
     for label, kind, value, cfg in cfgs:
         # noiseless, fault-free chips are all the same chip: one trial is enough
         n_tr = 1 if kind == "quant" else trials
         s = sess.run(cfg, n_tr, seed, csv_path, progress=progress, num_threads=threads)
+        n_rows += int(s.get("written", n_tr) or 0)
         summaries.append((label, kind, value, cfg, s))
         _say(f"      {label:<22} {format_summary(s)}")
     t_eval = time.perf_counter() - t0
+    phase[f"{n_rows} chip rows (programming + one dev pass each)"] = time.perf_counter() - t_rows
+    times = "; ".join(f"{k} {v:.0f} s" for k, v in phase.items())
+    notes.append(f"where the time went: {times}")
 
     # 5. table and plot
     _say("[5/5] table and plot")

@@ -24,11 +24,13 @@ class _LineStream:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.last = ""
 
     def write(self, s: str) -> int:
         text = s.replace("\r", "").strip()
-        if text:
+        if text and text != self.last:  # tqdm redraws its final state on close: once is enough
             self.stream.write(text + "\n")
+            self.last = text
         return len(s)
 
     def flush(self) -> None:
