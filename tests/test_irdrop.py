@@ -212,4 +212,4 @@ def test_engine_refuses_what_the_table_does_not_describe(table):
     # the same chip in exact mode is accepted for every one of those circuits
     pm = program_matrix(w, cfg.replace(ir_drop="exact"), lv, None, np.random.default_rng(0),
                         circuit=CircuitConfig(r_wire_row_ohm=2.5, r_wire_col_ohm=2.5, r_source_ohm=200.0, r_sense_ohm=500.0))
-    assert torch.isfinite(pm.matvec(torch.ones(2, 40))).all()
+    assert torch.isfinite(pm.matvec(torch.ones(2, 40), generator=torch.Generator().manual_seed(0))).all()  # read noise: the table's 1 %
