@@ -186,15 +186,16 @@ def table(csvs: dict[str, Path], models_dir: Path | None = None) -> str:
             if not keep.any() or (label != "all points" and keep.all()):
                 continue
             base = np.asarray(means["normal/static_fp"])[keep]
-            lines.append(f"over {label}: mean accuracy " + ", ".join(
-                f"{c} {np.nanmean(np.asarray(means[c])[keep]):.4f}" for c in cols))
+            lines += [f"over {label}: mean accuracy " + ", ".join(
+                f"{c} {np.nanmean(np.asarray(means[c])[keep]):.4f}" for c in cols), ""]
             for c in cols:
                 if c == "normal/static_fp":
                     continue
                 g = np.asarray(means[c])[keep] / base - 1.0
-                lines.append(f"  {c} vs normal/static_fp: mean relative accuracy gain {np.nanmean(g) * 100:+.1f} % "
+                lines.append(f"* {c} vs normal/static_fp: mean relative accuracy gain {np.nanmean(g) * 100:+.1f} % "
                              f"(range {np.nanmin(g) * 100:+.1f} % .. {np.nanmax(g) * 100:+.1f} %) over {len(g)} points")
-    return "\n".join(lines)
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(net: str, argv: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ def _run(script: str, *args: str) -> str:
 def _check_table(text: str) -> None:
     assert "| sigma | bits/cell | on/off | normal/static_fp | normal/dfp | dva/static_fp | dva/dfp | hwdva/static_fp | hwdva/dfp | hwdva_ft/static_fp | hwdva_ft/dfp |" in text
     assert "| 0.1 | 2 | 2 |" in text and "| mean |" in text
-    assert "dva/dfp vs normal/static_fp: mean relative accuracy gain" in text
+    assert "* dva/dfp vs normal/static_fp: mean relative accuracy gain" in text
 
 
 def test_cnn_digits_example(tmp_path):
