@@ -22,6 +22,9 @@ networks. This module gives the toolkit real, offline stand-ins for both:
     (packed sequences: padding never enters the recurrence) and a linear head. The LSTM's input
     and recurrent matrices and the head go on crossbars.
 
+Sources of the data and of the training recipe: docs/REFERENCES.md, "Data sets of the small
+networks" (UCI digits, Alpaydin and Kaynak 1998; SST-2, Socher et al. 2013, GLUE release).
+
 A trained model is a directory: ``model.safetensors`` (the ``state_dict``), ``smallnet.json``
 (architecture, task, training config and record, dev accuracy, per-layer weight ranges) and, for
 the LSTM, ``vocab.json``; :func:`load_model` reads it, and ``model_digest`` (:mod:`nn.provenance`)
