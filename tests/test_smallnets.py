@@ -133,3 +133,21 @@ def test_study_rows_for_digits_and_an_lstm(tmp_path):
         assert run_study(spec, tmp_path / f"s_{task}", progress=False, plot=False)["written"] == 0
         again = read_results(run_study(spec, tmp_path / f"t_{task}", progress=False, plot=False)["csv"])
         assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]  # seeded chips
+
+
+def test_fault_map_aware_placement_weighted_on_a_cnn(tmp_path):
+    """Fisher-weighted placement reaches a small net: the session estimates the placement weights
+    on digits training images with the CNN's own forward and every crossbar matrix (convolutions
+    included) gets a weighted mapper; the chip then runs."""
+    sn.train(sn.TrainConfig(**TINY_CNN), tmp_path / "cnn", progress=False)
+    sess = sn.open_session(tmp_path / "cnn", "digits", None, max_examples=24)
+    cfg = sn.smallnet_sim("default", ["levels.source=synthetic", "faults.rate=0.02", "faultaware.reencode=true",
+                                      "faultaware.placement=true", "faultaware.placement_weighting=fisher"])
+    m = sess.simulated_metrics(cfg, 0, 0)
+    assert 0 <= m["accuracy"] <= 1
+    from nn.crossbar_linear import crossbar_matrices
+
+    mats = crossbar_matrices(sess.model)
+    assert set(mats) == {"conv1", "conv2", "fc1", "fc2"}
+    assert all(getattr(x.remap, "in_weight", None) is not None for x in mats.values())
+    sess.unpatch()
