@@ -97,6 +97,7 @@ from crossbar.pipeline import (
     run_pipeline,
 )
 from crossbar.quant import QTensor, quantize, quantize_blocks
+from crossbar.readkeys import ReadKeys
 from crossbar.read import (
     apply_code_map,
     calibrate_input_step,
@@ -338,16 +339,34 @@ class ProgrammedMatrix:
         return None, None, sx
 
     # ---- read ---------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | ReadKeys | None = None) -> torch.Tensor:
         return self.matvec(x, generator=generator)
 
-    def matvec(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def read_keys(self, x: torch.Tensor, generator: torch.Generator | ReadKeys | None) -> ReadKeys | None:
+        """The read-noise keys of one read of ``x`` ``(n, in)`` (see :mod:`crossbar.readkeys`):
+        ``generator`` itself when it is a :class:`ReadKeys` (one key per vector), else
+        :meth:`ReadKeys.from_content` (one read seed drawn from the ``torch.Generator``, vectors
+        keyed by content). None without read noise (``read_noise_sigma_rel == 0``)."""
+        if self.cfg.read_noise_sigma_rel == 0:
+            return None
+        if generator is None:
+            raise ConfigError("read noise is on (read_noise_sigma_rel > 0): pass a torch.Generator (or ReadKeys) to matvec")
+        if isinstance(generator, ReadKeys):
+            return generator
+        if not isinstance(generator, torch.Generator):
+            raise InputError(f"generator must be a torch.Generator or crossbar.readkeys.ReadKeys, got {type(generator).__name__}")
+        return ReadKeys.from_content(x, generator)
+
+    def matvec(self, x: torch.Tensor, generator: torch.Generator | ReadKeys | None = None) -> torch.Tensor:
         """Read the crossbar: ``(batch..., in_features) -> (batch..., out_features)``.
 
-        ``generator`` (a ``torch.Generator`` on the tensors' device) draws the read noise; it is
-        required when ``read_noise_sigma_rel > 0`` and unused otherwise. The result has ``x``'s
-        dtype and approximates ``x @ W.T``. Each input vector is read on its own: its output
-        does not depend on the other vectors of the batch.
+        ``generator`` says where the read noise comes from; it is required when
+        ``read_noise_sigma_rel > 0`` and unused otherwise: a :class:`crossbar.readkeys.ReadKeys`
+        (one key per input vector, the vectors in ``x``'s row order), or a ``torch.Generator`` on
+        any device, from which each call draws one read seed, the vectors then keyed by their
+        content (every call is a new read; :meth:`crossbar.readkeys.ReadKeys.from_content`). The
+        result has ``x``'s dtype and approximates ``x @ W.T``. Each input vector is read on its
+        own: its output, noise included, does not depend on the other vectors of the batch.
         """
         cfg = self.cfg
         self.check_input(x)
@@ -357,17 +376,20 @@ class ProgrammedMatrix:
             raise ConfigError("adc_range='calibrated' needs ProgrammedMatrix.calibrate(x) before the first read")
         lead = x.shape[:-1]
         n = int(np.prod(lead)) if lead else 1
-        xf = pad_rows(x.reshape(-1, self.in_features))  # aligned batch: the same bits in any batch
+        x2 = x.reshape(-1, self.in_features)
+        keys = self.read_keys(x2, generator)
+        xf = pad_rows(x2)  # aligned batch: the same bits in any batch
+        keys = None if keys is None else keys.padded(xf.shape[0])
         xq, sx = self.dac(xf)
         if cfg.adc_bits is None and self.lines is None:
             planes = None
             if cfg.cycles > 1 and (self.noise_var is not None or self.code_map is not None):
                 planes = self.drive(dac_cycles(xq, cfg)[0])
             y = read_ideal_adc(self.readout, self.noise_var, self.drive(xq) if planes is None else xq, sx, cfg,
-                               generator, planes)
+                               keys, planes)
         else:
             sx_r, sx_rn, post = self.split_input_step(sx)
-            y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.read_inputs(xq), cfg, generator,
+            y = read_adc(self.readout, self.noise_var, self.chan_scale(sx_r), self.read_inputs(xq), cfg, keys,
                          block_scale=sx_rn, transfer=self.adc_transfer, lines=self.line_readout,
                          quantize=cfg.adc_bits is not None)
             if post is not None:

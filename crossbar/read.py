@@ -27,7 +27,9 @@ Analog sum
     differential subtraction (G+ minus G-, or column minus reference) happens in the analog
     domain, before the ADC. Read noise (``read_noise_sigma_rel``) perturbs each cell by
     ``N(0, (sigma M)^2)`` on every read; it enters as a Gaussian column current with the exact
-    variance ``sum_i v_i^2 sigma^2 M_ij^2`` (:func:`add_read_noise`), drawn from a ``torch.Generator``.
+    variance ``sum_i v_i^2 sigma^2 M_ij^2`` (:func:`add_read_noise`), its standard normals keyed
+    per input vector (:class:`crossbar.readkeys.ReadKeys`): a vector's noise never depends on its
+    batch mates or the batch size.
 Column-current limit (:func:`clipped_column_currents`)
     With ``i_col_max_a`` every physical column's current (HRS cells included) clips at the limit
     before the analog subtraction, in every DAC cycle.
@@ -51,6 +53,7 @@ import torch
 from crossbar.bitserial import lut_bit_serial
 from crossbar.config import CrossbarConfig
 from crossbar.quant import q_max, step_for
+from crossbar.readkeys import ReadKeys
 from device.config import ConfigError
 from device.errors import InputError
 
@@ -320,30 +323,38 @@ def adc_can_clip(readout: torch.Tensor, noise_var: torch.Tensor | None, cfg: Cro
     return not (float(top) < hi + 0.25 and float(bottom) > lo - 0.25)
 
 
-def add_read_noise(cur: torch.Tensor, x_sq: torch.Tensor, noise_var: torch.Tensor, generator: torch.Generator,
-                   matmul) -> torch.Tensor:
+def add_read_noise(cur: torch.Tensor, x_sq: torch.Tensor, noise_var: torch.Tensor, keys: ReadKeys,
+                   matmul, *, lead: tuple[int, ...] = (), rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Read noise, the one place it is drawn: in place, ``cur += sqrt(matmul(x_sq, noise_var)) *
-    N(0, 1)`` with ``x_sq`` the squared word-line inputs (summed over cycles with their squared
+    z`` with ``x_sq`` the squared word-line inputs (summed over cycles with their squared
     weights when the cycles are combined before the noise is added): the exact variance of the
     column current when each cell's conductance has relative sigma ``read_noise_sigma_rel`` (the
-    variance matrix is folded like the currents). Drawn on every read from ``generator``."""
+    variance matrix is folded like the currents). Drawn on every read; the standard normals
+    ``z`` of each input vector come from its key (:meth:`crossbar.readkeys.ReadKeys.normal`), so
+    they do not depend on the other vectors of the batch. ``cur`` is ``(*lead, m, L)`` or, with
+    ``lead = (R, K)``, ``(R, K * m, L)`` (cycle-major rows); ``rows = (i0, i1)``: which input
+    vectors of the read these ``m`` are (default all)."""
     sd = matmul(x_sq, noise_var).clamp_(min=0).sqrt_()
-    return cur.addcmul_(sd, torch.randn(cur.shape, generator=generator, dtype=cur.dtype, device=cur.device))
+    i0, i1 = rows if rows is not None else (0, None)
+    z = keys.normal(lead, (cur.shape[-1],), cur.dtype, cur.device, i0, i1)
+    return cur.addcmul_(sd, z.reshape(cur.shape))
 
 
 def clipped_column_currents(X: torch.Tensor, lines: torch.Tensor, lines_var: torch.Tensor | None, line_clip: float,
-                            adc_step: torch.Tensor, cfg: CrossbarConfig, generator: torch.Generator | None) -> torch.Tensor:
+                            adc_step: torch.Tensor, cfg: CrossbarConfig, keys: ReadKeys | None,
+                            rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Column-current clipping, the one place it lives: every physical column's current (G+, G-
     or reference column, HRS cells included) is formed from ``lines`` (:func:`crossbar.pipeline.fold`,
     level steps per unit of word-line drive), gets its read noise, and is clipped at
     ``+-line_clip`` (``i_col_max_a`` in those units) before the analog subtraction. ``X``
-    ``(R, m, rows)`` word-line drive. Returns the ADC inputs ``(R, m, L)`` in ADC steps
+    ``(R, K * m, rows)`` word-line drive (cycle-major rows); ``keys``, ``rows``: the read noise's
+    (:func:`add_read_noise`). Returns the ADC inputs ``(R, K * m, L)`` in ADC steps
     (``adc_step`` ``(R, S_adc)``): per slice channel, or shift-added per output (tile scope)."""
     R, m = X.shape[0], X.shape[1]
     S = cfg.n_slices
     cl = torch.bmm(X, lines)  # (R, m, 2 S out)
     if lines_var is not None:
-        add_read_noise(cl, X * X, lines_var, generator, torch.bmm)
+        add_read_noise(cl, X * X, lines_var, keys, torch.bmm, lead=(R, cfg.cycles), rows=rows)
     cl.clamp_(-line_clip, line_clip)
     half = cl.shape[-1] // 2
     d = (cl[..., :half] - cl[..., half:]).view(R, m, S, half // S)
@@ -354,30 +365,30 @@ def clipped_column_currents(X: torch.Tensor, lines: torch.Tensor, lines_var: tor
 
 
 def read_ideal_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, xq: torch.Tensor, sx: torch.Tensor,
-                   cfg: CrossbarConfig, generator: torch.Generator | None, planes: torch.Tensor | None = None
+                   cfg: CrossbarConfig, keys: ReadKeys | None, planes: torch.Tensor | None = None
                    ) -> torch.Tensor:
     """Read with an ideal ADC: ``readout`` ``(out, in)`` has slices, polarity, IR drop and weight
     steps folded in, so a read is one matmul of the dequantized inputs (``xq * sx``), plus read
-    noise. ``planes`` (``(K, n, in)`` word-line drive per DAC cycle, :func:`dac_cycles` through the
+    noise keyed by ``keys``. ``planes`` (``(K, n, in)`` word-line drive per DAC cycle, :func:`dac_cycles` through the
     cells' code map) where the cycles differ from the code itself (sinh cells with input slices)
     or read noise needs them (variance ``sum_k a_k**2 planes_k**2``). Returns ``(n, out)``.
     Consumes ``xq``."""
     if planes is not None:
         a = cycle_weights(cfg, planes.dtype, planes.device)
         if noise_var is not None:
-            xv = torch.einsum("k,kni->ni", a * a, planes * planes) * (sx * sx)
+            xv = torch.einsum("k,kni->ni", a * a, planes * planes) * (sx * sx).to(planes.dtype)
         xq = torch.einsum("k,kni->ni", a, planes)
     xs = xq.mul_(sx.to(xq.dtype))
     y = torch.nn.functional.linear(xs, readout)
     if noise_var is not None:
         if planes is None:
             xv = xs * xs
-        add_read_noise(y, xv, noise_var, generator, torch.nn.functional.linear)
+        add_read_noise(y, xv, noise_var, keys, torch.nn.functional.linear)
     return y
 
 
 def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: torch.Tensor, xw: torch.Tensor,
-             cfg: CrossbarConfig, generator: torch.Generator | None, *, quantize: bool = True,
+             cfg: CrossbarConfig, keys: ReadKeys | None, *, quantize: bool = True,
              measure: bool = False, block_scale: torch.Tensor | None = None, transfer=None,
              lines: tuple | None = None) -> torch.Tensor:
     """Per-cycle, per-tile reads with an ADC on each channel.
@@ -393,7 +404,7 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
     ``transfer`` the chip's ADCs with their flaws (:func:`adc_convert`), None for ideal
     quantizers; ``lines`` ``(lines, lines_var, line_clip, adc_step)`` with a column-current
     limit: the currents then come from :func:`clipped_column_currents` (``quantize=False``
-    without an ADC). Returns
+    without an ADC); ``keys``: the read noise's (:func:`add_read_noise`). Returns
     ``(n, out)``; with ``measure`` the ``(R, S)`` largest unquantized |current| in ADC steps
     instead (calibration).
 
@@ -477,11 +488,11 @@ def read_adc(readout: torch.Tensor, noise_var: torch.Tensor | None, chan_scale: 
         else:
             X = xw[:, i0:i1]
         if lines is not None:
-            cur = clipped_column_currents(X, *lines[:3], lines[3], cfg, generator)
+            cur = clipped_column_currents(X, *lines[:3], lines[3], cfg, keys, (i0, i1))
         else:
             cur = torch.bmm(X, readout)  # (R, K*m, L) in ADC steps
             if noise_var is not None:
-                add_read_noise(cur, X * X, noise_var, generator, torch.bmm)
+                add_read_noise(cur, X * X, noise_var, keys, torch.bmm, lead=(R, K), rows=(i0, i1))
         if measure:
             peak = torch.maximum(peak, cur.abs().view(R, K * m, S, out).amax(dim=(1, 3)))
             continue

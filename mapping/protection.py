@@ -103,6 +103,7 @@ import torch
 from crossbar.engine import FREE, NEG, POS, CrossbarConfig, ProgrammedMatrix, TileLayout, with_folded
 from crossbar.pipeline import fold, level_step_s
 from crossbar.read import CHUNK_ELEMS, ROW_ALIGN, adc_convert, add_read_noise, dac_cycles, pad_rows
+from crossbar.readkeys import ReadKeys
 from device.config import Config, ConfigError, check_choice, check_int_range, check_range, config
 from mapping.plan import Copy, LayerPlan, MappingError, MappingPlan
 
@@ -682,20 +683,26 @@ class ProtectedMatrix:
     def n_voted_columns(self) -> int:
         return int(self.voted.shape[-1])
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | ReadKeys | None = None) -> torch.Tensor:
         return self.matvec(x, generator)
 
-    def matvec(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def matvec(self, x: torch.Tensor, generator: torch.Generator | ReadKeys | None = None) -> torch.Tensor:
         """``(batch..., in) -> (batch..., out)``: the unvoted read plus the voted columns.
 
         The voted columns go through the engine's own read pieces (:mod:`crossbar.read`: DAC
         cycles, read noise, ADC), each replica converted by the ADC of its own slice, then
-        brought to the units of the group's first replica (``unit``) and voted."""
+        brought to the units of the group's first replica (``unit``) and voted. ``generator``: as
+        in :meth:`crossbar.engine.ProgrammedMatrix.matvec`; the voted columns' noise is keyed
+        like the unvoted read's, in a stream of its own (:meth:`ReadKeys.salted`)."""
         pm = self.base
         lead = x.shape[:-1]
-        n_in = x.reshape(-1, x.shape[-1]).shape[0]
-        xf = pad_rows(x.reshape(-1, pm.in_features))  # aligned batch: the same bits in any batch
-        y = pm.matvec(xf, generator).to(pm.dtype)  # checks input, device, calibration
+        pm.check_input(x)
+        x2 = x.reshape(-1, pm.in_features)
+        n_in = x2.shape[0]
+        keys = pm.read_keys(x2, generator)
+        xf = pad_rows(x2)  # aligned batch: the same bits in any batch
+        keys = None if keys is None else keys.padded(xf.shape[0])
+        y = pm.matvec(xf, keys if keys is not None else generator).to(pm.dtype)  # checks device, calibration
         if not self.parts:
             return y[:n_in].to(x.dtype).reshape(*lead, pm.out_features)
         cfg, lay = pm.cfg, pm.layout
@@ -714,7 +721,7 @@ class ProtectedMatrix:
             X = xw[:, :, i0:i1].permute(1, 0, 2, 3).reshape(R, K * m, tr)  # (R, K*m, rows), cycle-major
             cur = torch.bmm(X, self.voted)  # (R, K*m, N)
             if self.voted_var is not None:
-                add_read_noise(cur, X * X, self.voted_var, generator, torch.bmm)
+                add_read_noise(cur, X * X, self.voted_var, keys.salted(1), torch.bmm, lead=(R, K), rows=(i0, i1))
             if adc:
                 adc_convert(cur, cfg)
             if K > 1:
@@ -896,5 +903,5 @@ class ProtectedRead:
             self._src = pm
         return self._pmat
 
-    def __call__(self, pm: ProgrammedMatrix, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def __call__(self, pm: ProgrammedMatrix, x: torch.Tensor, generator: torch.Generator | ReadKeys | None) -> torch.Tensor:
         return self.protected(pm).matvec(x, generator)

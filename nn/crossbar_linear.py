@@ -36,8 +36,14 @@ Life cycle of a patched model::
     unpatch_model(model)                   # plain modules back
 
 Programming draws every matrix's seed, in module order, from one ``numpy.random.Generator``, so
-one seed gives one chip, bit-identically. Read noise (``crossbar.read_noise_sigma_rel``) is drawn
-from a per-matrix ``torch.Generator`` seeded from the same generator at programming time.
+one seed gives one chip, bit-identically. Read noise (``crossbar.read_noise_sigma_rel``) comes
+from a per-matrix noise seed drawn from the same generator at programming time. Inside
+:func:`keyed_reads` (what evaluation does for every batch) a token's noise is keyed by its
+example's index in the evaluated split, its position, the matrix's noise seed and the matrix's
+read count in the forward pass (:class:`crossbar.readkeys.ReadKeys`): it does not depend on the
+batch size, the batch mates or the padding. Outside it, each read draws a read seed from a
+per-matrix ``torch.Generator`` (seeded with the noise seed) and keys vectors by their content
+(:meth:`crossbar.readkeys.ReadKeys.from_content`): every forward is a new read.
 
 If a layer's weight changes after programming (training step, ``load_state_dict``), its forward
 raises instead of silently reading the old chip: program again.
@@ -56,6 +62,7 @@ Hooks for fault protection (used by :mod:`nn.protect` and :mod:`mapping.protecti
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Callable, Iterable
 
@@ -64,7 +71,7 @@ import torch
 from torch import nn
 
 from nn.crossbar_conv import CrossbarConv1d, CrossbarConv2d
-from nn.crossbar_matrix import CrossbarMatrix, ReadFn, default_read
+from nn.crossbar_matrix import STREAM_CALIBRATION, STREAM_EVAL, CrossbarMatrix, ReadFn, default_read
 from nn.crossbar_rnn import CrossbarGRU, CrossbarLSTM
 from nn.sim import SimConfig, build_levels, load_irdrop
 
@@ -83,6 +90,9 @@ __all__ = [
     "program_model",
     "reprogram_model",
     "calibrate_model",
+    "keyed_reads",
+    "STREAM_EVAL",
+    "STREAM_CALIBRATION",
     "apply_plan",
     "set_read_fn",
 ]
@@ -350,34 +360,67 @@ def reprogram_model(model: nn.Module, rng: np.random.Generator, *, levels: Any =
 
 
 @torch.no_grad()
-def calibrate_model(model: nn.Module, batch: Any) -> None:
+def calibrate_model(model: nn.Module, batch: Any, example_ids: Any = None) -> None:
     """Fix the data-dependent ranges of every matrix (``ProgrammedMatrix.calibrate``: dynamic
     input binary points, and the ADC range for ``adc_range="calibrated"``) on one batch of model
     inputs, layer after layer in forward order, each seeing the simulated outputs before it (an
     RNN's recurrent matrix accumulates the ranges of the hidden states of every time step).
     ``batch``: keyword arguments (a dict, e.g. a tokenized batch), or the positional input(s)
-    (a tensor or a tuple)."""
+    (a tensor or a tuple). ``example_ids``: one id per example of the batch; the calibration
+    pass's read noise is then keyed by them (:func:`keyed_reads`, stream
+    :data:`STREAM_CALIBRATION`) instead of drawn from the matrices' generators."""
     mods = _require(model)
     mats = crossbar_matrices(model)
     if any(m.programmed is None for m in mats.values()):
         raise ValueError("calibrate_model needs a programmed model (program_model first)")
     was = {n: m.simulated for n, m in mods.items()}
+    keyed = (keyed_reads(model, example_ids, stream=STREAM_CALIBRATION) if example_ids is not None
+             else contextlib.nullcontext())
     try:
         for m in mods.values():
             m.simulated = True
         for m in mats.values():
             m._calibrating = True
-        if isinstance(batch, dict):
-            model(**batch)
-        elif isinstance(batch, (tuple, list)):
-            model(*batch)
-        else:
-            model(batch)
+        with keyed:
+            if isinstance(batch, dict):
+                model(**batch)
+            elif isinstance(batch, (tuple, list)):
+                model(*batch)
+            else:
+                model(batch)
     finally:
         for m in mats.values():
             m._calibrating = False
         for n, m in mods.items():
             m.simulated = was[n]
+
+
+@contextlib.contextmanager
+def keyed_reads(model: nn.Module, example_ids: Any, *, stream: int = STREAM_EVAL):
+    """Inside the block, the read noise of every crossbar matrix of ``model`` is keyed by
+    example: a matrix reading ``n`` input vectors splits them evenly over ``example_ids`` in
+    order (example-major, as a ``(batch, seq, in)`` input, a convolution's im2col rows or an RNN
+    step's ``(batch, in)`` are), and row ``p`` of example ``e`` gets the key ``e *
+    POSITIONS + p`` in the pass ``stream`` (:data:`STREAM_EVAL`, :data:`STREAM_CALIBRATION`) and
+    the matrix's ``r``-th read since the block began (:meth:`nn.crossbar_matrix.CrossbarMatrix.noise`,
+    :mod:`crossbar.readkeys`). Give each example one id for the whole evaluation (its index in
+    the evaluated split): its noise is then the same in any batch, at any batch size and
+    padding (padding goes after the real tokens). A no-op for a model without crossbar layers."""
+    mats = crossbar_matrices(model)
+    ids = torch.as_tensor(np.asarray(example_ids, dtype=np.int64).reshape(-1))
+    if ids.numel() and int(ids.min()) < 0:
+        raise ValueError("keyed_reads needs example ids >= 0")
+    limit = (1 << 62) // (1 << 20)
+    if ids.numel() and int(ids.max()) >= limit:
+        raise ValueError(f"keyed_reads needs example ids below {limit}")
+    old = {n: (m._example_ids, m._stream, m._reads) for n, m in mats.items()}
+    for m in mats.values():
+        m._example_ids, m._stream, m._reads = ids, int(stream), 0
+    try:
+        yield
+    finally:
+        for n, m in mats.items():
+            m._example_ids, m._stream, m._reads = old[n]
 
 
 def apply_plan(model: nn.Module, plan: Any) -> None:

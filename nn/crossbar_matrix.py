@@ -10,8 +10,9 @@ direction (``weight_ih_l*`` and ``weight_hh_l*``). :class:`CrossbarMatrix` is wh
   IR-drop and relaxation models), :meth:`~CrossbarMatrix.reprogram` redraws the chip for the
   same codes; both run the chip hook :attr:`~CrossbarMatrix.remap` (fault-map-aware mapping);
 * the read, :meth:`CrossbarMatrix.read` ``(batch..., in) -> (batch..., out)`` without bias: the
-  protection hook :attr:`~CrossbarMatrix.read_fn` on the programmed matrix, with the matrix's
-  own seeded read-noise generator, the calibration of data-dependent ranges while a model is
+  protection hook :attr:`~CrossbarMatrix.read_fn` on the programmed matrix, its read noise keyed
+  by example inside :func:`nn.crossbar_linear.keyed_reads` (else from the matrix's own seeded
+  generator, :meth:`CrossbarMatrix.noise`), the calibration of data-dependent ranges while a model is
   being calibrated, and the check that the weight did not change since programming;
 * the protection hook :attr:`~CrossbarMatrix.layout` (a :class:`crossbar.engine.TileLayout` for
   the next programming, from a :class:`mapping.plan.MappingPlan`);
@@ -32,15 +33,24 @@ import torch
 
 from nn.sim import SimConfig, build_levels, effective_crossbar, load_irdrop, load_relaxation
 
-__all__ = ["ReadFn", "Observer", "default_read", "CrossbarMatrix", "MatrixSlot", "rebuild_module"]
+__all__ = ["ReadFn", "Observer", "default_read", "CrossbarMatrix", "MatrixSlot", "rebuild_module", "POSITIONS",
+           "KEY_BLOCK", "STREAM_EVAL", "STREAM_CALIBRATION"]
 
-#: ``fn(programmed_matrix, x (batch..., in), generator or None) -> (batch..., out)``, no bias
-ReadFn = Callable[[Any, torch.Tensor, "torch.Generator | None"], torch.Tensor]
+#: ``fn(programmed_matrix, x (batch..., in), noise) -> (batch..., out)``, no bias; ``noise``: a
+#: ``crossbar.readkeys.ReadKeys``, a ``torch.Generator`` or None, as ``ProgrammedMatrix.matvec`` takes
+ReadFn = Callable[[Any, torch.Tensor, Any], torch.Tensor]
+
+#: rows per example in a read key (``example * POSITIONS + position``)
+POSITIONS = 1 << 20
+#: keys per generator seeding (8 token positions of one sentence; part of the key scheme)
+KEY_BLOCK = 8
+#: the passes whose reads are keyed apart: evaluation and calibration
+STREAM_EVAL, STREAM_CALIBRATION = 0, 1
 #: ``fn(matrix, x (rows, in), y (rows, out))``: a digital product seen by :mod:`nn.sensitivity`
 Observer = Callable[[Any, torch.Tensor, torch.Tensor], None]
 
 
-def default_read(programmed: Any, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def default_read(programmed: Any, x: torch.Tensor, generator: Any) -> torch.Tensor:
     """The plain crossbar read: :meth:`crossbar.engine.ProgrammedMatrix.matvec`."""
     return programmed.matvec(x, generator=generator)
 
@@ -70,6 +80,11 @@ class CrossbarMatrix:
         self._programmed: Any = None
         self._weight_key: tuple | None = None
         self._generator: torch.Generator | None = None
+        self._noise_seed: int | None = None
+        #: keyed reads (nn.crossbar_linear.keyed_reads): example ids of the batch, pass, reads so far
+        self._example_ids: torch.Tensor | None = None
+        self._stream = STREAM_EVAL
+        self._reads = 0
         self._calibrating = False
 
     def matrix_weight(self) -> torch.Tensor:
@@ -148,16 +163,19 @@ class CrossbarMatrix:
         self._programmed = pm
         self._weight_key = self._key()
         self._generator = None
+        self._noise_seed = None
         if pm.cfg.read_noise_sigma_rel > 0:
             g = torch.Generator(device=pm.device)
             g.manual_seed(gen_seed)
             self._generator = g
+            self._noise_seed = gen_seed
 
     def clear(self) -> None:
         """Forget the programmed state (the matrix then reads digitally until programmed)."""
         self._programmed = None
         self._weight_key = None
         self._generator = None
+        self._noise_seed = None
 
     def _move(self, device: torch.device) -> None:
         self._programmed = self._programmed.to(device)
@@ -190,7 +208,31 @@ class CrossbarMatrix:
         if self._calibrating:
             pm = pm.calibrate(x.detach())
             self._programmed = pm
-        return self.read_fn(pm, x, self._generator)
+        return self.read_fn(pm, x, self.noise(x))
+
+    def noise(self, x: torch.Tensor) -> Any:
+        """Where the read noise of ``x`` ``(rows..., in)`` comes from: inside
+        :func:`nn.crossbar_linear.keyed_reads` a :class:`crossbar.readkeys.ReadKeys` (the ``n``
+        rows split evenly over the batch's examples in order, example-major as a ``(batch, seq,
+        in)`` input or a convolution's im2col rows are; row ``p`` of example ``e`` has key ``e *
+        POSITIONS + p``; the seed mixes the matrix's noise seed, the pass and this matrix's read
+        count since the block began), else the matrix's generator; None without read noise."""
+        if self._generator is None or self._example_ids is None:
+            return self._generator
+        from crossbar.readkeys import ReadKeys, mix64
+
+        ids = self._example_ids
+        n = x.numel() // x.shape[-1] if x.ndim else 0
+        if ids.numel() == 0 or n % ids.numel():
+            raise ValueError(f"{self.name}: keyed_reads was given {ids.numel()} example ids but the matrix reads "
+                             f"{n} input vectors (shape {tuple(x.shape)}), not a whole number per example")
+        per = n // ids.numel()
+        if per > POSITIONS:
+            raise ValueError(f"{self.name}: {per} input vectors per example exceed the read keys' {POSITIONS}")
+        rows = (ids.view(-1, 1) * POSITIONS + torch.arange(per, dtype=torch.int64).view(1, -1)).reshape(-1)
+        seed = mix64(self._noise_seed, self._stream, self._reads)
+        self._reads += 1
+        return ReadKeys(seed=seed, rows=rows, block=KEY_BLOCK)
 
     def digital(self, x: torch.Tensor) -> torch.Tensor:
         """The exact digital product ``x @ W.T`` (no bias), shown to :attr:`observer` when set."""

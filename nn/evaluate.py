@@ -26,7 +26,9 @@ config of a protection method. A digital row's hash leaves the sim config out, s
 row serves every sim config of a study. A row is identified by ``(config_hash, trial, seed)``; a
 rerun skips the rows already in the file, so a killed run resumes where it stopped, while
 re-fine-tuning into the same directory, other data under ``--glue-dir``, a table replaced in
-place or another toolkit version gives new keys and new rows. Paths do not enter the key: a
+place, another toolkit version or another way of computing (:data:`NUMERICS`) gives new keys and
+new rows. The batch size, thread count and device are not in the key: the batch size changes no
+bit of a row (:mod:`nn.batching`), the other two only float round-off (studies pin the threads). Paths do not enter the key: a
 model or table moved elsewhere still matches its rows.
 
 Writers (:class:`ResultsFile`) check the header before touching a file, repair only a partial
@@ -71,6 +73,14 @@ __all__ = [
 ]
 
 METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "score")
+#: how rows are computed, in the key (a new value gives new rows): 2 = read noise keyed by example
+#: and position, a fixed calibration set, sentences batched at widths of their own (issue 20:
+#: rows of any batch size are the same bits; before, they moved with the batch size)
+NUMERICS = 2
+#: the calibration set of calibrated ranges (``adc_range="calibrated"``, ``input_granularity``
+#: "layer" / "tile"): the first rows of the evaluated split, this many, in one batch (fixed: it
+#: does not depend on ``batch_size``)
+CALIBRATION_EXAMPLES = 64
 #: the columns of files written before rows were keyed by content (still read by read_results)
 LEGACY_CSV_COLUMNS = (
     "task", "split", "method", "mode", "trial", "seed", "n_examples", *METRIC_COLUMNS,
@@ -279,24 +289,31 @@ def predict(model: Any, enc: Any, batch_size: int = 64) -> np.ndarray:
     """Outputs ``(n, num_labels)`` of ``model`` for every row of ``enc`` (:class:`nn.glue.Encoded`,
     or any split with ``lengths`` and ``batch``; the model returns an object with ``logits`` or
     the logits themselves), in row order: the one batched forward pass of evaluation and
-    fine-tuning. Rows are sorted by token count and cut into batches of ``batch_size`` (little
-    padding), on the model's device, without gradients; the caller sets train/eval mode."""
+    fine-tuning, on the model's device, without gradients; the caller sets train/eval mode. The
+    outputs are the same bits at any ``batch_size`` (:mod:`nn.batching`): every row padded to a
+    width of its own, batches of one width, digital layers on row-aligned inputs, and on
+    crossbars each row's read noise keyed by its index in ``enc``
+    (:func:`nn.crossbar_linear.keyed_reads`)."""
     import torch
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size={batch_size!r} is invalid: must be an integer >= 1")
+    from nn.batching import aligned_linears, length_batches
+    from nn.crossbar_linear import keyed_reads
+
     device = next(model.parameters()).device
-    order = np.argsort(enc.lengths, kind="stable")
+    batches = length_batches(enc.lengths, batch_size)
     outs = []
-    with torch.no_grad():
-        for i in range(0, len(order), batch_size):
-            b = enc.batch(order[i : i + batch_size], device)
+    with torch.no_grad(), aligned_linears(model):
+        for idx, width in batches:
+            b = enc.batch(idx, device) if width == int(enc.lengths[idx].max()) else enc.batch(idx, device, width=width)
             b.pop("labels")
-            out = model(**b)
+            with keyed_reads(model, idx):  # read noise keyed by example, not by batch
+                out = model(**b)
             outs.append((out.logits if hasattr(out, "logits") else out).float().cpu().numpy())
     logits = np.concatenate(outs, axis=0) if outs else np.zeros((0, 1), dtype=np.float32)
     res = np.empty_like(logits)
-    res[order] = logits
+    res[np.concatenate([idx for idx, _ in batches]) if batches else np.zeros(0, np.int64)] = logits
     return res
 
 
@@ -337,7 +354,7 @@ def result_key(
     k: dict[str, Any] = {
         "model_sha256": model_sha256, "data_sha256": data_sha256, "task": task, "split": split,
         "max_examples": max_examples, "max_length": max_length, "method": method,
-        "software_version": software_version(),
+        "software_version": software_version(), "numerics": NUMERICS,
     }
     if sim_cfg is not None:
         k["sim"], k["tables"] = _sim_key(sim_cfg)
@@ -455,7 +472,7 @@ class EvalSession:
         patched with ``sim_cfg`` (and ``prepare(model, sim_cfg)`` run) unless it already is for the
         same ``(sim_cfg, prepare_token)``; then only the chip is redrawn (same draw as a fresh
         programming)."""
-        from nn.crossbar_linear import calibrate_model, patch_model, program_model, reprogram_model, set_simulated
+        from nn.crossbar_linear import patch_model, program_model, reprogram_model, set_simulated
 
         want = (sim_cfg.to_json(), prepare_token if prepare_token is not None else id(prepare))
         if self._patched != want:
@@ -476,7 +493,7 @@ class EvalSession:
         set_simulated(self.model, True)
         try:
             if sim_cfg.crossbar.needs_calibration:  # calibrated ADC ranges or per-layer DAC steps
-                calibrate_model(self.model, self._calibration_batch())
+                self._calibrate()
             return self.score(self.predict())
         finally:
             set_simulated(self.model, False)
@@ -596,12 +613,17 @@ class EvalSession:
         }
         return out
 
-    def _calibration_batch(self) -> dict[str, Any]:
-        """The first ``batch_size`` rows of the split (the ADC range is set on them)."""
+    def _calibrate(self) -> None:
+        """Calibrate the patched, programmed model (:func:`nn.crossbar_linear.calibrate_model`) on
+        the fixed calibration set: the first :data:`CALIBRATION_EXAMPLES` rows of the split, in
+        one batch whatever ``batch_size`` is, their read noise keyed by their row indices."""
+        from nn.crossbar_linear import calibrate_model
+
         device = next(self.model.parameters()).device
-        b = self.encoded.batch(np.arange(min(self.batch_size, self.n_examples)), device)
+        idx = np.arange(min(CALIBRATION_EXAMPLES, self.n_examples))
+        b = self.encoded.batch(idx, device)
         b.pop("labels")
-        return b
+        calibrate_model(self.model, b, example_ids=idx)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

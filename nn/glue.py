@@ -485,16 +485,19 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def batch(self, indices: Sequence[int] | np.ndarray, device: Any = "cpu") -> dict[str, torch.Tensor]:
-        """Tensors for rows ``indices``, padded to the longest of them.
+    def batch(self, indices: Sequence[int] | np.ndarray, device: Any = "cpu", width: int | None = None) -> dict[str, torch.Tensor]:
+        """Tensors for rows ``indices``, padded to the longest of them (or to ``width``, at least that).
 
         Returns ``input_ids``, ``attention_mask``, (``token_type_ids``) of shape
-        ``(batch, longest)`` and ``labels`` of shape ``(batch,)`` (int64, or float32 for STS-B).
+        ``(batch, width)`` and ``labels`` of shape ``(batch,)`` (int64, or float32 for STS-B).
         """
         import torch
 
         idx = np.asarray(indices, dtype=np.int64)
-        width = int(self.lengths[idx].max()) if idx.size else 0
+        longest = int(self.lengths[idx].max()) if idx.size else 0
+        if width is not None and width < longest:
+            raise ValueError(f"width={width} is shorter than the longest row ({longest} tokens)")
+        width = longest if width is None else int(width)
         ids = np.full((idx.size, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((idx.size, width), dtype=np.int64)
         tt = np.zeros((idx.size, width), dtype=np.int64) if self.token_type_ids is not None else None

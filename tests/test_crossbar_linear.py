@@ -190,13 +190,35 @@ def test_reprogram_new_draw_and_same_seed_bit_identical():
 def test_read_noise_is_seeded_per_chip():
     m = tiny_model()
     b = batch()
-    cl.patch_model(m, build_sim_config("ideal", SMALL + ["crossbar.read_noise_sigma_rel=0.05"]))
+    cl.patch_model(m, build_sim_config("ideal", SMALL + ["read_noise=crossbar", "crossbar.read_noise_sigma_rel=0.05"]))
     runs = []
-    for _ in range(2):
-        cl.program_model(m, np.random.default_rng(3))
+    for seed in (3, 3, 4):
+        cl.program_model(m, np.random.default_rng(seed))
         cl.set_simulated(m, True)
         runs.append(logits(m, b))
-    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])  # the ideal chip differs by its noise only
+
+
+def test_keyed_reads_key_by_example_position_and_read():
+    lin = torch.nn.Linear(32, 16)
+    sim = build_sim_config("ideal", SMALL + ["read_noise=crossbar", "crossbar.read_noise_sigma_rel=0.05"])
+    layer = cl.CrossbarLinear.from_linear(lin, sim)
+    layer.program(np.random.default_rng(0))
+    layer.simulated = True
+    x = torch.randn(5, 3, 32, generator=torch.Generator().manual_seed(1))
+    model = torch.nn.Sequential(layer)
+    with torch.no_grad(), cl.keyed_reads(model, [10, 11, 12, 13, 14]):
+        first, again = layer(x), layer(x)  # one layer read twice in a pass (ALBERT): two reads
+    assert not torch.equal(first, again)
+    with torch.no_grad():
+        with cl.keyed_reads(model, [12, 10]):  # examples 12 and 10 alone, in another order: same bits
+            assert torch.equal(layer(x[[2, 0]]), first[[2, 0]])
+        with cl.keyed_reads(model, [12]):  # positions 0, 1 only (a shorter padding): same bits
+            assert torch.equal(layer(x[2:3, :2]), first[2:3, :2])
+        with cl.keyed_reads(model, [10, 11, 12, 13, 14], stream=cl.STREAM_CALIBRATION):
+            assert not torch.equal(layer(x), first)  # calibration reads are other reads
+        with cl.keyed_reads(model, [1, 2]), pytest.raises(ValueError, match="2 example ids"):
+            layer(x)
 
 
 def test_protection_hooks_layout_and_read_fn():

@@ -3,7 +3,9 @@
 Hardware applies one input vector at a time: a vector's simulated output must be the same bits
 whatever other vectors share its batch (issue: the DAC step was once set from the whole batch).
 Checked for every input format, granularity, DAC mode and ADC mode, in the default float32, with
-programming variation and stuck-at faults on, and with the vector's batch mates 100x larger.
+programming variation and stuck-at faults on, and with the vector's batch mates 100x larger;
+and with read noise, whose normals are keyed per vector (issue 20: they were drawn in batch
+order, so a vector's noise moved with the batch size).
 """
 
 import itertools
@@ -14,6 +16,7 @@ import torch
 
 from crossbar.engine import CrossbarConfig, program_matrix
 from crossbar.quant import QuantConfig, q_max, quantize, quantize_blocks, step_for
+from crossbar.readkeys import NO_NOISE, ReadKeys
 from device.config import ConfigError
 from device.faults import FaultConfig
 from device.programming import LevelTable
@@ -59,6 +62,59 @@ def test_a_vector_reads_the_same_bits_in_any_batch(fmt, gran, dac, read):
     loud = _rand((6, 70), 4) * 100
     mixed = pm(torch.cat([loud[:3], x[5:6], loud[3:]]))
     assert torch.equal(mixed[3], full[5])
+
+
+NOISY_READS = {
+    "ideal_adc": dict(adc_bits=None),
+    "ideal_adc_bit_serial": dict(adc_bits=None, dac="bit_serial"),
+    "column_adc_bit_serial": dict(adc_bits=8, dac="bit_serial"),
+    "tile_adc": dict(adc_bits=12, adc_scope="tile"),
+}
+
+
+@pytest.mark.parametrize("read", sorted(NOISY_READS))
+def test_read_noise_does_not_depend_on_the_batch(read):
+    cfg = CrossbarConfig(tile_rows=32, tile_cols=32, read_noise_sigma_rel=0.05, **NOISY_READS[read])
+    pm = program_matrix(_rand((40, 70), 1) / 8, cfg, _levels(), FaultConfig(rate=0.01), np.random.default_rng(5))
+    x = _rand((40, 70), 2)
+    keys = ReadKeys(seed=11, rows=torch.arange(40, dtype=torch.int64) * 3, block=8)
+    full = pm(x, keys)
+    for size in (1, 7, 16):
+        parts = torch.cat([pm(x[i : i + size], ReadKeys(seed=11, rows=keys.rows[i : i + size], block=8))
+                           for i in range(0, 40, size)])
+        assert torch.equal(parts, full), f"batches of {size} differ"
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pm(x[perm], ReadKeys(seed=11, rows=keys.rows[perm], block=8)), full[perm])
+    # another read (seed) is another draw
+    assert not torch.equal(pm(x, ReadKeys(seed=12, rows=keys.rows, block=8)), full)
+    # a caller without keys: one read seed per call from the generator, vectors keyed by content
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    y = pm(x, g())
+    assert torch.equal(pm(x[perm], g()), y[perm]) and torch.equal(pm(x[:5], g()), y[:5])
+    gen = g()
+    assert not torch.equal(pm(x, gen), pm(x, gen))  # every call is a new read
+    # copies of one vector in one call are independent reads
+    copies = pm(x[:1].expand(8, 70), g())
+    assert len({tuple(r.tolist()) for r in copies}) == 8
+
+
+def test_keyed_normals_are_standard_and_independent():
+    """Seeded statistical check of ReadKeys.normal: 4000 rows of 64, mean 0 and variance 1 within
+    K standard errors, no correlation between rows of one block or neighbouring blocks, and a
+    row's numbers are those of its key alone (any subset of rows, any order)."""
+    keys = ReadKeys(seed=5, rows=torch.arange(4000, dtype=torch.int64), block=8)
+    z = keys.normal((), (64,), torch.float64, "cpu").numpy()
+    n = z.size
+    assert abs(z.mean()) <= 5 / np.sqrt(n) and abs(z.var() - 1) <= 5 * np.sqrt(2 / n)
+    for lag in (1, 7, 8, 9):  # within a block and across block borders
+        c = (z[:-lag] * z[lag:]).mean()
+        assert abs(c) <= 5 / np.sqrt(z[:-lag].size), lag
+    some = ReadKeys(seed=5, rows=torch.tensor([3999, 17, NO_NOISE, 8]), block=8)
+    sub = some.normal((), (64,), torch.float64, "cpu")
+    assert torch.equal(sub[0], torch.from_numpy(z[3999])) and torch.equal(sub[1], torch.from_numpy(z[17]))
+    assert torch.equal(sub[2], torch.zeros(64))
+    lead = some.normal((2, 3), (64,), torch.float64, "cpu", 1, 4)  # rows 1:4 with (cycles, blocks) before them
+    assert lead.shape == (2, 3, 3, 64) and torch.equal(lead[:, :, 1], torch.zeros(2, 3, 64))
 
 
 def test_uncalibrated_per_layer_inputs_are_refused():
