@@ -187,25 +187,30 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.plot_only:
         from pathlib import Path
 
-        plots = plot_study(spec, Path(args.out) / "results.csv", Path(args.out) / "plots")
+        from nn.study import check_study_dir, study_rows
+
+        check_study_dir(spec, args.out)
+        rows = study_rows(spec, Path(args.out) / "results.csv", model=args.model, glue_dir=args.glue_dir)
+        plots = plot_study(spec, Path(args.out) / "results.csv", Path(args.out) / "plots", rows=rows)
     else:
         res = run_study(
             spec, args.out, model=args.model, glue_dir=args.glue_dir, progress=not args.no_progress,
             num_threads=args.threads, executor=args.executor, workers=args.workers, address=args.address,
             device=args.device,
         )
-        plots = res["plots"]
+        plots, rows = res["plots"], res["rows"]
         print(f"results: {res['csv']} ({res['written']} new rows)")
     for p in plots:
         print(f"plot: {p}")
-    if list(spec.axes) == ["faults.rate"] and 0 in spec.axes["faults.rate"]:
-        # a pure fault-rate sweep with a fault-free point: the tolerance table of seed paper 1
+    if list(spec.axes) == ["faults.rate"] and 0 in spec.axes["faults.rate"] and rows:
+        # a pure fault-rate sweep with a fault-free point: the tolerance table of seed paper 1,
+        # from this spec's rows with today's content only
         from pathlib import Path
 
         from device.io import atomic_write_text
         from nn.study import fault_tolerance, format_tolerance
 
-        table = format_tolerance(fault_tolerance(Path(args.out) / "results.csv"))
+        table = format_tolerance(fault_tolerance(Path(args.out) / "results.csv", rows=rows))
         atomic_write_text(Path(args.out) / "tolerance.md", table)
         print(table, end="")
     return 0

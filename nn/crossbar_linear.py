@@ -71,7 +71,7 @@ import torch
 from torch import nn
 
 from nn.crossbar_conv import CrossbarConv1d, CrossbarConv2d
-from nn.crossbar_matrix import STREAM_CALIBRATION, STREAM_EVAL, CrossbarMatrix, ReadFn, default_read
+from nn.crossbar_matrix import POSITIONS, STREAM_CALIBRATION, STREAM_EVAL, CrossbarMatrix, ReadFn, default_read
 from nn.crossbar_rnn import CrossbarGRU, CrossbarLSTM
 from nn.sim import SimConfig, build_levels, load_irdrop
 
@@ -410,7 +410,7 @@ def keyed_reads(model: nn.Module, example_ids: Any, *, stream: int = STREAM_EVAL
     ids = torch.as_tensor(np.asarray(example_ids, dtype=np.int64).reshape(-1))
     if ids.numel() and int(ids.min()) < 0:
         raise ValueError("keyed_reads needs example ids >= 0")
-    limit = (1 << 62) // (1 << 20)
+    limit = (1 << 62) // POSITIONS
     if ids.numel() and int(ids.max()) >= limit:
         raise ValueError(f"keyed_reads needs example ids below {limit}")
     old = {n: (m._example_ids, m._stream, m._reads) for n, m in mats.items()}

@@ -11,6 +11,13 @@ The rows run on an executor (:mod:`nn.executor`: ``serial``, or ``dask`` on a lo
 cluster); each row is keyed by the content of what produced it (:mod:`nn.evaluate`, "The key
 rule"), and the driver alone writes the results file, so a killed run resumes exactly.
 
+A study directory belongs to one spec: ``<out>/study.json`` records it, and running another spec
+into the directory is refused (:class:`StudyDirError`). Summaries (the plots, the printed lines,
+``tolerance.md``) use only the rows of the current spec *and* content (:func:`study_rows`): after
+the weights, the data or a table change, the rows of the old content stay in ``results.csv``
+but are never averaged with the new ones. A study that fails before its first row leaves
+nothing behind (no ``study.json``, no lock file, no new directory).
+
 Spec format (JSON; :class:`StudySpec`, a frozen ``@config`` dataclass validated like every config)
 ------------------------------------------------------------------------------------------------
 ::
@@ -72,9 +79,15 @@ from typing import Any, Callable
 import numpy as np
 
 from device.config import Config, ConfigError, apply_overrides, check_int_range, config, read_json_file
+from device.errors import UserError
 from nn.sim import PRESETS, SimConfig, get_preset
 
-__all__ = ["StudySpec", "load_spec", "study_points", "plan_study", "run_study", "plot_study"]
+__all__ = ["StudySpec", "StudyDirError", "load_spec", "study_points", "plan_study", "run_study", "study_rows",
+           "check_study_dir", "plot_study"]
+
+
+class StudyDirError(UserError):
+    """A study directory that holds another study (its ``study.json`` records another spec)."""
 
 
 @config
@@ -285,6 +298,44 @@ def plan_study(
     return tasks
 
 
+def check_study_dir(spec: StudySpec, out_dir: str | os.PathLike) -> None:
+    """Raise :class:`StudyDirError` unless ``out_dir`` is new, holds no ``study.json``, or holds
+    this very spec's (a rerun resumes). Read-only."""
+    rec = Path(out_dir) / "study.json"
+    if not rec.is_file():
+        return
+    try:
+        old = json.loads(rec.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StudyDirError(f"{rec} cannot be read as a study spec ({exc}); it was left untouched: choose another "
+                            "--out or delete it") from None
+    new = spec.data
+    if old == new:
+        return
+    if not isinstance(old, dict):
+        raise StudyDirError(f"{rec} is not a study spec; it was left untouched: choose another --out or delete it")
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise StudyDirError(
+        f"{Path(out_dir)} holds another study (its study.json differs in {', '.join(diff)}); rows of two specs are never "
+        "mixed: choose another --out (to extend a study, copy its results.csv into the new directory: rows are keyed "
+        "by content and are reused)"
+    )
+
+
+def study_rows(spec: StudySpec, csv_path: str | os.PathLike, *, tasks: list[Any] | None = None,
+               model: str | None = None, glue_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The rows of ``csv_path`` that belong to ``spec`` with today's content: those whose key
+    ``(config_hash, trial, seed)`` is one of the planned rows (``tasks`` from :func:`plan_study`,
+    planned here when None, with ``model`` / ``glue_dir`` as the run used). Rows of an earlier
+    model, data set, table or toolkit version, and of another spec, are left out."""
+    from nn.evaluate import read_results
+
+    if tasks is None:
+        tasks = plan_study(spec, model=model, glue_dir=glue_dir)
+    want = {t.row_id for t in tasks}
+    return [r for r in read_results(csv_path) if (r["config_hash"], r["trial"], r["seed"]) in want]
+
+
 def run_study(
     spec: StudySpec,
     out_dir: str | os.PathLike,
@@ -310,10 +361,12 @@ def run_study(
     it arrives. ``stop_after_rows``: stop after that many new rows (rerun to continue; plots
     are drawn from what is there). ``prepare``: ``{method: fn(model, sim_cfg)}`` hooks run after
     patching (with Dask they are pickled to the workers). Returns ``{"csv": path, "plots":
-    [paths], "written": n, "complete": bool}``.
+    [paths], "written": n, "complete": bool, "rows": the rows of this spec and content}``.
+    Another study's directory is refused (:func:`check_study_dir`); a run that fails before its
+    first row leaves nothing behind.
     """
     from device.io import atomic_write_text, check_output_dir
-    from nn.evaluate import ResultsFile, format_summary, read_results, summarize
+    from nn.evaluate import ResultsFile, format_summary, summarize
     from nn.executor import check_executor, run_tasks
 
     check_executor(executor, workers, address)
@@ -321,18 +374,35 @@ def run_study(
     csv_path = out / "results.csv"
     if out.is_dir():
         ResultsFile(csv_path)  # a foreign file is refused before any work
+        check_study_dir(spec, out)  # so is another study's directory
     tasks = plan_study(spec, model=model, glue_dir=glue_dir, prepare=prepare, num_threads=num_threads, device=device)
+    made_dir = not out.exists()
+    rec = out / "study.json"
+    made_rec = not rec.exists()
+    had_csv = csv_path.exists()
     out.mkdir(exist_ok=True)  # one level: its parent was checked to exist
-    atomic_write_text(out / "study.json", json.dumps(spec.data, indent=2))
     res = ResultsFile(csv_path)
-    written = run_tasks(tasks, res, executor=executor, workers=workers, address=address, progress=progress,
-                        stop_after_rows=stop_after_rows)
+    lock_existed = res.lock_path.exists()
+    written = 0
+    try:
+        if made_rec:
+            atomic_write_text(rec, json.dumps(spec.data, indent=2))
+        written = run_tasks(tasks, res, executor=executor, workers=workers, address=address, progress=progress,
+                            stop_after_rows=stop_after_rows)
+    except BaseException:
+        if not had_csv and not csv_path.exists():  # failed before its first row: leave nothing behind
+            for p, made in ((rec, made_rec), (res.lock_path, not lock_existed)):
+                if made:
+                    p.unlink(missing_ok=True)
+            if made_dir and not any(out.iterdir()):
+                out.rmdir()
+        raise
     res.refresh()
     complete = all(res.has(*t.row_id) for t in tasks)
-    if progress and csv_path.exists():
-        rows = read_results(csv_path)
+    current = study_rows(spec, csv_path, tasks=tasks) if csv_path.exists() else []
+    if progress and current:
         by_key: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:
+        for r in current:
             by_key.setdefault(r["config_hash"], []).append(r)
         shown = set()
         digital_key = {(d.source, d.method): d.key for d in tasks if d.mode == "digital"}
@@ -350,8 +420,8 @@ def run_study(
             }
             where = ", ".join(f"{k}={v}" for k, v in t.point)
             print(f"[{where}] {format_summary(summary)}", flush=True)
-    plots = plot_study(spec, csv_path, out / "plots") if plot and csv_path.exists() else []
-    return {"csv": csv_path, "plots": plots, "written": written, "complete": complete}
+    plots = plot_study(spec, csv_path, out / "plots", rows=current) if plot and current else []
+    return {"csv": csv_path, "plots": plots, "written": written, "complete": complete, "rows": current}
 
 
 def _metrics(row: dict[str, Any]) -> list[str]:
@@ -373,17 +443,19 @@ def _num(v: Any) -> float | None:
 
 
 def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.PathLike,
-               metric: str = "score") -> list[Path]:
+               metric: str = "score", *, rows: list[dict[str, Any]] | None = None, model: str | None = None,
+               glue_dir: str | os.PathLike | None = None) -> list[Path]:
     """One figure per task, sweep axis and value combination of the other axes: mean ``metric``
-    +- 1 std (band) vs the axis, one line per method, digital as dashed lines. PNG and PDF."""
+    +- 1 std (band) vs the axis, one line per method, digital as dashed lines. PNG and PDF.
+    ``rows``: the rows to draw (default :func:`study_rows`: this spec's, with today's content)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from nn.evaluate import read_results
-
-    rows = [r for r in read_results(csv_path) if r["seed"] == spec.seed]
+    if rows is None:
+        rows = study_rows(spec, csv_path, model=model, glue_dir=glue_dir)
+    rows = [dict(r) for r in rows if r["seed"] == spec.seed]
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -460,6 +532,7 @@ def fault_tolerance(
     drop: float = 0.01,
     reference: str = "unprotected",
     metric: str = "score",
+    rows: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The fault rate each method tolerates: where its mean score falls ``drop`` below its own
     fault-free score (seed paper 1 reports protection tolerating ~2.5x higher fault rates).
@@ -475,6 +548,9 @@ def fault_tolerance(
     divides by the reference method's tolerated rate on the same task; when the reference crosses
     below the sweep, ``ratio_lower_bound`` is the rate divided by the smallest swept rate.
 
+    ``rows``: the rows of ``csv_paths`` (one file) to use, e.g. a study's :func:`study_rows`
+    (default: every row of the files).
+
     Returns rows ``{task, method, fault_free, tolerated_rate, censored, ratio, points}``.
     """
     from nn.evaluate import read_results
@@ -483,7 +559,7 @@ def fault_tolerance(
     groups: dict[tuple[str, str], dict[float, list[float]]] = {}
     for item in paths:
         p, label = item if isinstance(item, tuple) else (item, None)
-        for r in read_results(p):
+        for r in read_results(p) if rows is None else rows:
             if r["mode"] != "simulated":
                 continue
             v = _num(_get(json.loads(r["sim_config"]), axis))

@@ -143,3 +143,76 @@ def test_fault_tolerance_interpolates_the_one_point_crossing(tmp_path):
     # a labelled CSV keeps the same method apart
     labelled = {r["method"] for r in fault_tolerance([p, (p, "retrained")])}
     assert {"a", "a (retrained)", "unprotected", "unprotected (retrained)"} <= labelled
+
+
+# --- honest summaries (issue 20, "silent wrong numbers" 2) ----------------------------------------
+
+
+def _tolerance_fault_free(out: Path) -> float:
+    line = [ln for ln in (out / "tolerance.md").read_text().splitlines() if ln.startswith("| sst2 |")][0]
+    return float(line.split("|")[3])
+
+
+def test_summaries_use_only_the_rows_of_todays_content(files, tmp_path, capsys):
+    """Re-fine-tuning into the same model directory gives new rows; tolerance.md, the printed
+    lines and the plots use those only, never averaged with the old model's rows."""
+    from cli.main import main
+
+    model = write_tiny_classifier(tmp_path / "model", seed=0)
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps(spec_dict(files, model=str(model), axes={"faults.rate": [0, 0.05]},
+                                         methods={"baseline": []}, trials=1)))
+    out = tmp_path / "out"
+    argv = ["study", "--spec", str(spec), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = {r["config_hash"] for r in read_results(out / "results.csv")}
+    write_tiny_classifier(model, seed=1)  # the weights change in place
+    assert main(argv) == 0
+    rows = read_results(out / "results.csv")
+    new = [r for r in rows if r["config_hash"] not in first]
+    assert len(rows) == 6 and len(new) == 3  # the old rows stay in the file
+    fault_free = [r["score"] for r in new if r["mode"] == "simulated" and json.loads(r["sim_config"])["faults"]["rate"] == 0]
+    old = [r["score"] for r in rows if r["config_hash"] in first and r["mode"] == "simulated"
+           and json.loads(r["sim_config"])["faults"]["rate"] == 0]
+    assert fault_free != old  # the two models score differently (else the test could not fail)
+    assert _tolerance_fault_free(out) == pytest.approx(fault_free[0], abs=5e-5)
+    from nn.study import load_spec, study_rows
+
+    assert {r["config_hash"] for r in study_rows(load_spec(spec), out / "results.csv")} == {r["config_hash"] for r in new}
+
+
+def test_another_spec_into_a_study_directory_is_refused(files, tmp_path, capsys):
+    from cli.main import main
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps(spec_dict(files, axes={"faults.rate": [0.05]}, methods={"baseline": []}, trials=1)))
+    out = tmp_path / "out"
+    assert main(["study", "--spec", str(spec), "--out", str(out), "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = tmp_path / "t.json"
+    other.write_text(json.dumps(spec_dict(files, axes={"faults.rate": [0.05]}, methods={"baseline": []}, trials=2)))
+    capsys.readouterr()
+    for extra in ([], ["--plot-only"]):
+        assert main(["study", "--spec", str(other), "--out", str(out), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "holds another study" in err and "trials" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_study_that_fails_before_its_first_row_leaves_nothing(files, tmp_path, monkeypatch):
+    from device.errors import UserError
+    from nn.evaluate import EvalSession
+
+    def boom(self):
+        raise UserError("the digital pass failed")
+
+    monkeypatch.setattr(EvalSession, "digital_metrics", boom)
+    spec = StudySpec.from_dict(spec_dict(files, axes={"faults.rate": [0.05]}, methods={"baseline": []}, trials=1))
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="digital pass failed"):
+        run_study(spec, out, progress=False)
+    assert not out.exists()
+    out.mkdir()  # an existing, empty directory stays, and stays empty
+    with pytest.raises(UserError, match="digital pass failed"):
+        run_study(spec, out, progress=False)
+    assert list(out.iterdir()) == []
