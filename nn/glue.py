@@ -22,6 +22,7 @@ from __future__ import annotations
 from device.errors import UserError
 
 import csv
+import math
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ class GlueTask:
     hub_text_b: str | None = None
     #: (split name here, split name on the hub)
     hub_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("dev", "validation"))
+    #: regression: the closed range of valid gold scores (STS-B: 0..5, Cer et al. 2017,
+    #: doi:10.18653/v1/S17-2001); None for classification
+    score_range: tuple[float, float] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -147,7 +151,7 @@ TASKS: dict[str, GlueTask] = {
     ),
     "stsb": GlueTask(
         name="stsb", dir_name="STS-B", text_a="sentence1", text_b="sentence2", label=-1,
-        labels=None, train_file="train.tsv", dev_files=_DEV, metrics=("pearson", "spearman"),
+        labels=None, train_file="train.tsv", dev_files=_DEV, metrics=("pearson", "spearman"), score_range=(0.0, 5.0),
         hub_text_a="sentence1", hub_text_b="sentence2",
     ),
     "qqp": GlueTask(
@@ -262,12 +266,23 @@ def _column_index(spec: str | int, header: list[str] | None, path: Path, what: s
         ) from None
 
 
+def _score_problem(t: GlueTask, raw: str, y: float) -> str | None:
+    """Why gold score ``y`` (read from ``raw``) is not valid for ``t``, or None."""
+    if not math.isfinite(y):
+        return f"has score {raw!r}, which is not a finite number"
+    if t.score_range is not None and not t.score_range[0] <= y <= t.score_range[1]:
+        lo, hi = t.score_range
+        return f"has score {raw!r}, outside [{lo:g}, {hi:g}]"
+    return None
+
+
 def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) -> GlueSplit:
     """Read ``<glue_dir>/<TASK>/<file>.tsv`` for ``split`` (``train``, ``dev``, MNLI ``dev_matched``...).
 
     Raises :class:`GlueDataError` for a missing, unreadable or empty file, a header without the
     needed columns, and (naming every bad line) rows with the wrong number of fields, an unknown
-    label or a score that is not a number. Only the training file of a ``dirty`` task (QQP) skips
+    label or a score that is not a finite number in the task's range (STS-B: 0 to 5), and a line
+    the TSV reader cannot read (a field longer than ``csv.field_size_limit()``). Only the training file of a ``dirty`` task (QQP) skips
     such rows instead, counting them in :attr:`GlueSplit.skipped`.
     """
     t = get_task(task)
@@ -276,7 +291,11 @@ def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) ->
         raise GlueDataError(f"GLUE file {path} does not exist (task {t.name}, split {split}).")
     try:
         with open(path, encoding=t.encoding, newline="") as fh:
-            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+            reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            try:
+                rows = list(reader)
+            except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit()
+                raise GlueDataError(f"{path} line {reader.line_num} cannot be read as a TSV row: {exc}") from None
     except OSError as exc:
         raise GlueDataError(f"cannot read GLUE file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -319,6 +338,8 @@ def load_local(task: str | GlueTask, split: str, glue_dir: str | os.PathLike) ->
                     y: Any = float(raw)
                 except ValueError:
                     problem = f"has score {raw!r}, which is not a number"
+                else:
+                    problem = _score_problem(t, raw, y)
             elif raw in label_ids:
                 y = label_ids[raw]
             else:
@@ -374,6 +395,11 @@ def split_from_hub_dataset(task: str | GlueTask, split: str, ds: Any, source: st
         raise GlueDataError(
             f"{source} ({t.name}/{split}) has label ids outside [0, {t.num_labels - 1}] (unlabelled test split?)."
         )
+    if t.is_regression:
+        bad = [i for i, v in enumerate(y.tolist()) if _score_problem(t, repr(v), v)]
+        if bad:
+            raise GlueDataError(f"{source} ({t.name}/{split}) has {len(bad)} invalid gold score(s), e.g. row {bad[0]}: "
+                                f"{_score_problem(t, repr(float(y[bad[0]])), float(y[bad[0]]))}")
     return GlueSplit(
         task=t.name,
         split=split,

@@ -142,6 +142,26 @@ def test_dev_file_with_malformed_rows_is_refused_with_line_numbers(files, tmp_pa
                "2 malformed row(s) at line(s) 5, 6", "label '7'", "has 1 fields", "must be complete")
 
 
+@pytest.mark.parametrize("score,why", [("nan", "not a finite number"), ("inf", "not a finite number"),
+                                       ("-7", "outside [0, 5]"), ("5.5", "outside [0, 5]")])
+def test_stsb_gold_scores_outside_0_5_are_refused(files, tmp_path, capsys, score, why):
+    # issue 20: nan / inf / -7 were accepted and gave rows with a NaN pearson, exit 0
+    d = tmp_path / "glue" / "STS-B"
+    d.mkdir(parents=True)
+    rows = "sentence1\tsentence2\tscore\na good film\ta fine film\t4.2\nthe plot\tthe story\t{}\n"
+    for name in ("train.tsv", "dev.tsv"):
+        (d / name).write_text(rows.format(score if name == "dev.tsv" else "3.0"))
+    argv = eval_args(files["model"], tmp_path / "glue", tmp_path / "r.csv")
+    argv[argv.index("sst2")] = "stsb"
+    user_error(capsys, argv, tmp_path, str(d / "dev.tsv"), "line 3", f"has score '{score}'", why)
+
+
+def test_glue_field_longer_than_the_csv_limit(files, tmp_path, capsys):
+    glue = _glue_with_dev(tmp_path, "sentence\tlabel\ngood film \t1\n" + "a" * 140_000 + " \t1\n")
+    user_error(capsys, eval_args(files["model"], glue, tmp_path / "r.csv"), tmp_path, "dev.tsv line 3",
+               "field larger than field limit")
+
+
 def test_utf8_bom_in_any_task_file(files, tmp_path, capsys):
     text = (files["glue"] / "SST-2" / "dev.tsv").read_text()
     glue = _glue_with_dev(tmp_path, "\ufeff" + text)
