@@ -110,15 +110,43 @@ def read_ramps_csv(path: str | Path, *, v_read_v: float = 0.1) -> Ramps:
         raise CalibrationError(f"{path}: needs a column 'i_a' (read current, A) or 'g_s' (S)")
     if not np.all(np.isfinite(i)) or np.any(i <= 0):
         raise CalibrationError(f"{path}: read currents must be finite and > 0")
+    pulse = d["pulse"]
+    bad = ~(np.isfinite(pulse) & (pulse >= 0) & (pulse == np.round(pulse)))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise CalibrationError(f"{path}: pulse number {pulse[j]:g} (data row {j + 1}) is invalid: pulse numbers are "
+                               "integers 0, 1, 2, ... (0 = the read before the first pulse)")
+    direction = np.char.lower(d["direction"])
+    unknown = sorted(set(direction.tolist()) - {"set", "reset"})
+    if unknown:
+        raise CalibrationError(f"{path}: column 'direction' holds {unknown[0]!r}; it must be set or reset")
     out = {}
     for which in ("set", "reset"):
-        m = np.char.lower(d["direction"]) == which
+        m = direction == which
         if not m.any():
             raise CalibrationError(f"{path}: no {which!r} ramps (column 'direction' holds set / reset)")
-        ids = sorted(set(d["ramp"][m].tolist()))
-        k = d["pulse"][m].astype(int)
-        a = np.full((len(ids), int(k.max()) + 1), np.nan)
-        row = np.searchsorted(np.array(ids), d["ramp"][m])
+        ids, row = np.unique(d["ramp"][m], return_inverse=True)
+        k = pulse[m].astype(np.int64)
+        # every ramp reads pulses 0..n-1, each once: checked on counts before the (ramps, n) array
+        # is allocated, so a stray huge pulse number costs nothing
+        n_reads = np.bincount(row, minlength=ids.size)
+        last = np.full(ids.size, -1, np.int64)
+        np.maximum.at(last, row, k)
+        _, first = np.unique(np.stack([row, k]), axis=1, return_index=True)
+        twice = np.setdiff1d(np.arange(row.size), first)
+        if twice.size:
+            j = int(twice[0])
+            raise CalibrationError(f"{path}: {which} ramp {str(ids[row[j]])!r} reads pulse {int(k[j])} twice: each ramp needs "
+                                   "one read for every pulse number 0, 1, 2, ... without gaps")
+        wrong = np.flatnonzero(last + 1 != n_reads)
+        if wrong.size:
+            r = int(wrong[0])
+            ks = np.sort(k[row == r])
+            gaps = np.setdiff1d(np.arange(min(int(ks[-1]), ks.size + 5) + 1), ks)[:5]
+            raise CalibrationError(f"{path}: {which} ramp {str(ids[r])!r} has no read for pulse(s) "
+                                   f"{', '.join(str(int(g)) for g in gaps)}: each ramp needs one read for every pulse "
+                                   "number 0, 1, 2, ... without gaps")
+        a = np.full((ids.size, int(last.max()) + 1), np.nan)
         a[row, k] = i[m]
         out[which] = a
     return Ramps(out["set"], out["reset"], v_read_v)

@@ -331,3 +331,55 @@ def test_circuit_tile_numbers(tmp_path, capsys, flags, needle):
 ])
 def test_device_numbers_must_be_finite(tmp_path, capsys, argv, needle):
     user_error(capsys, argv + ["--devices", "1", "--out", tmp_path / "x.h5"], tmp_path, needle)
+
+
+# --- calibration inputs (issue 20) ----------------------------------------------------------------
+
+
+def _ramps_csv(path: Path, set_pulses: list, extra: str = "") -> Path:
+    lines = ["ramp,direction,pulse,i_a"]
+    lines += [f"s1,set,{k},{100e-6 + 1e-6 * float(k):.6g}" for k in set_pulses]
+    lines += [f"r1,reset,{k},{200e-6 - 1e-6 * k:.6g}" for k in range(4)]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+@pytest.mark.parametrize("pulses,needles", [
+    ([0, 1, 2, -1], ["pulse number -1", "integers 0, 1, 2"]),  # was placed in the last column
+    ([0, 1, 2, 4.5], ["pulse number 4.5", "integers"]),  # was read as pulse 4
+    ([0, 1, 3], ["set ramp 's1' has no read for pulse(s) 2", "without gaps"]),
+    ([0, 1, 2, 1e9], ["set ramp 's1' has no read for pulse(s) 3"]),  # a (1, 1e9 + 1) array before
+    ([0, 1, 1, 2], ["set ramp 's1' reads pulse 1 twice"]),
+])
+def test_calibrate_pulses_refuses_bad_pulse_numbers(tmp_path, capsys, pulses, needles):
+    src = _ramps_csv(tmp_path / "ramps.csv", pulses)
+    user_error(capsys, ["device", "calibrate", "pulses", "--in", src, "--out", tmp_path / "p.json"], tmp_path, *needles)
+
+
+def test_calibration_csv_not_utf8_or_not_gzip(tmp_path, capsys):
+    latin = tmp_path / "levels.csv"
+    latin.write_bytes("level,g_s,note\n0,1e-6,r\xe9sistance\n".encode("latin-1"))
+    out = tmp_path / "l.h5"
+    user_error(capsys, ["device", "calibrate", "levels", "--in", latin, "--out", out], tmp_path, "not UTF-8 text")
+    fake = tmp_path / "levels.csv.gz"
+    fake.write_bytes(b"level,g_s\n0,1e-6\n")
+    user_error(capsys, ["device", "calibrate", "levels", "--in", fake, "--out", out], tmp_path, "not a readable gzip file")
+    import gzip
+
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(b"level,g_s\n" + b"0,1e-6\n" * 1000)[:60])
+    user_error(capsys, ["device", "calibrate", "levels", "--in", cut, "--out", out], tmp_path, "not a readable gzip file")
+    src = _ramps_csv(tmp_path / "ramps.csv.gz", [0, 1, 2])
+    src.write_bytes(b"\x1f\x8b garbage")
+    user_error(capsys, ["device", "calibrate", "pulses", "--in", src, "--out", tmp_path / "p.json"], tmp_path,
+               "not a readable gzip file")
+
+
+def test_calibrate_levels_with_a_label_per_row_is_refused_at_once(tmp_path, capsys):
+    # 10^6 distinct labels ran for minutes (a count per label); the level count is checked first
+    n = 200_000
+    src = tmp_path / "levels.csv"
+    g = 1e-6 * (1 + np.arange(n) % 7)
+    src.write_text("level,g_s\n" + "".join(f"L{i},{v:.3g}\n" for i, v in enumerate(g)))
+    user_error(capsys, ["device", "calibrate", "levels", "--in", src, "--out", tmp_path / "l.h5"], tmp_path,
+               f"the data hold {n} level(s)", "2**bits of them")
