@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cmd_levels(args: argparse.Namespace) -> int:
     from device.calibrate import calibrate_levels_csv, levels_summary, plot_level_table
     from device.io import check_writable
+    from device.tables import check_out
 
-    check_writable(args.out)
+    check_out(args.out, "levels")
     if args.plot:
         check_writable(args.plot)
     select = [s for s in args.levels.split(",") if s.strip()] if args.levels else None
@@ -87,9 +88,10 @@ def _cmd_levels(args: argparse.Namespace) -> int:
 
 def _cmd_relaxation(args: argparse.Namespace) -> int:
     from device.io import check_writable
+    from device.tables import check_out
     from device.relaxation import RelaxationModel, plot_relaxation
 
-    check_writable(args.out)
+    check_out(args.out, "relaxation")
     if args.plot:
         check_writable(args.plot)
     model = RelaxationModel.fit_csv(args.inp, min_cells_per_bin=args.min_cells_per_bin, max_bins=args.max_bins,

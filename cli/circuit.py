@@ -61,10 +61,10 @@ def _tile(args):
 
 
 def _cmd_netlist(args) -> int:
-    from device.io import atomic_write_text, check_writable
-    from device.spice.crossbar import crossbar_netlist
+    from device.io import atomic_write_text, check_replace
+    from device.spice.crossbar import crossbar_netlist, netlist_foreign_reason
 
-    out = check_writable(args.out)
+    out = check_replace(args.out, netlist_foreign_reason, "netlist")
     g, v, circ = _tile(args)
     deck = crossbar_netlist(g, v, **circ.to_dict(), title=f"reram-cosim circuit netlist seed={args.seed}")
     atomic_write_text(out, deck)
@@ -78,9 +78,8 @@ def _cmd_solve(args) -> int:
 
     from crossbar.solver import ideal_currents, solve
     from device import tables
-    from device.io import check_writable
 
-    check_writable(args.out)
+    tables.check_out(args.out, "circuit_solve")
     g, v, circ = _tile(args)
     t0 = time.perf_counter()
     netlist = ngv = None
@@ -111,9 +110,9 @@ def _cmd_solve(args) -> int:
 
 def _cmd_tabulate(args) -> int:
     from crossbar.irdrop import TabulateConfig, format_errors, tabulate
-    from device.io import check_writable
+    from device.tables import check_out
 
-    check_writable(args.out)
+    check_out(args.out, "irdrop")
     cfg = TabulateConfig(sizes=_ints(args.sizes), r_wire_ohm=_floats(args.r_wire_ohm), holdout=args.holdout,
                          seed=args.seed, g_min_s=args.g_min_s, g_max_s=args.g_max_s,
                          levels_tables=tuple(p for p in (args.levels_tables or "").split(",") if p),

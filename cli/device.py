@@ -133,10 +133,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def check_output_path(path: str | None, what: str = "output") -> None:
+def check_output_path(path: str | None, what: str = "output", kind: str | None = None) -> None:
     """Refuse an output path that cannot be written, before any work is done
-    (:func:`device.io.check_writable`)."""
+    (:func:`device.io.check_writable`); with a table ``kind``, also an existing file that is not
+    a reram-cosim table of that kind (the output rule of ``--out``, :func:`device.tables.check_out`)."""
     if path is None:
+        return
+    if kind is not None:
+        from device.tables import check_out
+
+        check_out(path, kind)
         return
     from device.io import check_writable
 
@@ -192,7 +198,7 @@ def _check_n(name: str, n: int, lo: int = 1) -> None:
 def _cmd_iv(args: argparse.Namespace) -> int:
     from device.simulate import dc_sweep
 
-    check_output_path(args.out)
+    check_output_path(args.out, kind="iv")
     check_output_path(args.plot, "plot")
     _check_n("--devices", args.devices)
     _check_finite(args, "v_set_max", "v_reset_max", "sweep_rate", "v_read")
@@ -221,7 +227,7 @@ def _cmd_iv(args: argparse.Namespace) -> int:
 def _cmd_pulse(args: argparse.Namespace) -> int:
     from device.simulate import pulse_train
 
-    check_output_path(args.out)
+    check_output_path(args.out, kind="pulse")
     check_output_path(args.plot, "plot")
     _check_n("--devices", args.devices)
     _check_n("--set-pulses", args.set_pulses, 0)
@@ -255,7 +261,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
     from device.config import apply_overrides
     from device.programming import ProgrammingConfig, program_levels
 
-    check_output_path(args.out)
+    check_output_path(args.out, kind="levels")
     check_output_path(args.plot, "plot")
     _check_n("--devices", args.devices, 2)
     _check_finite(args, "r_lrs_ohm", "r_hrs_ohm", "tolerance_rel", "v_read")
@@ -298,7 +304,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
 def _cmd_faults(args: argparse.Namespace) -> int:
     from device.faults import FaultConfig, fault_statistics, sample_bytes, sample_fault_map, save_fault_map
 
-    check_output_path(args.out)
+    check_output_path(args.out, kind="faults")
     _check_n("--rows", args.rows)
     _check_n("--cols", args.cols)
     cfg = FaultConfig(rate=args.rate, sa0_fraction=args.sa0_fraction, pattern=args.pattern, cluster_size=args.cluster_size)

@@ -154,10 +154,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return show_config(cfg)
     from device.errors import UserError
 
+    from nn.evaluate import MAX_TRIALS
+
     for flag, v, lo in (("--trials", args.trials, 0), ("--seed", args.seed, 0), ("--batch-size", args.batch_size, 1),
                         ("--max-length", args.max_length, 8)):
         if v < lo:
             raise UserError(f"{flag} {v} is invalid: must be >= {lo}")
+    if args.trials > MAX_TRIALS:
+        raise UserError(f"--trials {args.trials} is invalid: must be <= {MAX_TRIALS} (each chip is a pass over the split)")
     run = evaluate_glue
     if args.executor != "serial":  # the rows as tasks on a cluster (nn.executor)
         import functools

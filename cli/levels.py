@@ -80,8 +80,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     from device.relaxation import RelaxationModel
 
     from device.io import check_writable
+    from device.tables import check_out
 
-    check_writable(args.out)
+    check_out(args.out, "levels")
     if args.plot:
         check_writable(args.plot)
     check_int_range("--bits-per-cell", args.bits_per_cell, 1, 4)

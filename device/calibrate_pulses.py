@@ -328,9 +328,10 @@ def _cmd_pulses(args: Any) -> int:
     import json
 
     from device.config import check_positive
-    from device.io import atomic_write_text, check_writable
+    from device.io import atomic_write_text, check_replace, check_writable
+    from device.presets import preset_foreign_reason
 
-    check_writable(args.out)
+    check_replace(args.out, preset_foreign_reason, "preset file")
     if args.plot:
         check_writable(args.plot)
     check_positive("--v-read", args.v_read)

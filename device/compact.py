@@ -86,6 +86,7 @@ step were limited just as much for accuracy.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -145,7 +146,7 @@ class StanfordPKUParams(Config):
     gamma0: float = 16.0
     #: beta, gap dependence of the field enhancement (0.8; Guan 2012 / MemTorch)
     beta: float = 0.8
-    #: alpha, exponent of the gap in gamma = gamma0 - beta (g/1nm)^alpha (3; Guan 2012)
+    #: alpha, exponent of the gap in gamma = gamma0 - beta (g/1nm)^alpha (3; Guan 2012), in (0, 20]
     alpha: float = 3.0
     #: Ea, activation energy of oxygen-vacancy migration, eV (0.6 eV; Guan 2012 / MemTorch)
     ea_ev: float = 0.6
@@ -206,7 +207,9 @@ class StanfordPKUParams(Config):
         check_range("beta", self.beta, 0.0, None)
         check_range("delta_g0_m", self.delta_g0_m, 0.0, 1e-9)
         check_range("g_max_m", self.g_max_m, self.g_min_m, 10e-9, lo_open=True)
-        if self.gamma0 - self.beta * (self.g_max_m / _NM) ** self.alpha <= 0:
+        check_range("alpha", self.alpha, 0.0, 20.0, lo_open=True)  # (g/1nm)^alpha stays a float (g_max <= 10 nm)
+        if not math.isfinite(self.gamma0 - self.beta * (self.g_max_m / _NM) ** self.alpha) or \
+                self.gamma0 - self.beta * (self.g_max_m / _NM) ** self.alpha <= 0:
             raise ConfigError(
                 f"gamma0={self.gamma0!r}, beta={self.beta!r}, g_max_m={self.g_max_m!r} are invalid: the field "
                 "enhancement gamma0 - beta (g_max/1nm)^alpha must stay > 0 over the gap range"

@@ -51,9 +51,38 @@ def read_json_file(path: Any, what: str) -> Any:
     if not p.is_file():
         raise ConfigError(f"{what} {p} does not exist")
     try:
-        return json.loads(p.read_text())
+        text = p.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); JSON files are UTF-8") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{what} {p} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {p} nests deeper than JSON can be read; a config nests at most {MAX_JSON_DEPTH} levels") from None
+    if _json_depth(data) > MAX_JSON_DEPTH:
+        raise ConfigError(f"{what} {p} nests more than {MAX_JSON_DEPTH} levels deep; a config nests at most {MAX_JSON_DEPTH}")
+    return data
+
+
+#: how deep a JSON config file may nest (the deepest config, a study spec with a method's
+#: overrides, nests 3 levels)
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth(data: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0) up to ``MAX_JSON_DEPTH + 1``, without recursion."""
+    depth, stack = 0, [(data, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            depth = max(depth, d)
+            if d > MAX_JSON_DEPTH:
+                return d
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return depth
 
 
 def config(cls):
@@ -214,7 +243,7 @@ def _parse_scalar(text: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 

@@ -56,6 +56,10 @@ class Fault(enum.IntEnum):
 Pattern = Literal["random", "clustered", "rows", "cols"]
 
 
+#: the largest mean cluster a FaultConfig accepts, cells
+MAX_CLUSTER_CELLS = 1e8
+
+
 @config
 class FaultConfig(Config):
     """Stuck-at fault statistics of a chip."""
@@ -66,16 +70,17 @@ class FaultConfig(Config):
     sa0_fraction: float = 0.5
     #: spatial pattern, see the module docstring
     pattern: Pattern = "random"
-    #: mean number of cells in one cluster (pattern "clustered" only), >= 1
+    #: mean number of cells in one cluster (pattern "clustered" only), in [1, 1e8] (a blob of more
+    #: than 1e8 cells is no cluster; numpy's Poisson draw refuses means near 1e19)
     cluster_size: float = 8.0
 
     def __post_init__(self) -> None:
         check_range("rate", self.rate, 0.0, 1.0)
         check_range("sa0_fraction", self.sa0_fraction, 0.0, 1.0)
         check_choice("pattern", self.pattern, ("random", "clustered", "rows", "cols"))
-        check_range("cluster_size", self.cluster_size, 1.0, None)
-        if not math.isfinite(self.cluster_size):
+        if isinstance(self.cluster_size, (int, float)) and math.isinf(self.cluster_size):
             raise ConfigError(f"cluster_size={self.cluster_size!r} is invalid: must be finite and >= 1")
+        check_range("cluster_size", self.cluster_size, 1.0, MAX_CLUSTER_CELLS)
 
 
 def sample_fault_map(shape: tuple[int, ...], cfg: FaultConfig, rng: np.random.Generator) -> np.ndarray:

@@ -14,7 +14,23 @@ from typing import Callable
 from device.compact import StanfordPKUParams
 from device.config import Config, ConfigError, read_json_file
 
-__all__ = ["PRESETS", "DEFAULT_PRESET", "get_preset", "default_params", "load_preset_file"]
+__all__ = ["PRESETS", "DEFAULT_PRESET", "get_preset", "default_params", "load_preset_file", "preset_foreign_reason"]
+
+
+def preset_foreign_reason(path) -> str | None:
+    """Why the existing file ``path`` may not be replaced by a preset file (None: it is one, a
+    JSON object with ``model`` and ``params`` as ``device calibrate pulses`` writes): the output
+    rule of ``--out``."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 20).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return "is not a preset file written by reram-cosim (not a JSON object)"
+    if isinstance(data, dict) and isinstance(data.get("model"), str) and isinstance(data.get("params"), dict):
+        return None
+    return "is not a preset file written by reram-cosim (no model and params)"
 
 
 def stanford_pku() -> StanfordPKUParams:

@@ -20,7 +20,9 @@ Groups
     ``kind`` attribute when a file bundles several tables (e.g. one level table per bits/cell).
 
 Files are written to a temporary file in the target directory and renamed into place, so an
-interrupted write never leaves a truncated table under the final name.
+interrupted write never leaves a truncated table under the final name. An existing file is
+replaced only when it is a reram-cosim table of the same kind (:func:`check_out`, the output
+rule of every ``--out``).
 """
 
 from __future__ import annotations
@@ -46,8 +48,14 @@ __all__ = [
     "SOFTWARE",
     "SCHEMAS",
     "ARRAY_SPECS",
+    "VALUE_CHECKS",
+    "G_WINDOW_S",
+    "MAX_LEVEL_CELLS",
+    "MAX_DATASET_VALUES",
     "write_table",
     "read_table",
+    "check_out",
+    "foreign_reason",
     "validate",
     "inspect",
     "software_version",
@@ -87,6 +95,18 @@ ARRAY_SPECS: dict[str, dict[str, tuple[str, bool]]] = {
 }
 
 _ROOT_ATTRS = ("schema_version", "software", "software_version", "created", "kind", "config_json")
+
+#: the conductances a table may hold, S: 1 pS (1 TOhm) to 1 S (1 Ohm), decades wider than any
+#: resistive-memory cell (the crossbar figures of docs/REFERENCES.md span 10 kOhm-1 MOhm);
+#: anything outside is corrupt or in another unit (1e-300 S and 1e300 S were accepted once)
+G_WINDOW_S = (1e-12, 1.0)
+#: samples a level table may hold (levels x samples per level, and measured samples): bounds
+#: the memory a file can ask for before a value is read (4 Mi x 16 levels, 512 MiB as float64)
+MAX_LEVEL_CELLS = 1 << 26
+#: values any one dataset may hold (2^30: 8 GiB as float64); larger is refused before reading
+MAX_DATASET_VALUES = 1 << 30
+#: values :func:`validate` reads at a time when it checks a dataset (bounded memory)
+_SLAB_VALUES = 1 << 22
 
 
 class TableError(UserError):
@@ -157,6 +177,32 @@ def _set_attr(obj: Any, key: str, value: Any) -> None:
     obj.attrs[key] = value
 
 
+def foreign_reason(path: str | os.PathLike, kind: str) -> str | None:
+    """Why the existing file ``path`` may not be replaced by a ``kind`` table (None: it may, being
+    a reram-cosim table of that kind): the output rule of ``--out`` (:func:`device.io.check_replace`)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            software, file_kind = _s(f.attrs.get("software", "")), _s(f.attrs.get("kind", ""))
+    except Exception:  # noqa: BLE001 - any file h5py cannot open is not one of our tables
+        return "is not a reram-cosim table (not a readable HDF5 file)"
+    if software != SOFTWARE:
+        return f"is not a reram-cosim table (written by {software or 'another program'})"
+    if file_kind != kind:
+        return f"holds a {file_kind!r} table, not the {kind!r} table this writes"
+    return None
+
+
+def check_out(path: str | os.PathLike, kind: str) -> Path:
+    """Refuse, before any work, an output path a ``kind`` table cannot be written to: one
+    :func:`device.io.check_writable` refuses, or an existing file that is not a reram-cosim table
+    of that kind (:func:`foreign_reason`). Returns ``Path(path)``."""
+    from device.io import check_replace
+
+    return check_replace(path, lambda p: foreign_reason(p, kind), f"{kind} table")
+
+
 def write_table(
     path: str | os.PathLike,
     *,
@@ -190,6 +236,7 @@ def write_table(
 
     if kind not in SCHEMAS:
         raise TableError(f"unknown table kind {kind!r}; known: {', '.join(sorted(SCHEMAS))}")
+    check_out(path, kind)  # a foreign file, or another kind of table, is never replaced
     group_kinds = dict(group_kinds or {})
     for g, k in group_kinds.items():
         if k not in SCHEMAS:
@@ -302,7 +349,11 @@ def validate(path: str | os.PathLike, kind: str | None = None) -> None:
     or a kind other than the one asked for; a required array missing; a dataset without ``units``;
     a dimension of a data array without an attached axis dataset; a required array whose
     ``units`` differ from :data:`ARRAY_SPECS` or that holds NaN or infinite values where the
-    schema says it is finite. An unknown ``kind`` is refused before the file is opened.
+    schema says it is finite; a dataset over :data:`MAX_DATASET_VALUES`; and what
+    :data:`VALUE_CHECKS` asks of the kind (level tables: shapes, conductances within
+    :data:`G_WINDOW_S`, finite statistics, stuck-cell conductances, read noise). Shapes are
+    checked before values are read, and values are read in slabs. Every loader calls it
+    (:func:`read_table`). An unknown ``kind`` is refused before the file is opened.
     """
     import h5py
 
@@ -362,6 +413,8 @@ def validate(path: str | os.PathLike, kind: str | None = None) -> None:
                 for i in range(obj.ndim):
                     if len(obj.dims[i]) == 0:
                         problems.append(f"dataset {name} dimension {i} has no axis dataset")
+                if obj.size > MAX_DATASET_VALUES:
+                    problems.append(f"dataset {name} holds {obj.size} values, more than a table may hold ({MAX_DATASET_VALUES})")
                 obj.id  # touch
                 try:
                     if obj.size:
@@ -394,18 +447,132 @@ def _check_group(p: Path, g: Any, kind: str, prefix: str) -> None:
     missing = [r for r in SCHEMAS[kind] if r not in g]
     if missing:
         raise TableError(f"{p}: {kind!r} table {prefix or '/'} lacks array(s) {', '.join(missing)}")
-    for name, (units, finite) in ARRAY_SPECS.get(kind, {}).items():
+    specs = ARRAY_SPECS.get(kind, {})
+    for name, (units, _finite) in specs.items():  # metadata first: nothing is read yet
         if name not in g:
             continue
         ds = g[name]
         got = _s(ds.attrs.get("units", ""))
         if got != units:
             raise TableError(f"{p}: dataset {prefix}{name} has units {got!r}, the {kind!r} schema declares {units!r}")
+        if ds.size > MAX_DATASET_VALUES:
+            raise TableError(f"{p}: dataset {prefix}{name} holds {ds.size} values, more than a table may hold "
+                             f"({MAX_DATASET_VALUES})")
+    check = VALUE_CHECKS.get(kind)
+    if check is not None:  # shapes, then values
+        check(p, g, prefix)
+    for name, (units, finite) in specs.items():
+        if name not in g:
+            continue
+        ds = g[name]
         if finite and ds.dtype.kind in "fc" and ds.size:
-            data = ds[()]
-            bad = int(np.count_nonzero(~np.isfinite(data)))
+            bad = sum(int(np.count_nonzero(~np.isfinite(a))) for a in _slabs(ds))
             if bad:
                 raise TableError(f"{p}: dataset {prefix}{name} holds {bad} NaN or infinite value(s); it must be finite")
+
+
+def _slabs(ds: Any):
+    """The values of dataset ``ds`` in slabs along its first axis of about :data:`_SLAB_VALUES`
+    (a file cannot make a check read it all at once)."""
+    if ds.ndim == 0:
+        yield np.asarray(ds[()])
+        return
+    per = max(1, ds.size // max(1, ds.shape[0]))
+    step = max(1, _SLAB_VALUES // per)
+    for i in range(0, ds.shape[0], step):
+        yield ds[i : i + step]
+
+
+def _levels_values(p: Path, g: Any, prefix: str) -> None:
+    """What a level table must hold beyond its schema (:data:`VALUE_CHECKS`): shapes first (no
+    value is read before they agree and are bounded), then every conductance finite and inside
+    :data:`G_WINDOW_S`, level targets ascending, statistics finite, the stuck-cell conductances
+    (``g_sa0_s``, ``g_sa1_s``), read noise and read voltage attributes valid."""
+    where = f"{p}: level table {prefix or '/'}"
+    L = int(g["g_target_s"].shape[0]) if g["g_target_s"].ndim == 1 else -1
+    if L < 2 or L & (L - 1) or L > 256:
+        raise TableError(f"{where}: g_target_s has shape {g['g_target_s'].shape}; it must hold 2**bits levels (2..256)")
+    bits = g.attrs.get("bits_per_cell")
+    if bits is not None and (_number(bits) is None or 2 ** int(_number(bits)) != L):
+        raise TableError(f"{where}: bits_per_cell={_s(bits)} does not match its {L} levels")
+    shape = g["g_s"].shape
+    if len(shape) != 2 or shape[0] != L or shape[1] < 2:
+        raise TableError(f"{where}: g_s has shape {shape}; it must be ({L}, samples >= 2)")
+    if shape[0] * shape[1] > MAX_LEVEL_CELLS:
+        raise TableError(f"{where}: g_s holds {shape[0] * shape[1]} samples, more than a level table may hold "
+                         f"({MAX_LEVEL_CELLS})")
+    for name in ("r_ohm", "pulses"):
+        if g[name].shape != shape:
+            raise TableError(f"{where}: {name} has shape {g[name].shape}, g_s has {shape}")
+    per_level = ("g_mean_s", "g_std_s", "ln_mu", "ln_sigma", "ks_normal", "ks_lognormal", "n_samples", "g_mean_data_s",
+                 "verify_half_window_s")
+    per_boundary = ("readout_error_rate", "readout_error_rate_lognormal", "threshold_s", "readout_errors",
+                    "readout_trials", "readout_error_empirical", "readout_error_ci_low", "readout_error_ci_high")
+    for names, n in ((per_level, L), (per_boundary, L - 1)):
+        for name in names:
+            if name in g and g[name].shape != (n,):
+                raise TableError(f"{where}: {name} has shape {g[name].shape}, expected ({n},)")
+    if "g_measured_s" in g or "measured_level" in g:
+        if "g_measured_s" not in g or "measured_level" not in g:
+            raise TableError(f"{where}: g_measured_s and measured_level go together")
+        m = g["g_measured_s"].shape
+        if len(m) != 1 or g["measured_level"].shape != m or m[0] > MAX_LEVEL_CELLS:
+            raise TableError(f"{where}: g_measured_s {m} and measured_level {g['measured_level'].shape} must be one "
+                             f"1-d length of at most {MAX_LEVEL_CELLS}")
+    # values: bounded by the shapes above
+    lo, hi = G_WINDOW_S
+    for name in ("g_target_s", "g_s", "g_measured_s"):
+        if name not in g:
+            continue
+        nonfinite = sum(int(np.count_nonzero(~np.isfinite(a))) for a in _slabs(g[name]))
+        if nonfinite:
+            raise TableError(f"{p}: dataset {prefix}{name} holds {nonfinite} NaN or infinite value(s); it must be finite")
+        for a in _slabs(g[name]):
+            a = np.asarray(a, float)
+            bad = (a < lo) | (a > hi)
+            if bad.any():
+                raise TableError(f"{where}: {name} holds {a[bad].flat[0]:g} S; conductances must lie within "
+                                 f"[{lo:g}, {hi:g}] S (1 TOhm .. 1 Ohm)")
+    t = np.asarray(g["g_target_s"][()], float)
+    if np.any(np.diff(t) <= 0):
+        raise TableError(f"{where}: g_target_s must be strictly ascending (level 0 = HRS)")
+    for a in _slabs(g["r_ohm"]):
+        if not np.all(np.isfinite(a) & (np.asarray(a) > 0)):
+            raise TableError(f"{where}: r_ohm must be finite and > 0")
+    for name in per_level + per_boundary:
+        if name in g and g[name].dtype.kind in "fciu" and not np.all(np.isfinite(np.asarray(g[name][()], float))):
+            raise TableError(f"{where}: statistic {name} holds NaN or infinite values")
+    if "measured_level" in g:
+        ml = g["measured_level"][()]
+        if ml.size and (ml.min() < 0 or ml.max() >= L):
+            raise TableError(f"{where}: measured_level must index levels 0..{L - 1}")
+    for name in ("g_sa0_s", "g_sa1_s"):
+        if name in g.attrs:
+            v = _number(g.attrs[name])
+            if v is None or not lo <= v <= hi:
+                raise TableError(f"{where}: attribute {name}={_s(g.attrs[name])} must be a conductance within "
+                                 f"[{lo:g}, {hi:g}] S")
+    if "read_noise_rel" in g.attrs:
+        v = _number(g.attrs["read_noise_rel"])
+        if v is None or not 0.0 <= v <= 0.5:
+            raise TableError(f"{where}: attribute read_noise_rel={_s(g.attrs['read_noise_rel'])} must be in [0, 0.5]")
+    if "v_read_v" in g.attrs:
+        v = _number(g.attrs["v_read_v"])
+        if v is None or not 0.0 < v <= 10.0:
+            raise TableError(f"{where}: attribute v_read_v={_s(g.attrs['v_read_v'])} must be a read voltage in (0, 10] V")
+
+
+def _number(v: Any) -> float | None:
+    """A finite real number from an HDF5 attribute, else None."""
+    try:
+        x = float(np.asarray(v).item())
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+#: kind -> check of a table's values beyond its schema, run by :func:`validate` (so by every loader)
+VALUE_CHECKS: dict[str, Any] = {"levels": _levels_values}
 
 
 def _s(v: Any) -> str:

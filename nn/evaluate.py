@@ -77,6 +77,9 @@ METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "score")
 #: and position, a fixed calibration set, sentences batched at widths of their own (issue 20:
 #: rows of any batch size are the same bits; before, they moved with the batch size)
 NUMERICS = 2
+#: chips one evaluation may ask for (each is a pass over the dev split): bounds the rows planned
+#: before any work (10^12 trials once tried to plan every row first)
+MAX_TRIALS = 100_000
 #: the calibration set of calibrated ranges (``adc_range="calibrated"``, ``input_granularity``
 #: "layer" / "tile"): the first rows of the evaluated split, this many, in one batch (fixed: it
 #: does not depend on ``batch_size``)
@@ -557,8 +560,8 @@ class EvalSession:
 
         if not isinstance(sim_cfg, SimConfig):
             raise ValueError(f"sim_cfg must be a SimConfig, got {type(sim_cfg).__name__}")
-        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
-            raise UserError(f"trials={trials!r} is invalid: must be an integer >= 0")
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 0 <= trials <= MAX_TRIALS:
+            raise UserError(f"trials={trials!r} is invalid: must be an integer in [0, {MAX_TRIALS}]")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UserError(f"seed={seed!r} is invalid: must be an integer >= 0")
         # before any work: the output can be written and every table loads (not after the digital pass)
@@ -645,6 +648,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def check_trials(trials: Any) -> None:
+    """Raise :class:`UserError` unless ``trials`` is an integer in ``[0, MAX_TRIALS]``."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 0 <= trials <= MAX_TRIALS:
+        raise UserError(f"trials={trials!r} is invalid: must be an integer in [0, {MAX_TRIALS}]")
+
+
 def preflight(out_csv: str | os.PathLike, sim_cfgs: list[SimConfig]) -> None:
     """Fail before any work: ``out_csv`` must be writable (its directory exists; nothing is
     created, :func:`device.io.check_writable`) and a results file of this toolkit if it exists,
@@ -681,6 +690,7 @@ def evaluate_glue(
     (``digital`` metrics, ``simulated`` ``{metric: {n, mean, std}}``, ``rows``) and prints
     mean +- std when ``verbose``. The output path and every table are checked before the model
     is loaded (:func:`preflight`)."""
+    check_trials(trials)
     preflight(out_csv, [sim_cfg] if trials else [])
     sess = EvalSession.open(
         model_dir, task, glue_dir, split=split, max_examples=max_examples, max_length=max_length,

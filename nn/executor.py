@@ -299,7 +299,11 @@ def local_cluster(workers: int, *, gpu: bool = False, timeout_s: float = 120.0) 
 def _client(workers: int | None, address: str | None, gpu: bool) -> Iterator[Any]:
     if address is not None:
         distributed = _dask()
-        client = distributed.Client(address, timeout=60)
+        try:
+            client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorError(f"cannot join the Dask scheduler at {address} ({exc}); is `dask scheduler` running "
+                                "there and reachable from here?") from None
         try:
             yield client
         finally:
@@ -326,6 +330,46 @@ def check_executor(executor: str, workers: int | None, address: str | None) -> N
         raise ExecutorError("--workers above 1 and --address need --executor dask")
     if executor == "dask":
         _dask()
+        if address is not None:
+            check_address(address)
+
+
+#: seconds to wait for a scheduler to answer (the probe before any work, and the client)
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`ExecutorError` unless ``address`` names a scheduler this machine can reach:
+    a well-formed Dask address (``tcp://host:port``, ``tls://...``; a bare ``host:port`` is
+    TCP) whose host and port accept a TCP connection within ``timeout_s``. Run before any work,
+    so an unreachable ``--address`` fails at once instead of after the first rows."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    if not isinstance(address, str) or not address.strip():
+        raise ExecutorError(f"--address {address!r} is invalid: give the scheduler as tcp://host:port")
+    try:
+        scheme, loc = parse_address(address)
+    except (ValueError, TypeError) as exc:
+        raise ExecutorError(f"--address {address!r} is invalid ({exc}): give the scheduler as tcp://host:port") from None
+    if scheme not in ("tcp", "tls", "ws", "wss", "inproc", "ucx"):
+        raise ExecutorError(f"--address {address!r} is invalid: Dask has no protocol {scheme!r} (use tcp://host:port)")
+    if scheme not in ("tcp", "tls", "ws", "wss"):
+        return  # in-process or UCX addresses: Dask checks them itself
+    try:
+        host, port = parse_host_port(loc)
+    except (ValueError, TypeError) as exc:
+        raise ExecutorError(f"--address {address!r} is invalid ({exc}): give the scheduler as tcp://host:port") from None
+    if not port:
+        raise ExecutorError(f"--address {address!r} names no port: give the scheduler as tcp://host:8786")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        why = f"no answer within {timeout_s:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+        raise ExecutorError(f"cannot reach the Dask scheduler at {address} ({why}); is `dask scheduler` running there "
+                            "and reachable from here?") from None
 
 
 def run_tasks(
@@ -435,9 +479,10 @@ def evaluate_rows(
     tasks; returns the same summary (``written``, ``digital``, ``simulated``, ``rows``)."""
     import math
 
-    from nn.evaluate import METRIC_COLUMNS, ResultsFile, preflight, read_results, summarize
+    from nn.evaluate import METRIC_COLUMNS, ResultsFile, check_trials, preflight, read_results, summarize
 
     check_executor(executor, workers, address)
+    check_trials(trials)
     preflight(out_csv, [sim_cfg] if trials else [])
     model_sha, data_sha = source_digests(str(model), task, split, glue_dir)
     from nn.glue import get_task

@@ -322,6 +322,31 @@ def _save_checkpoint(out_dir: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+_CKPT_KEYS = ("config", "base_model", "model", "optimizer", "scheduler", "step", "history", "rng_cpu", "rng_dva")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The training state :func:`_save_checkpoint` wrote, read with ``weights_only`` (tensors and
+    plain containers only: nothing in the file runs); anything else there (a pickle of other
+    objects, a truncated or foreign file) is a :class:`UserError` naming it."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first or "Weights only" in first:
+            first = "it holds objects other than tensors, and a checkpoint that could run code is refused"
+        raise UserError(f"{path} cannot be read as a fine-tuning checkpoint ({first}); delete {path.parent} to start "
+                        "over") from None
+    if not isinstance(state, dict) or any(k not in state for k in _CKPT_KEYS):
+        raise UserError(f"{path} is not a fine-tuning checkpoint of this toolkit; delete {path.parent} to start over")
+    return state
+
+
 def read_finetune_info(out_dir: str | os.PathLike) -> dict[str, Any]:
     """The ``reram_cosim_finetune.json`` of a finished run (config, metrics, steps, wall time...)."""
     path = Path(out_dir) / FINETUNE_JSON
@@ -492,7 +517,7 @@ def _run(cfg, task, base, glue_dir, out, device, train, dev, progress, stop_afte
     resumed_from = 0
     ckpt_file = out / _CKPT / _STATE
     if ckpt_file.is_file():
-        state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(ckpt_file)
         saved_cfg = json.loads(state["config"])
         if not _same_config(saved_cfg, cfg) or state["base_model"] != base:
             raise UserError(

@@ -86,6 +86,10 @@ __all__ = ["StudySpec", "StudyDirError", "load_spec", "study_points", "plan_stud
            "check_study_dir", "plot_study"]
 
 
+#: rows one study may plan (each a pass over a dev split)
+MAX_STUDY_ROWS = 1_000_000
+
+
 class StudyDirError(UserError):
     """A study directory that holds another study (its ``study.json`` records another spec)."""
 
@@ -164,12 +168,22 @@ class StudySpec(Config):
         for k, v in methods.items():
             _strings(f"methods[{k!r}]", v)
         object.__setattr__(self, "methods", {str(k): tuple(v) for k, v in methods.items()})
-        check_int_range("trials", self.trials, 0)
+        from nn.evaluate import MAX_TRIALS
+
+        check_int_range("trials", self.trials, 0, MAX_TRIALS)
         check_int_range("seed", self.seed, 0)
         if self.max_examples is not None:
             check_int_range("max_examples", self.max_examples, 1)
         check_int_range("max_length", self.max_length, 8)
         check_int_range("batch_size", self.batch_size, 1)
+        n_rows = study_points(self)  # arithmetic: before a single point or row is built
+        n_configs = math.prod(len(v) for v in self.axes.values()) * len(self.methods)
+        if n_configs > MAX_STUDY_ROWS:
+            raise ConfigError(f"the study sweeps {n_configs} configurations (methods x the product of the axes); a "
+                              f"study holds at most {MAX_STUDY_ROWS}")
+        if n_rows > MAX_STUDY_ROWS:
+            raise ConfigError(f"the study has {n_rows} rows (tasks x methods x (1 + points x trials)); a study holds at "
+                              f"most {MAX_STUDY_ROWS}: each row is a pass over a dev split")
         # protection bundles / protection.* overrides, checked now like the sim configs
         object.__setattr__(self, "_protections", {k: method_protection(k, v) for k, v in self.methods.items()})
         # build every config now: a bad key or value fails before anything runs

@@ -192,16 +192,20 @@ def test_program_set_errors_name_the_flag(tmp_path, capsys):
     assert "--set nope" not in err
 
 
-def _levels_table(path: Path, g_s: np.ndarray, g_units: str = "S") -> Path:
+def _levels_table(path: Path, g_s: np.ndarray, g_units: str = "S", attrs: dict | None = None,
+                  **extra: np.ndarray) -> Path:
     from device import tables
 
-    return tables.write_table(path, kind="levels", arrays={
+    arrays = {
         "level": tables.Array(np.arange(2), "index"),
         "g_target_s": tables.Array(np.array([1e-6, 1e-4]), "S", ("level",)),
         "g_s": tables.Array(g_s, g_units, ("level", "device")),
-        "r_ohm": tables.Array(1 / np.abs(g_s), "ohm", ("level", "device")),
-        "pulses": tables.Array(np.ones((2, 3), np.int32), "1", ("level", "device")),
-    })
+        "r_ohm": tables.Array(1 / np.maximum(np.abs(g_s), 1e-300), "ohm", ("level", "device")),
+        "pulses": tables.Array(np.ones(g_s.shape, np.int32), "1", ("level", "device")),
+    }
+    arrays.update({k: tables.Array(v, "S" if k.endswith("_s") else "1", ("level",)) for k, v in extra.items()})
+    return tables.write_table(path, kind="levels", arrays=arrays,
+                              attrs={"bits_per_cell": 1, "g_sa0_s": 1e-6, "g_sa1_s": 1e-4, **(attrs or {})})
 
 
 def test_tables_validate_checks_finiteness_and_units(tmp_path, capsys):
@@ -214,6 +218,45 @@ def test_tables_validate_checks_finiteness_and_units(tmp_path, capsys):
     user_error(capsys, ["tables", "validate", nan], tmp_path, "g_s holds 1 NaN or infinite value")
     uS = _levels_table(tmp_path / "us.h5", g * 1e6, g_units="uS")
     user_error(capsys, ["tables", "validate", uS], tmp_path, "g_s has units 'uS'", "declares 'S'")
+
+
+GOOD_G = np.array([[1e-6, 1.1e-6, 0.9e-6], [1e-4, 1.01e-4, 0.99e-4]])
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: _levels_table(p, -GOOD_G), "must lie within [1e-12, 1] S"),  # negative conductances
+    (lambda p: _levels_table(p, GOOD_G * np.array([[0], [1]])), "g_s holds 0 S"),
+    (lambda p: _levels_table(p, GOOD_G * 1e-294), "g_s holds 1e-300 S"),
+    (lambda p: _levels_table(p, GOOD_G * 1e304), "g_s holds 1e+298 S"),
+    (lambda p: _levels_table(p, GOOD_G, g_mean_s=np.array([np.nan, 1e-4])), "statistic g_mean_s holds NaN"),
+    (lambda p: _levels_table(p, GOOD_G, attrs={"g_sa1_s": np.nan}), "attribute g_sa1_s=nan"),
+    (lambda p: _levels_table(p, GOOD_G, attrs={"g_sa0_s": 1e300}), "attribute g_sa0_s=1e+300"),
+    (lambda p: _levels_table(p, GOOD_G, attrs={"read_noise_rel": -0.1}), "read_noise_rel=-0.1"),
+])
+def test_every_loader_refuses_a_bad_level_table(files, tmp_path, capsys, make, needle):
+    # issue 20: tables validate passed these; eval then showed a traceback, crossbar mvm printed nan%
+    bad = make(tmp_path / "bad.h5")
+    user_error(capsys, ["tables", "validate", bad], tmp_path, needle)
+    setting = ["--set", f"levels.table_path={bad}", "--set", "crossbar.bits_per_cell=1"]
+    user_error(capsys, ["crossbar", "mvm", "--rows", "32", "--cols", "32", *setting], tmp_path, needle)
+    user_error(capsys, ["eval", "--model", files["model"], "--task", "sst2", "--glue-dir", files["glue"], "--out",
+                        tmp_path / "r.csv", "--no-progress", "--trials", "1", "--set", "crossbar.tile_rows=32",
+                        "--set", "crossbar.tile_cols=32", *setting], tmp_path, needle)
+
+
+def test_a_huge_dataset_is_refused_by_its_shape_before_it_is_read(tmp_path, capsys):
+    # a 5e7-sample level dataset compresses to a few kB: it cost 1.8 GB before it was refused
+    import h5py
+
+    p = _levels_table(tmp_path / "huge.h5", GOOD_G)
+    with h5py.File(p, "a") as f:
+        del f["g_s"]
+        ds = f.create_dataset("g_s", shape=(2, 50_000_000), dtype="f8", chunks=(1, 1 << 20), compression="gzip",
+                              fillvalue=1e-6)
+        ds.attrs["units"] = "S"
+        ds.dims[0].attach_scale(f["level"])
+    assert p.stat().st_size < 1 << 20
+    user_error(capsys, ["tables", "validate", p], tmp_path, "g_s holds 100000000 samples", "more than a level table")
 
 
 def test_tables_validate_unknown_kind(tmp_path, capsys):
@@ -383,3 +426,130 @@ def test_calibrate_levels_with_a_label_per_row_is_refused_at_once(tmp_path, caps
     src.write_text("level,g_s\n" + "".join(f"L{i},{v:.3g}\n" for i, v in enumerate(g)))
     user_error(capsys, ["device", "calibrate", "levels", "--in", src, "--out", tmp_path / "l.h5"], tmp_path,
                f"the data hold {n} level(s)", "2**bits of them")
+
+
+# --- JSON configs, device parameters (issue 20) ----------------------------------------------------
+
+
+def _study_spec(files, tmp_path: Path, **kw) -> Path:
+    import json
+
+    d = {"model": str(files["model"]), "glue_dir": str(files["glue"]), "preset": "default",
+         "set": ["crossbar.tile_rows=32", "crossbar.tile_cols=32", "levels.source=synthetic"],
+         "axes": {"faults.rate": [0.01]}, "tasks": ["sst2"], "trials": 1, "max_length": 32, "batch_size": 8}
+    d.update(kw)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(d))
+    return spec
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"name": "caf\xe9"}'.encode("latin-1"), "is not UTF-8 text"),
+    (b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests deeper than JSON can be read"),
+    (b'{"name": ' + b"[" * 40 + b"]" * 40 + b"}", "nests more than 32 levels deep"),
+])
+def test_json_files_latin1_or_deeply_nested(files, tmp_path, capsys, content, needle):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    user_error(capsys, ["study", "--spec", bad, "--out", out, "--no-progress"], tmp_path, "study spec", needle)
+    user_error(capsys, ["device", "iv", "--preset-file", bad, "--devices", "1", "--out", tmp_path / "iv.h5"], tmp_path,
+               "preset file", needle)
+
+
+def test_preset_alpha_overflow(tmp_path, capsys):
+    p = tmp_path / "p.json"
+    p.write_text('{"alpha": 1e308}')
+    user_error(capsys, ["device", "iv", "--preset-file", p, "--devices", "1", "--out", tmp_path / "iv.h5"], tmp_path,
+               "alpha=1e+308 is invalid", "(0, 20]")
+
+
+def test_cluster_size_huge(tmp_path, capsys):
+    user_error(capsys, ["device", "faults", "--rows", "8", "--cols", "8", "--rate", "0.1", "--pattern", "clustered",
+                        "--cluster-size", "1e300", "--out", tmp_path / "f.h5"], tmp_path, "cluster_size=1e+300 is invalid")
+
+
+def test_pickled_finetune_checkpoint_is_refused(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    with open(out / "checkpoint" / "state.pt", "wb") as f:
+        pickle.dump({"payload": _Payload()}, f)
+    err = user_error(capsys, ["finetune", "--task", "sst2", "--model", files["model"], "--glue-dir", files["glue"],
+                              "--out", out, "--max-steps", "2", "--batch-size", "4", "--max-length", "16"],
+                     tmp_path, "cannot be read as a fine-tuning checkpoint", "refused")
+    assert "weights_only" not in err and "this ran while unpickling" not in capsys.readouterr().out
+
+
+def test_unreachable_dask_address_fails_before_any_work(files, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    spec = _study_spec(files, tmp_path)
+    user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out", "--executor", "dask", "--address",
+                        "tcp://127.0.0.1:1", "--no-progress"], tmp_path, "cannot reach the Dask scheduler at tcp://127.0.0.1:1")
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--executor", "dask", "--address",
+                                 "tcp://127.0.0.1"), tmp_path, "is invalid")
+
+
+def test_plot_file_name_too_long(tmp_path, capsys):
+    user_error(capsys, ["device", "iv", "--devices", "1", "--out", tmp_path / "iv.h5", "--plot",
+                        tmp_path / ("p" * 250 + ".png")], tmp_path, "its file name is 254 bytes long")
+
+
+# --- unbounded work, late failures (issue 20) ------------------------------------------------------
+
+
+def test_trials_beyond_the_bound(files, tmp_path, capsys):
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--trials", str(10**12)), tmp_path,
+               "--trials 1000000000000 is invalid")
+    spec = _study_spec(files, tmp_path, trials=10**12)
+    user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out"], tmp_path, "trials=1000000000000 is invalid")
+    spec = _study_spec(files, tmp_path, axes={"faults.rate": [0.01] * 1000, "faults.sa0_fraction": [0.5] * 2000})
+    user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out"], tmp_path, "sweeps 2000000 configurations")
+
+
+def test_read_time_outside_the_relaxation_table_fails_before_any_row(files, tmp_path, capsys):
+    setting = ["--set", "levels.source=table", "--set", "crossbar.read_time_s=1e8"]
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--trials", "1", *setting),
+               tmp_path, "time_s=1e+08 is outside the measured range")
+    spec = _study_spec(files, tmp_path, set=["crossbar.tile_rows=32", "crossbar.tile_cols=32", "crossbar.read_time_s=1e8"])
+    user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out", "--no-progress"], tmp_path,
+               "is outside the measured range")  # and no study.json, lock or directory left
+
+
+# --- the output rule of --out (issue 20) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["device", "faults", "--rows", "8", "--cols", "8", "--rate", "0.1"],
+    ["device", "iv", "--devices", "1", "--points", "50"],
+    ["circuit", "solve", "--rows", "4", "--cols", "4"],
+    ["circuit", "netlist", "--rows", "4", "--cols", "4"],
+])
+def test_device_and_circuit_out_never_replace_a_foreign_file(tmp_path, capsys, argv):
+    foreign = tmp_path / "mine.dat"
+    foreign.write_text("a user's own file\n")
+    user_error(capsys, argv + ["--out", foreign], tmp_path, "exists and is not", "left untouched")
+    assert foreign.read_text() == "a user's own file\n"
+    ours = tmp_path / "ours.out"
+    assert main([str(a) for a in argv + ["--out", ours]]) == 0
+    assert main([str(a) for a in argv + ["--out", ours]]) == 0  # its own output is replaced (a rerun)
+
+
+def test_a_table_of_another_kind_is_not_replaced(tmp_path, capsys):
+    table = tmp_path / "levels.h5"
+    assert main(["device", "faults", "--rows", "8", "--cols", "8", "--rate", "0.1", "--out", str(table)]) == 0
+    user_error(capsys, ["circuit", "solve", "--rows", "4", "--cols", "4", "--out", table], tmp_path,
+               "holds a 'faults' table, not the 'circuit_solve' table")
+
+
+def test_repairing_a_cut_short_results_file_through_a_symlink_keeps_the_link(files, tmp_path):
+    out = tmp_path / "r.csv"
+    assert main([str(a) for a in eval_args(files["model"], files["glue"], out)]) == 0
+    real = tmp_path / "store" / "results.csv"
+    real.parent.mkdir()
+    real.write_bytes(out.read_bytes() + b"sst2,dev,baseline,simul")  # a writer killed mid-row
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    from nn.evaluate import ResultsFile
+
+    ResultsFile(link)
+    assert link.is_symlink() and real.read_bytes() == out.read_bytes()

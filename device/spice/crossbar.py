@@ -27,7 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["crossbar_netlist", "run_crossbar", "node_names"]
+__all__ = ["crossbar_netlist", "run_crossbar", "node_names", "netlist_foreign_reason"]
+
+#: the comment every netlist :func:`crossbar_netlist` writes carries in its first lines
+NETLIST_MARK = "* written by reram-cosim"
+
+
+def netlist_foreign_reason(path: str | Path) -> str | None:
+    """Why the existing file ``path`` may not be replaced by a netlist (None: it is one this
+    toolkit wrote, :data:`NETLIST_MARK` in its first lines): the output rule of ``--out``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace").splitlines()[:5]
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if any(line.startswith(NETLIST_MARK) for line in head):
+        return None
+    return "is not a netlist written by reram-cosim"
 
 
 def _f(x: float) -> str:
