@@ -274,8 +274,10 @@ def local_cluster(workers: int, *, gpu: bool = False, timeout_s: float = 120.0) 
         # and no statistical profiler sampling the task thread every 10 ms (tasks are seconds long)
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                               "distributed.worker.profile.enabled": False}):
+            # dashboard_address=None still starts the scheduler's HTTP server on 8787 and warns
+            # when that port is taken (another cluster on the machine); ":0" takes a free port
             cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                 silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None, env=env,
             )
     finally:
