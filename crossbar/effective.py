@@ -1,17 +1,28 @@
-"""Effective matrices of linear crossbar tiles: ``i_out = v_in @ M``, exact, by block elimination.
+"""Effective matrices of linear crossbar tiles: ``i_out = v_in @ M``, exact, by direct elimination.
 
 For linear cells the map from word-line voltages to bit-line currents does not depend on the
 input, so IR drop costs one matmul per tile at inference once ``M`` is known
-(:func:`crossbar.pipeline.ir_drop_step` with ``crossbar.ir_drop="exact"``). Each word line is
-eliminated exactly (its tridiagonal inverse), which leaves a block-tridiagonal system in the
-bit-line voltages with dense ``cols x cols`` blocks; a forward sweep from the open end of the bit
-lines to the sense end gives the bit-line currents for all ``rows`` unit inputs at once, in
-``O(rows * cols^3)``. :func:`effective_matrix`: one or a few tiles in numpy (LAPACK);
-:func:`effective_matrices`: many tiles at once in torch (CPU threads or a GPU). The circuit is
-:mod:`crossbar.nodal`'s.
+(:func:`crossbar.pipeline.ir_drop_step` with ``crossbar.ir_drop="exact"``). Two exact
+eliminations of the same nodal matrix (:mod:`crossbar.nodal`'s circuit):
+
+* the bit-line sweep: each word line is eliminated exactly (its tridiagonal inverse), which
+  leaves a block-tridiagonal system in the bit-line voltages with dense ``cols x cols`` blocks;
+  a forward sweep from the open end of the bit lines to the sense end gives the bit-line
+  currents for all ``rows`` unit inputs at once, in ``O(rows cols^3 + rows^2 cols^2)``
+  (:func:`effective_matrix`, one or a few tiles in numpy/LAPACK: the reference; and
+  ``method="block"`` of :func:`effective_matrices`);
+* nested dissection (``method="nested"``, the default for tiles above 64 x 64): the tile is cut
+  recursively into halves by separators of word- or bit-line nodes, and the nodal matrix is
+  reduced to its Schur complement on the driven and sensed nodes front by front, about
+  ``(rows cols)^1.5`` work (~150 MFLOP at 128 x 128 instead of ~540), all tiles of a batch and
+  all fronts of one depth and shape in one batched dense Cholesky.
+
+:func:`effective_matrices`: many tiles at once in torch (CPU threads or a GPU).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy.linalg import lapack
@@ -290,21 +301,258 @@ def _block_effective_torch(g, c: CircuitConfig, method: str = "block"):
     return torch.matmul(pi, y).mul_(gout).transpose(-1, -2)
 
 
+
+# ----------------------------------------------------------------------------- nested dissection (torch)
+
+
+@functools.lru_cache(maxsize=8)
+def _nested_plan(rows: int, cols: int, both_sides: bool, leaf: int = 16):
+    """The elimination plan of a ``rows x cols`` tile by nested dissection (shape only; cached).
+
+    Nodes: word-line nodes ``u(i, j) = i cols + j``, bit-line nodes ``w(i, j) = rows cols + i cols
+    + j``. Kept to the end (``B``): the driven word-line nodes (column 0; also column ``cols-1``
+    for both sides) and the sensed bit-line nodes (row ``rows-1``). The rest is cut recursively,
+    across the longer side: cutting the bit lines at row ``m`` (separator ``w(m, .)``) leaves the
+    rows above, the rows below and word line ``m`` alone; cutting the word lines at column ``m``
+    (separator ``u(., m)``) leaves the two sides and bit line ``m``; regions of at most ``leaf``
+    nodes are eliminated whole. Each part is a *front*: its own nodes (pivots) and its boundary
+    (the nodes of enclosing separators and ``B`` next to it), eliminated into a dense Schur
+    complement on the boundary, which its parent adds to its own front.
+
+    Returns ``(groups, n_in, in_weight)``: fronts of one depth and shape batched together, deepest
+    first, the last the kept nodes (order: driven nodes, then sensed nodes), each a dict ``p``
+    (pivots), ``b`` (boundary), ``n`` (fronts), ``pos`` / ``src`` (flat positions in the group's
+    fronts of the circuit's matrix entries and their index in the value vector of
+    :func:`_nested_values`) and ``kids`` ``{child group: (child fronts, flat positions)}``.
+    """
+    r, c = rows, cols
+    rc = r * c
+    b_in = [i * c for i in range(r)]
+    in_weight = [1.0] * r
+    if both_sides and c > 1:
+        b_in += [i * c + c - 1 for i in range(r)]
+        in_weight += [1.0] * r
+    elif both_sides:
+        in_weight = [2.0] * r  # one column: both drivers feed the same node
+    b_out = [rc + (r - 1) * c + j for j in range(c)]
+    kept = set(b_in) | set(b_out)
+
+    def nbrs(n):
+        """Neighbours of node ``n`` with the index of the conductance between them (values:
+        word-line diagonals, bit-line diagonals, cells, word-line segment, bit-line segment)."""
+        if n < rc:
+            i, j = divmod(n, c)
+            out = [(n + rc, 2 * rc + n)]
+            if j > 0:
+                out.append((n - 1, 3 * rc))
+            if j < c - 1:
+                out.append((n + 1, 3 * rc))
+        else:
+            i, j = divmod(n - rc, c)
+            out = [(n - rc, rc + n)]
+            if i > 0:
+                out.append((n - c, 3 * rc + 1))
+            if i < r - 1:
+                out.append((n + c, 3 * rc + 1))
+        return out
+
+    fronts: list[dict] = []
+
+    def add(piv, kids):
+        fronts.append({"piv": piv, "kids": [k for k in kids if k is not None]})
+        return len(fronts) - 1
+
+    def region(r0, r1, c0, c1, word=True, bit=True):
+        out = []
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                if word and i * c + j not in kept:
+                    out.append(i * c + j)
+                if bit and rc + i * c + j not in kept:
+                    out.append(rc + i * c + j)
+        return out
+
+    def cut(r0, r1, c0, c1):
+        if r1 <= r0 or c1 <= c0:
+            return None
+        nodes = region(r0, r1, c0, c1)
+        if not nodes:
+            return None
+        if len(nodes) <= leaf:
+            return add(nodes, [])
+        if r1 - r0 >= c1 - c0:
+            m = (r0 + r1) // 2
+            sep, line = region(m, m + 1, c0, c1, word=False), region(m, m + 1, c0, c1, bit=False)
+            kids = [cut(r0, m, c0, c1), cut(m + 1, r1, c0, c1)]
+        else:
+            m = (c0 + c1) // 2
+            sep, line = region(r0, r1, m, m + 1, bit=False), region(r0, r1, m, m + 1, word=False)
+            kids = [cut(r0, r1, c0, m), cut(r0, r1, m + 1, c1)]
+        if line:
+            kids.append(add(line, []))
+        return add(sep, kids)
+
+    root = cut(0, r, 0, c)
+    add(b_in + b_out, [root])
+    depth = [0] * len(fronts)
+    for k in range(len(fronts) - 1, -1, -1):
+        for ch in fronts[k]["kids"]:
+            depth[ch] = depth[k] + 1
+            fronts[ch]["parent"] = k
+    inside: list = [None] * len(fronts)  # nodes of each subtree, until its parent is built
+    for k, f in enumerate(fronts):
+        piv = set(f["piv"])
+        sub, adj = set(piv), set()
+        for ch in f["kids"]:
+            sub |= inside[ch]
+            adj.update(fronts[ch]["bnd"])
+            inside[ch] = None
+        for a in f["piv"]:
+            adj.update(b for b, _ in nbrs(a))
+        inside[k] = sub
+        f["bnd"] = sorted(adj - sub)
+        loc = {n: q for q, n in enumerate(f["piv"] + f["bnd"])}
+        ent = []  # (row, col, value index): each entry once, at the first of its nodes to go
+        for a in f["piv"]:
+            la = loc[a]
+            ent.append((la, la, a))  # diagonals: u(i, j) -> a, w(i, j) -> a (rc + ...)
+            for b, vi in nbrs(a):
+                if (b in piv and a < b) or (b not in piv and b in loc):
+                    ent += [(la, loc[b], vi), (loc[b], la, vi)]
+        f["ent"] = np.array(ent, dtype=np.int64).reshape(-1, 3)
+    assert not fronts[-1]["bnd"]
+    keys: dict = {}
+    for k, f in enumerate(fronts):
+        keys.setdefault((-depth[k], len(f["piv"]), len(f["bnd"])), []).append(k)
+    order = sorted(keys)  # deepest first; the kept nodes (depth 0) last
+    where = {}
+    groups = []
+    for gi, key in enumerate(order):
+        ks = keys[key]
+        f2 = (key[1] + key[2]) ** 2
+        for q, k in enumerate(ks):
+            where[k] = (gi, q)
+        pos = np.concatenate([q * f2 + fronts[k]["ent"][:, 0] * (key[1] + key[2]) + fronts[k]["ent"][:, 1]
+                              for q, k in enumerate(ks)])
+        src = np.concatenate([fronts[k]["ent"][:, 2] for k in ks])
+        groups.append({"p": key[1], "b": key[2], "n": len(ks), "pos": pos, "src": src, "kids": {}})
+    for k, f in enumerate(fronts):
+        if "parent" not in f:
+            continue
+        par = fronts[f["parent"]]
+        pg, pq = where[f["parent"]]
+        cg, cq = where[k]
+        fsz = len(par["piv"]) + len(par["bnd"])
+        loc = {n: q for q, n in enumerate(par["piv"] + par["bnd"])}
+        idx = np.array([loc[n] for n in f["bnd"]], dtype=np.int64)
+        sel, pos = groups[pg]["kids"].setdefault(cg, ([], []))
+        sel.append(cq)
+        pos.append((pq * fsz * fsz + idx[:, None] * fsz + idx[None, :]).ravel())
+    for g in groups:
+        g["kids"] = {cg: (np.array(sel, dtype=np.int64), np.concatenate(pos)) for cg, (sel, pos) in g["kids"].items()}
+    return tuple(groups), len(b_in), np.array(in_weight)
+
+
+def _nested_effective_torch(g, c: CircuitConfig, leaf: int = 16):
+    """Effective matrices (T, R, C) of linear tiles ``g`` with resistive word and bit lines by
+    nested dissection (:func:`_nested_plan`): the nodal matrix's Schur complement on the driven
+    and sensed nodes, front by front (batched Cholesky, triangular solve and one matmul per group
+    of fronts), then the block of its inverse from the drivers to the sense nodes."""
+    import torch
+
+    t, r, cc = g.shape
+    both = c.drive == "both_sides"
+    groups, n_in, in_weight = _nested_plan(r, cc, both, leaf)
+    dev = g.device
+    gw, gc = 1.0 / c.r_wire_row_ohm, 1.0 / c.r_wire_col_ohm
+    gdrv = 1.0 / (c.r_source_ohm + c.r_wire_row_ohm)
+    gout = 1.0 / (c.r_wire_col_ohm + c.r_sense_ohm)
+    du = g.clone()
+    du[..., 1:] += gw
+    du[..., :-1] += gw
+    du[..., 0] += gdrv
+    if both:
+        du[..., -1] += gdrv
+    dw = g.clone()
+    dw[:, 1:] += gc
+    dw[:, :-1] += gc
+    dw[:, -1] += gout
+    wires = torch.tensor([-gw, -gc], dtype=g.dtype, device=dev).expand(t, 2)
+    vals = torch.cat([du.reshape(t, -1), dw.reshape(t, -1), -g.reshape(t, -1), wires], 1)
+
+    def ix(a):
+        return torch.from_numpy(a).to(dev)
+
+    uses: dict = {}
+    for grp in groups:
+        for cg in grp["kids"]:
+            uses[cg] = uses.get(cg, 0) + 1
+    upd: dict = {}
+    for gi, grp in enumerate(groups):
+        p, b, n = grp["p"], grp["b"], grp["n"]
+        f = p + b
+        front = torch.zeros(t, n * f * f, dtype=g.dtype, device=dev)
+        front.index_add_(1, ix(grp["pos"]), vals[:, ix(grp["src"])])
+        for cg, (sel, pos) in grp["kids"].items():
+            u = upd[cg]
+            u = u if len(sel) == u.shape[1] and bool((sel == np.arange(len(sel))).all()) else u[:, ix(sel)]
+            front.index_add_(1, ix(pos), u.reshape(t, -1))
+            uses[cg] -= 1
+            if not uses[cg]:
+                del upd[cg]
+        front = front.view(t * n, f, f)
+        if gi == len(groups) - 1:
+            break
+        if p == 0:
+            upd[gi] = front.view(t, n, b, b)
+            continue
+        chol, info = torch.linalg.cholesky_ex(front[:, :p, :p])
+        if bool((info != 0).any()):
+            raise np.linalg.LinAlgError("nodal matrix is not positive definite")
+        w = torch.linalg.solve_triangular(chol, front[:, :p, p:], upper=False)
+        upd[gi] = torch.baddbmm(front[:, p:, p:], w.transpose(-1, -2), w, alpha=-1.0).view(t, n, b, b)
+    # Schur complement on (driven, sensed): x = S^-1 b; the sensed block of S^-1 on the driven
+    # columns is -(A_oo - A_oi A_ii^-1 A_io)^-1 A_oi A_ii^-1
+    a_ii, a_io, a_oo = front[:, :n_in, :n_in], front[:, :n_in, n_in:], front[:, n_in:, n_in:]
+    chol, info = torch.linalg.cholesky_ex(a_ii)
+    w = torch.linalg.solve_triangular(chol, a_io, upper=False)
+    chol_o, info_o = torch.linalg.cholesky_ex(torch.baddbmm(a_oo, w.transpose(-1, -2), w, alpha=-1.0))
+    if bool((info != 0).any() | (info_o != 0).any()):
+        raise np.linalg.LinAlgError("nodal matrix is not positive definite")
+    v = torch.linalg.solve_triangular(chol.transpose(-1, -2), w, upper=True)  # A_ii^-1 A_io
+    x = torch.cholesky_solve(v.transpose(-1, -2), chol_o)  # (T, C, n_in) = -(S^-1)_oi
+    x = x * torch.as_tensor(in_weight, dtype=g.dtype, device=dev)
+    if n_in > r:
+        x = x[..., :r] + x[..., r:]
+    return x.transpose(-1, -2).mul_(-gout * gdrv).contiguous()
+
+
 def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_call: int | None = None,
-                       method: str = "block"):
+                       method: str = "auto"):
     """Exact effective matrices of many linear tiles at once, in torch (CPU or GPU).
 
     ``g_s``: torch tensor ``(tiles, rows, cols)`` float64 siemens (finite, >= 0), on any device;
-    returns ``M`` of the same shape, dtype and device with ``i_out = v_in @ M[t]`` for tile ``t``.
-    The same block elimination as :func:`effective_matrix` (``O(rows cols^3)`` per tile, exact to
-    rounding), vectorized over tiles: the word-line inverses come from tridiagonal pivots in
-    ``O(cols^2)`` per row, and the bit-line sweep inverts each row's SPD block by recursive 2x2
-    block elimination (batched matmuls, Cholesky below 64 columns: ``torch.cholesky_inverse`` on
-    128 x 128 blocks was ~70 % of the time) and carries the collected columns with batched
-    matmuls over ``tiles_per_call`` tiles at a time (default: about 4 MiB of blocks); on
-    the CPU the chunks run on ``torch.get_num_threads()`` threads, one thread each.
-    ``method``: ``"block"`` (the recursive block inverse) or ``"cholesky"`` (``potrf`` +
-    ``potri`` per block: the reference, for benchmarks; both exact to rounding, ~1e-12).
+    returns ``M`` of the same shape, dtype and device with ``i_out = v_in @ M[t]`` for tile ``t``,
+    exact to rounding (~1e-12 relative to :func:`effective_matrix`, the numpy reference).
+    ``method``:
+
+    * ``"nested"``: nested dissection of the tile's nodal matrix (:func:`_nested_plan`): the
+      Schur complement on the driven and sensed nodes, built front by front with batched dense
+      Cholesky factorizations; ~150 MFLOP per 128x128 tile against ~540 for the sweep, most of
+      it in fronts of 100-400 nodes. Needs resistive word and bit lines.
+    * ``"block"``: the bit-line sweep of :func:`effective_matrix` (``O(rows cols^3 + rows^2
+      cols^2)``), vectorized over tiles: word-line inverses from tridiagonal pivots in
+      ``O(cols^2)`` per row, each row's SPD block inverted by recursive 2x2 block elimination
+      (batched matmuls, Cholesky below 64 columns).
+    * ``"cholesky"``: the same sweep with ``potrf`` + ``potri`` per block (the reference of
+      issue 13, for benchmarks).
+    * ``"auto"`` (default): ``"nested"`` for tiles of more than 64 x 64 cells with resistive
+      word and bit lines (1.8x faster at 128 x 128, 3.9x at 256 x 256; equal at 64 x 64, slower
+      at 32 x 32: BENCHMARKS.md), else ``"block"``.
+
+    ``tiles_per_call`` tiles go through one batched pass (default: 4 for ``"nested"`` on the CPU,
+    which kept its fronts in cache, 64 on a GPU; for the sweep about 4 MiB of blocks); on the CPU
+    the chunks run on ``torch.get_num_threads()`` threads, one thread each.
     Raises :class:`InputError` for bad tensors and :class:`ConfigError` for nonlinear cells.
     """
     import torch
@@ -321,18 +569,30 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
         raise InputError(f"g_s must be a float64 tensor of shape (tiles, rows, cols), got {tuple(g_s.shape)} {g_s.dtype}")
     if g_s.numel() and not bool(torch.isfinite(g_s).all() & (g_s >= 0).all()):
         raise InputError("g_s must be finite and >= 0 siemens")
-    if method not in ("block", "cholesky"):
-        raise ConfigError(f"method={method!r} is invalid: must be one of 'block', 'cholesky'")
+    if method not in ("auto", "nested", "block", "cholesky"):
+        raise ConfigError(f"method={method!r} is invalid: must be one of 'auto', 'nested', 'block', 'cholesky'")
     t, r, cc = g_s.shape
     if c.r_wire_row_ohm == 0 and c.r_wire_col_ohm == 0 and c.r_source_ohm == 0 and c.r_sense_ohm == 0:
         return g_s.clone()
+    wired = c.r_wire_row_ohm > 0 and c.r_wire_col_ohm > 0
+    if method == "nested" and not wired:
+        raise ConfigError("method='nested' needs resistive word and bit lines (r_wire_row_ohm > 0 and r_wire_col_ohm > 0)")
+    if method == "auto":
+        method = "nested" if wired and r * cc > 64 * 64 else "block"
     if tiles_per_call is None:
-        tiles_per_call = max(1, (4 << 20) // (8 * cc * max(cc, r) * 3))  # blocks stay in cache
+        if method == "nested":
+            tiles_per_call = 4 if g_s.device.type == "cpu" else 64
+        else:
+            tiles_per_call = max(1, (4 << 20) // (8 * cc * max(cc, r) * 3))  # blocks stay in cache
     out = torch.empty_like(g_s)
     starts = list(range(0, t, tiles_per_call))
 
     def run(t0: int) -> None:
-        out[t0 : t0 + tiles_per_call] = _block_effective_torch(g_s[t0 : t0 + tiles_per_call].clone(), c, method)
+        chunk = g_s[t0 : t0 + tiles_per_call]
+        if method == "nested":
+            out[t0 : t0 + tiles_per_call] = _nested_effective_torch(chunk, c)
+        else:
+            out[t0 : t0 + tiles_per_call] = _block_effective_torch(chunk.clone(), c, method)
 
     n_threads = torch.get_num_threads()
     if g_s.device.type != "cpu" or n_threads <= 1:

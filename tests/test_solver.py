@@ -168,11 +168,37 @@ def test_effective_matrices_batched_match_block_elimination(circ):
     from crossbar.solver import effective_matrices
 
     rng = np.random.default_rng(5)
-    for shape in [(5, 9, 11), (2, 1, 6), (3, 7, 1), (2, 5, 150)]:  # 150 columns: the recursive block inverse
+    wired = circ.r_wire_row_ohm > 0 and circ.r_wire_col_ohm > 0
+    methods = ("auto", "block", "nested") if wired else ("auto", "block")
+    # 150 columns: the recursive block inverse; 1x1, 2x2, one row / column: nested dissection's
+    # edge cases (every node kept, both drivers on one node)
+    for shape in [(5, 9, 11), (2, 1, 6), (3, 7, 1), (2, 5, 150), (2, 1, 1), (2, 2, 2), (2, 33, 40)]:
         g = np.exp(rng.uniform(np.log(1e-6), np.log(1e-4), shape))
-        m = effective_matrices(torch.from_numpy(g), circ, tiles_per_call=2)
-        assert isinstance(m, torch.Tensor) and m.dtype == torch.float64 and m.shape == shape
-        np.testing.assert_allclose(m.numpy(), effective_matrix(g, circ), rtol=1e-10, atol=1e-20)
+        ref = effective_matrix(g, circ)
+        for method in methods:
+            m = effective_matrices(torch.from_numpy(g), circ, tiles_per_call=2, method=method)
+            assert isinstance(m, torch.Tensor) and m.dtype == torch.float64 and m.shape == shape
+            np.testing.assert_allclose(m.numpy(), ref, rtol=1e-10, atol=1e-20, err_msg=method)
+
+
+@pytest.mark.parametrize("r_wire_ohm", [0.1, 1.0, 5.0])
+def test_nested_dissection_on_signed_inputs(r_wire_ohm):
+    # the engine's tile (128 x 128, the levels' 9-106 uS) driven by signed inputs, as LayerNorm
+    # outputs drive it: nested dissection (the default there) against the numpy sweep. Both are
+    # direct eliminations, so the tolerance is rounding's: 1e-9 of the RMS column current.
+    torch = pytest.importorskip("torch")
+    from crossbar.solver import effective_matrices
+
+    rng = np.random.default_rng(7)
+    g = rng.uniform(9e-6, 1.06e-4, (1, 128, 128))
+    g[0, :64] = 1.06e-4  # half the rows at the top level: the structured tile of issue 21
+    c = CircuitConfig(r_wire_row_ohm=r_wire_ohm, r_wire_col_ohm=r_wire_ohm)
+    m = effective_matrices(torch.from_numpy(g), c).numpy()
+    ref = effective_matrix(g, c)
+    v = rng.uniform(-1, 1, (32, 128)) * (rng.random((32, 128)) < 0.5)
+    i_ref = v @ ref[0]
+    assert np.max(np.abs(v @ m[0] - i_ref)) < 1e-9 * np.sqrt(np.mean(i_ref**2))
+    np.testing.assert_allclose(m, ref, rtol=1e-9, atol=0)
 
 
 def test_effective_matrices_single_column_divider():
@@ -203,6 +229,10 @@ def test_effective_matrices_bad_inputs():
         effective_matrices(torch.full((1, 2, 2), -1e-5, dtype=torch.float64))
     with pytest.raises(ConfigError, match="linear"):
         effective_matrices(torch.full((1, 2, 2), 1e-5, dtype=torch.float64), CircuitConfig(cell_v0_v=0.25))
+    with pytest.raises(ConfigError, match="method"):
+        effective_matrices(torch.full((1, 2, 2), 1e-5, dtype=torch.float64), method="lu")
+    with pytest.raises(ConfigError, match="resistive"):
+        effective_matrices(torch.full((1, 2, 2), 1e-5, dtype=torch.float64), CircuitConfig(r_wire_row_ohm=0.0), method="nested")
 
 
 def test_pcg_cache_never_goes_stale():
