@@ -11,7 +11,8 @@
    accuracy (:data:`DEMO_FINETUNE`: 16 000 training examples, 1 epoch, max_length 64, lr 1e-4;
    86.6 % dev accuracy in about 7 minutes on one core);
 4. SST-2 dev accuracy digital and on crossbars (:data:`DEMO_SETTINGS`): quantization only, stuck-at
-   fault rates 0.001 / 0.003 / 0.01 / 0.1 % and programming variation sigma 5 / 10 %, ``trials`` chips each,
+   fault rates 1e-5 / 3e-5 / 1e-4 / 1e-3 (fractions of cells, as ``--set faults.rate`` takes them) and
+   relative programming variation sigma 0.05 / 0.1, ``trials`` chips each,
    into ``results.csv`` (resumable), ``summary.md`` and ``accuracy_vs_faults.png`` / ``.pdf``.
 
 The whole run is budgeted at 15 minutes on 2 cores from a cold cache (:data:`BUDGET_S`): after
@@ -37,12 +38,12 @@ DEMO_SETTINGS: tuple[tuple[str, str, float, tuple[str, ...]], ...] = (
     ("quantization only", "quant", 0.0, ("levels.source=synthetic",)),
     # log-spaced: with 8-bit weights on 2-bit cells an SA1 cell in the 1-bit MSB slice reads as
     # digit 3 (1.5x the largest weight); measured: MiniLM is near chance already at 0.01 % faulty cells
-    ("faults 0.001 %", "faults", 0.00001, ("faults.rate=0.00001",)),
-    ("faults 0.003 %", "faults", 0.00003, ("faults.rate=0.00003",)),
-    ("faults 0.01 %", "faults", 0.0001, ("faults.rate=0.0001",)),
-    ("faults 0.1 %", "faults", 0.001, ("faults.rate=0.001",)),
-    ("variation sigma 5 %", "sigma", 0.05, ("levels.source=synthetic", "levels.sigma_rel=0.05")),
-    ("variation sigma 10 %", "sigma", 0.10, ("levels.source=synthetic", "levels.sigma_rel=0.1")),
+    ("faults 1e-5", "faults", 0.00001, ("faults.rate=0.00001",)),
+    ("faults 3e-5", "faults", 0.00003, ("faults.rate=0.00003",)),
+    ("faults 1e-4", "faults", 0.0001, ("faults.rate=0.0001",)),
+    ("faults 1e-3", "faults", 0.001, ("faults.rate=0.001",)),
+    ("variation sigma 0.05", "sigma", 0.05, ("levels.source=synthetic", "levels.sigma_rel=0.05")),
+    ("variation sigma 0.1", "sigma", 0.10, ("levels.source=synthetic", "levels.sigma_rel=0.1")),
 )
 
 #: wall-time budget of the whole demo, s (issue: at most 15 minutes on 2 cores from a cold cache)
@@ -224,33 +225,23 @@ def _table(summaries, dig, sess, notes, t_eval, t_total, model_dir) -> str:
 
 
 def _plot(summaries, dig, out: Path, n_examples: int) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    quant = next((s["simulated"]["accuracy"] for _l, k, _v, _c, s in summaries if k == "quant"), None)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for ax, kind, xlabel, scale in ((axes[0], "faults", "stuck-at fault rate (%)", 100.0),
-                                    (axes[1], "sigma", "programming variation sigma (%)", 100.0)):
-        pts = [(0.0, quant)] if quant else []
-        pts += [(v, s["simulated"]["accuracy"]) for _l, k, v, _c, s in summaries if k == kind and s["simulated"]]
-        pts.sort(key=lambda p: p[0])
-        x = np.asarray([p[0] for p in pts]) * scale
-        m = np.asarray([p[1]["mean"] for p in pts])
-        sd = np.asarray([p[1]["std"] for p in pts])
-        ax.axhline(dig, color="k", ls="--", lw=1, label="digital")
-        ax.plot(x, m, "o-", color="C0", label="crossbar (mean of chips)")
-        ax.fill_between(x, m - sd, m + sd, color="C0", alpha=0.25, lw=0, label="+-1 std")
-        if kind == "faults":
-            ax.set_xscale("symlog", linthresh=0.001)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"SST-2 dev accuracy (n={n_examples})")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("MiniLM on ReRAM crossbars: 8-bit DFP, 2 bits/cell, 128x128 tiles", fontsize=10)
-    fig.tight_layout()
+    """``accuracy_vs_faults.png`` / ``.pdf``: the results plot of ``reram-cosim plot``
+    (:func:`nn.plots.draw_panel`), fault rates as fractions as the command line takes them: the
+    stuck-at sweep on the shipped level table, and the variation sweep on synthetic levels (its
+    0 is the quantization-only chip)."""
     from device.plots import save_figure
+    from nn.plots import draw_panel, figure, legend_below
 
+    rows = {(r["config_hash"], r["trial"]): r for *_x, s in summaries for r in s["rows"]}.values()
+    digital = [r for r in rows if r["mode"] == "digital"]
+    faults = [r for *x, s in summaries if x[1] == "faults" for r in s["rows"] if r["mode"] == "simulated"]
+    sigma = [r for *x, s in summaries if x[1] in ("sigma", "quant") for r in s["rows"] if r["mode"] == "simulated"]
+    fig, panels = figure(2)
+    for (ax, box), sim, key, title in ((panels[0], faults, "faults.rate", "stuck-at faults (shipped level table)"),
+                                      (panels[1], sigma, "levels.sigma_rel", "programming variation (synthetic levels)")):
+        draw_panel(ax, digital + sim, key, task="sst2")
+        ax.set_title(title, fontsize=9)
+        legend_below(ax, box)
+    panels[0][0].set_ylabel(f"SST-2 dev accuracy ({n_examples} examples)")
+    fig.suptitle("MiniLM on ReRAM crossbars: 8-bit DFP, 2 bits/cell, 128x128 tiles", fontsize=10)
     return save_figure(fig, out / "accuracy_vs_faults.png", dpi=150, formats=("png", "pdf"))

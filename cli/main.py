@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "cli.finetune",
     "cli.evaluate",
     "cli.cost",
+    "cli.plot",
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from device.errors import UserError
 
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -33,6 +34,8 @@ __all__ = [
     "check_int_range",
     "apply_overrides",
     "override_dict",
+    "field_doc",
+    "field_path_doc",
 ]
 
 C = TypeVar("C", bound="Config")
@@ -318,3 +321,43 @@ def override_dict(
             else:
                 node = node[p]
     return data
+
+
+@functools.lru_cache(maxsize=256)
+def field_doc(cls: type, name: str) -> str:
+    """The ``#:`` comment above field ``name`` of config class ``cls`` (the one way fields are
+    documented; ``tests/test_config_docs.py``), its lines joined; "" when there is none."""
+    import inspect
+    import re
+
+    try:
+        lines = inspect.getsource(cls).split("\n")
+    except (OSError, TypeError):
+        return ""
+    at = next((i for i, line in enumerate(lines) if re.match(rf"^    {re.escape(name)}\s*:", line)), None)
+    if at is None:
+        return ""
+    doc: list[str] = []
+    i = at - 1
+    while i >= 0 and lines[i].strip().startswith("#:"):
+        doc.insert(0, lines[i].strip()[2:].strip())
+        i -= 1
+    return " ".join(doc)
+
+
+def field_path_doc(cls: type, path: str) -> tuple[str, str] | None:
+    """``(field name, #: doc)`` of the field a dotted ``path`` names below config class ``cls``
+    (``"faults.rate"`` under ``SimConfig``), following the fields' config types; None when the
+    path names no field."""
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        if i == len(parts) - 1:
+            return part, field_doc(cls, part)
+        sub = hints[part]
+        cls = next((a for a in (typing.get_args(sub) or (sub,)) if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
+    return None

@@ -13,7 +13,10 @@ pearson, spearman, score``; empty where the task has no such metric), ``model``,
 ``max_examples``, ``max_length``, ``config_hash``, ``sim_config`` (the full
 :class:`nn.sim.SimConfig` as JSON), ``wall_s``, ``created``, then what produced the row:
 ``model_sha256``, ``data_sha256``, ``tables_sha256`` (JSON ``{config field: sha256}``) and
-``software_version`` (:mod:`nn.provenance`).
+``software_version`` (:mod:`nn.provenance`), and ``majority_score`` (the score of always
+answering the split's most frequent label: a plot's chance line, :func:`nn.results.majority_score`).
+Then one column per configuration key that differs between the file's simulated rows, named by
+its path (``faults.rate``): a tidy table, ``pandas.read_csv`` reads it as it is (:mod:`nn.results`).
 
 The key rule
 ~~~~~~~~~~~~
@@ -53,6 +56,7 @@ import numpy as np
 
 from device.errors import UserError
 from device.io import atomic_write_bytes, atomic_write_text, check_writable, software_version
+from nn.results import cell, column_name, flat_config, majority_score, parse_cell, varying_keys
 from nn.sim import SimConfig, config_hash
 
 __all__ = [
@@ -64,6 +68,7 @@ __all__ = [
     "ResultsFile",
     "ResultsFileError",
     "LEGACY_CSV_COLUMNS",
+    "V2_CSV_COLUMNS",
     "result_key",
     "evaluate_glue",
     "predict",
@@ -89,7 +94,10 @@ LEGACY_CSV_COLUMNS = (
     "task", "split", "method", "mode", "trial", "seed", "n_examples", *METRIC_COLUMNS,
     "model", "max_examples", "max_length", "config_hash", "sim_config", "wall_s", "created",
 )
-CSV_COLUMNS = LEGACY_CSV_COLUMNS + ("model_sha256", "data_sha256", "tables_sha256", "software_version")
+#: the core columns of files written before the majority score (read, and upgraded on a new row)
+V2_CSV_COLUMNS = LEGACY_CSV_COLUMNS + ("model_sha256", "data_sha256", "tables_sha256", "software_version")
+#: the core columns of a results file; one column per varying config key follows (nn.results)
+CSV_COLUMNS = V2_CSV_COLUMNS + ("majority_score",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,7 +108,7 @@ class ResultsFileError(UserError):
     """A results path that is not a results file of this toolkit (or of an older layout)."""
 
 
-def _header_line(columns: tuple[str, ...]) -> str:
+def _header_line(columns: tuple[str, ...] | list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(columns)
     return buf.getvalue()
@@ -110,17 +118,41 @@ _HEADER = _header_line(CSV_COLUMNS)
 _LEGACY_HEADER = _header_line(LEGACY_CSV_COLUMNS)
 
 
-class ResultsFile:
-    """An append-only results CSV with a fixed header, safe for concurrent writers; see the
-    module docstring.
+def _layout(header: list[str], p: Path) -> tuple[tuple[str, ...], list[str]]:
+    """``(core columns, key columns)`` of a results file's header: this toolkit's current core
+    (:data:`CSV_COLUMNS`) or that of the files before the majority score (:data:`V2_CSV_COLUMNS`),
+    then one column per config key (:mod:`nn.results`). Raises for a legacy or foreign header."""
+    h = tuple(header)
+    if h == LEGACY_CSV_COLUMNS:
+        raise ResultsFileError(
+            f"{p} is a results file of an older reram-cosim whose rows are not keyed by the content of the "
+            "model, data and tables; its rows can still be read (read_results), but choose another --out "
+            "for new results"
+        )
+    for core in (CSV_COLUMNS, V2_CSV_COLUMNS):
+        if h[: len(core)] == core and (core == CSV_COLUMNS or len(h) == len(core)):
+            keys = list(h[len(core):])
+            if len(set(keys)) == len(keys) and all(k and k not in core for k in keys):
+                return core, keys
+    raise ResultsFileError(
+        f"{p} is not a reram-cosim results file (its header differs); it was left untouched: "
+        "choose another --out or delete it"
+    )
 
+
+class ResultsFile:
+    """An append-only results CSV, safe for concurrent writers; see the module docstring.
+
+    The header is :data:`CSV_COLUMNS` followed by one column per configuration key whose value
+    differs between the file's simulated rows (:mod:`nn.results`: a tidy table for pandas).
     Opening never modifies a file that is not recognisably a results file of this toolkit: the
     header line is checked first (read-only), and only then is a partial last line (a writer
     killed mid-row) dropped. Every change (the repair, the header of a new file, each appended
-    row) happens under an exclusive ``fcntl.flock`` on the sidecar ``.<name>.lock``; before
-    appending, the rows other writers added since are read, and a row whose key is already
-    there is not written again (:meth:`append` returns False). The header of a new file is
-    written atomically (:func:`device.io.atomic_write_text`), so a file never holds a partial header.
+    row, the rewrite that adds a key column) happens under an exclusive ``fcntl.flock`` on the
+    sidecar ``.<name>.lock``; before appending, the rows other writers added since are read, and
+    a row whose key is already there is not written again (:meth:`append` returns False). New
+    headers and rewrites are atomic (:func:`device.io.atomic_write_text`), so a file never holds
+    a partial header; a path through a symbolic link writes the link's target.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -128,6 +160,11 @@ class ResultsFile:
         self.done: set[tuple[str, int, int]] = set()
         self._pos = 0  # bytes of the file already parsed into ``done``
         self._ino: int | None = None
+        #: the file's layout: core columns and config-key columns (new files: the current core)
+        self.core: tuple[str, ...] = CSV_COLUMNS
+        self.keys: list[str] = []
+        #: the flat config of the file's first simulated row: a key varies when a row differs from it
+        self._ref: dict[str, Any] | None = None
         if self.path.is_dir():
             raise ResultsFileError(f"results file {self.path} is a directory")
         check_writable(self.path)
@@ -141,27 +178,26 @@ class ResultsFile:
     def lock_path(self) -> Path:
         return self.path.with_name(f".{self.path.name}.lock")
 
-    def _check_header(self) -> None:
-        """Raise unless the file is missing, empty, or starts with this toolkit's header (read-only)."""
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.core + tuple(self.keys)
+
+    def _read_header(self) -> list[str] | None:
+        """The header line's columns (None for a missing or empty file), read-only."""
         p = self.path
         if not p.exists():
-            return
+            return None
         with open(p, "rb") as f:
-            head = f.read(len(_HEADER.encode()) + 1)
-        if not head:
-            return
-        first = head.decode("utf-8", errors="replace")
-        if first.startswith(_LEGACY_HEADER):
-            raise ResultsFileError(
-                f"{p} is a results file of an older reram-cosim whose rows are not keyed by the content of the "
-                "model, data and tables; its rows can still be read (read_results), but choose another --out "
-                "for new results"
-            )
-        if not first.startswith(_HEADER):
-            raise ResultsFileError(
-                f"{p} is not a reram-cosim results file (its header differs); it was left untouched: "
-                "choose another --out or delete it"
-            )
+            first = f.readline(1 << 20)
+        if not first:
+            return None
+        return next(csv.reader([first.decode("utf-8", errors="replace").rstrip("\r\n")]), [])
+
+    def _check_header(self) -> None:
+        """Raise unless the file is missing, empty, or starts with this toolkit's header (read-only)."""
+        header = self._read_header()
+        if header is not None:
+            _layout(header, self.path)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -192,29 +228,34 @@ class ResultsFile:
             self._pos, self._ino = 0, None
             return
         st = p.stat()
-        if st.st_ino != self._ino or st.st_size < self._pos:  # replaced (repaired): read it all again
+        if st.st_ino != self._ino or st.st_size < self._pos:  # replaced (repaired, rewritten): read it all again
             self._pos, self._ino = 0, st.st_ino
             self.done.clear()
+            self._ref = None
         with open(p, "rb") as f:
             f.seek(self._pos)
             data = f.read()
         end = data.rfind(b"\n") + 1
         if self._pos == 0:
-            if not data[:end].startswith(_HEADER.encode()):
-                if end:  # replaced by something else meanwhile
-                    self._check_header()
+            nl = data.find(b"\n")
+            if nl < 0 or nl >= end:
                 return
-            chunk = data[len(_HEADER.encode()) : end]
+            header = next(csv.reader([data[:nl].decode("utf-8", errors="replace").rstrip("\r")]), [])
+            self.core, self.keys = _layout(header, p)  # replaced by something else meanwhile: raises
+            chunk = data[nl + 1 : end]
         else:
             chunk = data[:end]
+        cols = self.columns
         for r in csv.reader(io.StringIO(chunk.decode("utf-8"))):
-            if len(r) != len(CSV_COLUMNS):
+            if len(r) != len(cols):
                 continue
-            d = dict(zip(CSV_COLUMNS, r))
+            d = dict(zip(cols, r))
             try:
                 self.done.add((d["config_hash"], int(d["trial"]), int(d["seed"])))
             except ValueError:
                 continue
+            if self._ref is None and d["mode"] == "simulated":
+                self._ref = _flat(d["sim_config"])
         self._pos += end
 
     def refresh(self) -> None:
@@ -225,30 +266,77 @@ class ResultsFile:
     def has(self, h: str, trial: int, seed: int) -> bool:
         return (h, int(trial), int(seed)) in self.done
 
+    def _cells(self, row: dict[str, Any], flat: dict[str, Any] | None) -> list[str]:
+        core = ["" if row.get(c) is None else row.get(c) for c in self.core]
+        return core + [cell(flat.get(k)) if flat is not None else "" for k in self._config_keys()]
+
+    def _config_keys(self) -> list[str]:
+        """The config key of each key column (a column clashing with a core name is ``sim.<key>``)."""
+        return [k[4:] if k.startswith("sim.") and k[4:] in CSV_COLUMNS else k for k in self.keys]
+
+    def _rewrite(self, keys: list[str]) -> None:
+        """Under the lock: the whole file again with the current core and key columns ``keys``
+        (sorted), every row's key values from its own ``sim_config`` (empty for digital rows and
+        for the majority score of rows written before it existed), atomically."""
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        old_cols = self.columns
+        self.core, self.keys = CSV_COLUMNS, sorted(column_name(k, CSV_COLUMNS) for k in keys)
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(self.columns)
+        for r in rows[1:]:
+            if len(r) != len(old_cols):
+                continue
+            d = dict(zip(old_cols, r))
+            flat = _flat(d["sim_config"]) if d.get("mode") == "simulated" else None
+            w.writerow(self._cells(d, flat))
+        atomic_write_text(self.path, out.getvalue())
+        self._refresh()
+
     def append(self, row: dict[str, Any]) -> bool:
         """Write one row (header first if the file is new), flush and fsync, under the lock.
-        Returns False, writing nothing, when a row with the same key is already in the file."""
+        Returns False, writing nothing, when a row with the same key is already in the file. A
+        simulated row whose config differs from the file's first simulated row in a key that has
+        no column yet adds the column (one atomic rewrite of the file, :mod:`nn.results`)."""
         key = (str(row["config_hash"]), int(row["trial"]), int(row["seed"]))
+        flat = _flat(row.get("sim_config") or "{}") if row.get("mode") == "simulated" else None
         with self._locked():
             self._refresh()
             if key in self.done:
                 return False
             if not self.path.exists() or self.path.stat().st_size == 0:
                 atomic_write_text(self.path, _HEADER)
+                self.core, self.keys = CSV_COLUMNS, []
                 self._refresh()
             else:
                 self._check_header()
+            need = set(self._config_keys())
+            if flat is not None and self._ref is not None:
+                need |= varying_keys(self._ref, flat)
+            if self.core != CSV_COLUMNS or need != set(self._config_keys()):
+                self._rewrite(sorted(need))
             with open(self.path, "a", newline="", encoding="utf-8") as f:
                 w = csv.writer(f, lineterminator="\n")
-                w.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
+                w.writerow(self._cells(row, flat))
                 f.flush()
                 os.fsync(f.fileno())
             self._refresh()
         return True
 
 
+def _flat(sim_json: str) -> dict[str, Any]:
+    try:
+        d = json.loads(sim_json)
+    except ValueError:
+        return {}
+    return flat_config(d) if isinstance(d, dict) else {}
+
+
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a results CSV as dicts (metrics and ints converted; empty metrics are NaN)."""
+    """Rows of a results CSV as dicts (metrics and ints converted; empty metrics are NaN; the
+    config-key columns parsed, :func:`nn.results.parse_cell`). Reads every layout this toolkit
+    wrote (legacy, before the majority score, current); anything else is refused."""
     p = Path(path)
     if not p.is_file():
         raise ResultsFileError(f"results file {p} does not exist")
@@ -258,19 +346,23 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
         header = next(reader, None)
         if header is None:
             return []
-        if tuple(header) not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
-            raise ResultsFileError(f"{p} is not a reram-cosim results file (its header differs)")
+        if tuple(header) == LEGACY_CSV_COLUMNS:
+            core, keys = LEGACY_CSV_COLUMNS, []
+        else:
+            core, keys = _layout(header, p)
         cols = tuple(header)
         for r in reader:
             if len(r) != len(cols):
                 continue
             d: dict[str, Any] = dict.fromkeys(CSV_COLUMNS, "")
             d.update(zip(cols, r))
-            for c in METRIC_COLUMNS + ("wall_s",):
+            for c in METRIC_COLUMNS + ("wall_s", "majority_score"):
                 d[c] = float(d[c]) if d[c] != "" else math.nan
             for c in ("trial", "seed", "n_examples", "max_length"):
                 d[c] = int(d[c])
             d["max_examples"] = int(d["max_examples"]) if d["max_examples"] not in ("", "None") else None
+            for k in keys:
+                d[k] = parse_cell(d[k])
             out.append(d)
     return out
 
@@ -399,6 +491,8 @@ class EvalSession:
     data_sha256: str = ""
     #: where the split came from (None: the hub); training batches for placement weights come from here too
     glue_dir: str | None = None
+    #: the score of always answering the split's most frequent label (:func:`nn.results.majority_score`)
+    majority: float = math.nan
     #: what the model is patched with now: ``(sim config JSON, prepare token)``, or None
     _patched: tuple[str, Any] | None = dataclasses.field(default=None, repr=False)
     _programmed: bool = dataclasses.field(default=False, repr=False)
@@ -438,6 +532,7 @@ class EvalSession:
             model_dir=str(model_dir), task=t.name, split=split, model=model, encoded=enc, max_examples=max_examples,
             max_length=max_length, batch_size=batch_size, n_examples=len(enc), model_sha256=model_digest(model_dir),
             data_sha256=data_sha, glue_dir=None if glue_dir is None else str(glue_dir),
+            majority=majority_score(t.name, enc.labels),
         )
 
     def key(self, method: str, sim_cfg: SimConfig | None, extra: dict[str, Any] | None = None) -> str:
@@ -526,6 +621,7 @@ class EvalSession:
             "wall_s": f"{wall:.3f}", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
             "tables_sha256": json.dumps(tables, sort_keys=True), "software_version": software_version(),
+            "majority_score": repr(float(self.majority)) if math.isfinite(self.majority) else "",
         }
         for c in METRIC_COLUMNS:
             if c in metrics:

@@ -567,7 +567,17 @@ def open_session(model_dir: str | Path, task: str, glue_dir: Any, *, split: str 
         model_dir=str(model_dir), task=task, split=split, model=model, encoded=data, max_examples=max_examples,
         max_length=max_length, batch_size=batch_size, n_examples=len(data), model_sha256=model_digest(model_dir),
         data_sha256=data_sha, glue_dir=None if glue_dir is None else str(glue_dir),
+        majority=_majority(task, np.asarray(data.labels)),
     )
+
+
+def _majority(task: str, labels: np.ndarray) -> float:
+    """Accuracy of always answering the most frequent label (the chance line of a plot)."""
+    if task != "digits":
+        from nn.results import majority_score
+
+        return majority_score("sst2", labels)
+    return float(np.bincount(labels).max() / labels.size) if labels.size else 0.0
 
 
 def _select_encoded(enc: Any, keep: np.ndarray) -> Any:

@@ -459,13 +459,17 @@ def _num(v: Any) -> float | None:
 def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.PathLike,
                metric: str = "score", *, rows: list[dict[str, Any]] | None = None, model: str | None = None,
                glue_dir: str | os.PathLike | None = None) -> list[Path]:
-    """One figure per task, sweep axis and value combination of the other axes: mean ``metric``
-    +- 1 std (band) vs the axis, one line per method, digital as dashed lines. PNG and PDF.
-    ``rows``: the rows to draw (default :func:`study_rows`: this spec's, with today's content)."""
-    import matplotlib
+    """One figure per task, sweep axis and value combination of the other axes, drawn by the one
+    results plot (:func:`nn.plots.draw_panel`: mean of the chips with its 95 % confidence
+    interval, n in the legend, one line per method, the digital and majority-class lines, the
+    axis named from its field's documentation with its unit, log axes for rates and times).
+    PNG and PDF. ``rows``: the rows to draw (default :func:`study_rows`: this spec's, with
+    today's content)."""
+    import hashlib
+    import textwrap
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from device.plots import save_figure
+    from nn.plots import draw_panel, figure, legend_below, row_value, same_value
 
     if rows is None:
         rows = study_rows(spec, csv_path, model=model, glue_dir=glue_dir)
@@ -474,67 +478,27 @@ def plot_study(spec: StudySpec, csv_path: str | os.PathLike, plot_dir: str | os.
     plot_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     keys = list(spec.axes)
-    for r in rows:
-        r["_cfg"] = json.loads(r["sim_config"]) if r["mode"] == "simulated" else None
     for task in spec.tasks:
         trows = [r for r in rows if r["task"] == task]
         for axis in keys:
             others = [k for k in keys if k != axis]
             for fixed in itertools.product(*(spec.axes[k] for k in others)):
                 fx = dict(zip(others, fixed))
-                fig, ax = plt.subplots(figsize=(5.2, 3.6))
-                xs_all = spec.axes[axis]
-                numeric = all(_num(x) is not None for x in xs_all)
-                pos = {json.dumps(x): (float(x) if numeric else i) for i, x in enumerate(xs_all)}
-                drew = False
-                for mi, method in enumerate(spec.methods):
-                    color = f"C{mi}"
-                    mrows = [r for r in trows if r["method"] == method]
-                    dig = [r[metric] for r in mrows if r["mode"] == "digital"]
-                    if dig:
-                        ax.axhline(dig[-1], color=color, ls="--", lw=1, label=f"{method} digital")
-                    xs, mean, std = [], [], []
-                    for x in xs_all:
-                        sel = [
-                            r[metric] for r in mrows
-                            if r["mode"] == "simulated" and _get(r["_cfg"], axis) == x
-                            and all(_get(r["_cfg"], k) == v for k, v in fx.items())
-                        ]
-                        sel = [v for v in sel if not math.isnan(v)]
-                        if sel:
-                            xs.append(pos[json.dumps(x)])
-                            mean.append(float(np.mean(sel)))
-                            std.append(float(np.std(sel, ddof=1)) if len(sel) > 1 else 0.0)
-                    if xs:
-                        m, s = np.asarray(mean), np.asarray(std)
-                        ax.plot(xs, m, "o-", color=color, label=f"{method} crossbar")
-                        ax.fill_between(xs, m - s, m + s, color=color, alpha=0.2, lw=0)
-                        drew = True
-                if not drew:
-                    plt.close(fig)
+                sel = [r for r in trows if r["mode"] == "digital"
+                       or all(same_value(row_value(r, k), v) for k, v in fx.items())]
+                if not any(r["mode"] == "simulated" for r in sel):
                     continue
-                if not numeric:
-                    ax.set_xticks(range(len(xs_all)), [str(x) for x in xs_all])
-                else:
-                    pos = [float(x) for x in xs_all if float(x) > 0]
-                    if pos and min(float(x) for x in xs_all) >= 0 and max(pos) / min(pos) >= 100:
-                        # values spanning decades (fault rates): log scale, linear through 0
-                        ax.set_xscale("symlog", linthresh=min(pos))
-                ax.set_xlabel(axis)
-                ax.set_ylabel(f"{task} dev {metric}")
+                fig, [(ax, box)] = figure(1)
+                draw_panel(ax, sel, axis, metric=metric, task=task)
                 title = f"{spec.name}: {task}"
                 if fx:
                     title += " (" + ", ".join(f"{k}={v}" for k, v in fx.items()) + ")"
-                import textwrap
-
                 ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=9)
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=7)
-                fig.tight_layout()
+                legend_below(ax, box)
                 stem = f"{task}__{axis}" + "".join(f"__{k}={v}" for k, v in fx.items())
                 stem = "".join(c if c.isalnum() or c in "._=-" else "_" for c in stem)
-                from device.plots import save_figure
-
+                if len(stem) > 120:  # many fixed axes: a name the file system takes, still unique
+                    stem = stem[:100] + "__" + hashlib.sha256(stem.encode()).hexdigest()[:12]
                 written += save_figure(fig, plot_dir / f"{stem}.png", dpi=150, formats=("png", "pdf"))
     return written
 
