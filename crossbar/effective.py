@@ -29,7 +29,7 @@ from scipy.linalg import lapack
 
 from crossbar.nodal import CircuitConfig, check_inputs
 
-__all__ = ["effective_matrix", "effective_matrices", "block_is_cheaper", "one_blas_thread"]
+__all__ = ["effective_matrix", "effective_matrices", "block_is_cheaper", "one_blas_thread", "run_chunks"]
 
 
 # ----------------------------------------------------------------------------- one tile (numpy)
@@ -594,14 +594,24 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
         else:
             out[t0 : t0 + tiles_per_call] = _block_effective_torch(chunk.clone(), c, method)
 
+    run_chunks(run, starts, g_s.device)
+    return out
+
+
+def run_chunks(run, starts, device) -> None:
+    """``run(start)`` for every chunk start; on the CPU one chunk per torch thread, each chunk
+    single-threaded inside (torch releases the GIL in its kernels), else in order.
+
+    Intra-op threads on small blocks were catastrophic on a busy machine (50x slower per
+    128x128 tile here, 2-16x for the IR-drop table's line sweeps: OpenMP threads waiting for
+    cores), so they are off even for a single chunk."""
+    import torch
+
     n_threads = torch.get_num_threads()
-    if g_s.device.type != "cpu" or n_threads <= 1:
+    if getattr(device, "type", str(device)) != "cpu" or n_threads <= 1:
         for t0 in starts:
             run(t0)
-        return out
-    # CPU: one chunk of tiles per thread, each single-threaded inside (torch releases the GIL in
-    # its kernels). Intra-op threads on 128x128 blocks were catastrophic on a busy machine
-    # (50x slower per tile: OpenMP threads waiting for cores), so they are off even for one chunk.
+        return
     from concurrent.futures import ThreadPoolExecutor
 
     torch.set_num_threads(1)
@@ -613,4 +623,3 @@ def effective_matrices(g_s, circuit: CircuitConfig | None = None, *, tiles_per_c
                 list(ex.map(run, starts))
     finally:
         torch.set_num_threads(n_threads)
-    return out

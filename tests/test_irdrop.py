@@ -93,6 +93,51 @@ def test_lines_are_first_order_exact():
     assert np.max(np.abs(att - (1 - x))) < 10 * np.max(x) ** 2
 
 
+@pytest.mark.parametrize("kw", [{}, {"r_source_ohm": 150.0, "r_sense_ohm": 40.0, "both_sides": True}])
+def test_lines_attenuation_solves_each_line_exactly(kw):
+    # every word line (drivers, cells to ground) and bit line (cells as shunts, sense at the end)
+    # solved as its own chain by a dense solve: L = v_w * T to rounding
+    rng = np.random.default_rng(3)
+    g = rng.uniform(9e-6, 1.06e-4, (2, 7, 9))
+    r_row, r_col = 2.5, 1.5
+    att = lines_attenuation(torch.from_numpy(g), r_row, r_col, **kw).numpy()
+    gw, gc = 1 / r_row, 1 / r_col
+    gdrv = 1 / (kw.get("r_source_ohm", 0.0) + r_row)
+    gout = 1 / (r_col + kw.get("r_sense_ohm", 0.0))
+    for t in range(2):
+        for i in range(7):
+            k = np.diag(g[t, i] + 2 * gw) - gw * (np.eye(9, k=1) + np.eye(9, k=-1))
+            k[0, 0] += gdrv - gw
+            k[-1, -1] += (gdrv if kw.get("both_sides") else 0.0) - gw
+            b = np.zeros(9)
+            b[0] = gdrv
+            if kw.get("both_sides"):
+                b[-1] = gdrv
+            v_w = np.linalg.solve(k, b)
+            for j in range(9):
+                kc = np.diag(g[t, :, j] + 2 * gc) - gc * (np.eye(7, k=1) + np.eye(7, k=-1))
+                kc[0, 0] -= gc
+                kc[-1, -1] += gout - gc
+                tr = gout * np.linalg.inv(kc)[-1, i]
+                np.testing.assert_allclose(att[t, i, j], v_w[j] * tr, rtol=1e-12)
+
+
+def test_table_chunks_and_threads_do_not_change_bits(table):
+    # more tiles than one chunk, run on two threads (one chunk each): the same bits as one thread
+    g, _ = _tiles(70, 64)
+    gt = torch.from_numpy(g)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        m2 = table.effective_matrix(gt, 1.0)
+        torch.set_num_threads(1)
+        m1 = table.effective_matrix(gt, 1.0)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(m1, m2)
+    assert torch.get_num_threads() == n
+
+
 def test_torch_numpy_and_shapes(table):
     g, _ = _tiles(3, 64, bits=4)
     gt = torch.from_numpy(g.copy())
