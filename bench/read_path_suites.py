@@ -368,10 +368,10 @@ def run_read_path(simulator, args) -> int:
     for name, mode, res in rows:
         f = lambda who: " / ".join(f"{res[(who, g)]:.5f}" if (who, g) in res else "-" for g in GRANULARITIES)  # noqa: E731
         ours_best = res[("ours", "tile_vector")]
-        peer = min(v for k, v in res.items() if k[0] != "ours")
-        if not any(k[0] != "ours" for k in res):
+        if not any(k[0] != "ours" for k in res):  # no peer has this mode
             print(f"| {name} | {ADC_MODES[mode]} | {f('ours')} | - | - | - | - | - |")
             continue
+        peer = min(v for k, v in res.items() if k[0] != "ours")
         same = max(res[("ours", g)] / min(v for k, v in res.items() if k[0] != "ours" and k[1] == g) for g in GRANULARITIES)
         print(f"| {name} | {ADC_MODES[mode]} | {f('ours')} | {f('crosssim')} | {f('aihwkit')} | "
               f"**{ours_best / peer:.4f}** | {same:.4f} | {res[('ours', 'tile_vector, per-tile weights')]:.5f} |")
