@@ -108,7 +108,10 @@ class ProgrammingConfig(Config):
     max_pulses: int = 300
     #: largest fraction of any level's cells that may end without converging (max_pulses
     #: reached) before the run is refused (UnconvergedError, exit 2, no table) unless the caller
-    #: allows it (``allow_unconverged``, ``--allow-unconverged``)
+    #: allows it (``allow_unconverged``, ``--allow-unconverged``). 2 %: the shipped 1-4 bit
+    #: tables (512 cells a level) converge every cell; a level short of 2 % is a configuration
+    #: that cannot reach it (a target outside what the series element lets a SET reach, too few
+    #: pulses), not bad luck
     max_unconverged_fraction: float = 0.02
     #: verify / read-out voltage, V (0.1 V, Stanford-PKU / MemTorch read voltage); must not switch the cell
     v_read_v: float = 0.1
