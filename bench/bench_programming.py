@@ -19,7 +19,9 @@ table of issue 13 replaced it), so a table-mode "before" would not be the same s
 The engine before is the single-module ``crossbar/engine.py`` of git revision ``--before``
 (default ``6c17ae4``, the last commit before the refactor), loaded from git into its own module:
 the same statistics (level-table resampling, fault maps), numpy draws, the old fold.
-Threads: torch's default (2 on the 2-core machine). On a GPU (``--device cuda``) only the new
+Threads: torch's default (2 on the 2-core machine) or ``--threads``; the CPU time column is
+what a free core would take single-threaded (``--threads 1``); on a busy machine torch's intra-op
+threads cost 3-5x more CPU time than one thread. On a GPU (``--device cuda``) only the new
 engine runs (the old one draws in numpy on the CPU).
 """
 
@@ -78,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default="6c17ae4")
     ap.add_argument("--modes", default="ideal,table")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, 2 on the 2-core machine)")
     ap.add_argument("--tile", type=int, default=128, help="tile rows = cols")
     ap.add_argument("--r-wire-ohm", type=float, default=1.0, help="word- and bit-line resistance per segment")
     ap.add_argument("--shapes", default="", help="only these weight shapes, e.g. 768x768 (default: all three)")
     ap.add_argument("--table-before", default="", help="git revision whose crossbar/irdrop.py gives the 'before' "
                     "column of table mode (the same engine, that revision's table code; same table file)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from crossbar.nodal import CircuitConfig
 
     circ = CircuitConfig(r_wire_row_ohm=args.r_wire_ohm, r_wire_col_ohm=args.r_wire_ohm)
