@@ -10,7 +10,7 @@ gets row ``k % block`` of a ``(block, ...)`` standard normal draw from a ``torch
 seeded with ``mix(seed, k // block)`` (SplitMix64, Steele et al., OOPSLA 2014,
 doi:10.1145/2714064.2660195), drawn on the CPU in the compute dtype and moved to the tensors'
 device: the same numbers on CPU and CUDA, whatever else is in the batch. ``block`` only saves
-time (one generator seeding per ``block`` consecutive keys, e.g. 8 token positions of one
+time (one generator seeding per ``block`` consecutive keys, e.g. 16 token positions of one
 sentence); it is part of the key scheme, so a caller keeps it fixed.
 
 Who keys what
@@ -141,9 +141,9 @@ class ReadKeys:
         zero for :data:`NO_NOISE` rows."""
         rows = self.rows[i0:i1]
         m = int(rows.numel())
-        out = torch.zeros((m, *lead, *tail), dtype=dtype)
         valid = rows >= 0
-        keys = rows[valid]
+        all_valid = bool(valid.all())
+        keys = rows if all_valid else rows[valid]
         if keys.numel():
             blocks, where = torch.unique(keys // self.block, return_inverse=True)
             z = torch.empty((int(blocks.numel()), self.block, *lead, *tail), dtype=dtype)
@@ -151,5 +151,13 @@ class ReadKeys:
             for j, b in enumerate(blocks.tolist()):
                 g.manual_seed(mix64(self.seed, b))
                 torch.randn(z.shape[1:], generator=g, dtype=dtype, out=z[j])
-            out[valid] = z[where, keys % self.block]
-        return out.movedim(0, len(lead)).to(device)
+            picked = z[where, keys % self.block]  # (valid rows, *lead, *tail)
+        else:
+            picked = torch.zeros((0, *lead, *tail), dtype=dtype)
+        if all_valid:
+            out = picked
+        else:
+            out = torch.zeros((m, *lead, *tail), dtype=dtype)
+            out[valid] = picked
+        out = out.movedim(0, len(lead))
+        return out if torch.device(device).type == "cpu" else out.to(device)

@@ -124,15 +124,14 @@ def _read_tidy(p: Path, reader: Any, text_columns: Sequence[str], float_columns:
         lines = range(2, len(rows) + 2)
     out: dict[str, np.ndarray] = {}
     for c, v in text.items():
-        a = np.char.strip(np.array(v, dtype=str))
+        a = np.array(list(map(str.strip, v)), dtype=str)
         empty = np.flatnonzero(a == "")
         if empty.size:
             raise CalibrationError(f"{p} line {lines[int(empty[0])]}: column {c!r} is empty")
         out[c] = a
     for c, v in num.items():
-        a = np.array(v, dtype=str)
         try:
-            out[c] = a.astype(float)  # vectorized; on failure value by value, naming the first bad one
+            out[c] = np.fromiter(map(float, v), float, count=len(v))  # C loop; on failure name the first bad value
         except ValueError:
             vals = []
             for j, x in enumerate(v):
@@ -254,7 +253,7 @@ def calibrate_levels(
     engine adds the read noise on top); else 0 (the data cannot tell read noise from programming
     spread: the spread between cells is all taken as programming variation).
     """
-    lab = np.char.strip(np.asarray(labels).astype(str))
+    lab = np.array([str(x).strip() for x in labels], dtype=str)
     g = np.asarray(g_s, float)
     if lab.shape != g.shape or g.ndim != 1:
         raise CalibrationError(f"labels and g_s must be 1-d and of one length, got {lab.shape} and {g.shape}")

@@ -42,8 +42,9 @@ ReadFn = Callable[[Any, torch.Tensor, Any], torch.Tensor]
 
 #: rows per example in a read key (``example * POSITIONS + position``)
 POSITIONS = 1 << 20
-#: keys per generator seeding (8 token positions of one sentence; part of the key scheme)
-KEY_BLOCK = 8
+#: keys per generator seeding (16 token positions of one sentence: GLUE sentences of 20-60
+#: tokens take 2-4 seedings, bench/bench_reliab.py; part of the key scheme, see NUMERICS)
+KEY_BLOCK = 16
 #: the passes whose reads are keyed apart: evaluation and calibration
 STREAM_EVAL, STREAM_CALIBRATION = 0, 1
 #: ``fn(matrix, x (rows, in), y (rows, out))``: a digital product seen by :mod:`nn.sensitivity`

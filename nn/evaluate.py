@@ -80,8 +80,9 @@ __all__ = [
 METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "score")
 #: how rows are computed, in the key (a new value gives new rows): 2 = read noise keyed by example
 #: and position, a fixed calibration set, sentences batched at widths of their own (issue 20:
-#: rows of any batch size are the same bits; before, they moved with the batch size)
-NUMERICS = 2
+#: rows of any batch size are the same bits; before, they moved with the batch size); 3 = the
+#: same with 16 token positions per key block (crossbar_matrix.KEY_BLOCK)
+NUMERICS = 3
 #: chips one evaluation may ask for (each is a pass over the dev split): bounds the rows planned
 #: before any work (10^12 trials once tried to plan every row first)
 MAX_TRIALS = 100_000
