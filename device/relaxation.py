@@ -125,8 +125,8 @@ def relaxation_data(cell: Sequence, time_s: np.ndarray, g_s: np.ndarray, g0_s: n
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         if not drop_invalid:
-            what = (f"time_s={t[i]!r}" if not (np.isfinite(t[i]) and t[i] >= 0)
-                    else f"g_s={g[i]!r}" if not (np.isfinite(g[i]) and g[i] > 0) else f"g0_s={g0[i]!r}")
+            what = (f"time_s={float(t[i])!r}" if not (np.isfinite(t[i]) and t[i] >= 0)
+                    else f"g_s={float(g[i])!r}" if not (np.isfinite(g[i]) and g[i] > 0) else f"g0_s={float(g0[i])!r}")
             raise RelaxationError(
                 f"row {i + 1} (cell {cell[i]}) holds an invalid read ({what}): times must be finite and >= 0, "
                 f"conductances finite and > 0 ({int(bad.sum())} such rows; drop_invalid / --drop-invalid leaves out "
@@ -163,9 +163,9 @@ def read_relaxation_csv(path: str | Path, *, drop_invalid: bool = False) -> Rela
                       bad_numbers="nan" if drop_invalid else "raise")
     if "time_s" not in d:
         raise RelaxationError(f"{path}: needs a column 'time_s' (time since programming, s)")
-    check = not drop_invalid
-    g = conductance_column(d, str(path), check=check)
-    g0 = conductance_column(d, str(path), "g0", check=check) if ("g0_s" in d or "r0_ohm" in d) else None
+    # invalid values are refused (or dropped) by relaxation_data, naming the row and --drop-invalid
+    g = conductance_column(d, str(path), check=False)
+    g0 = conductance_column(d, str(path), "g0", check=False) if ("g0_s" in d or "r0_ohm" in d) else None
     try:
         return relaxation_data(d["cell"], d["time_s"], g, g0, drop_invalid=drop_invalid)
     except RelaxationError as exc:

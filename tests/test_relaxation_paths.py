@@ -175,3 +175,23 @@ def test_techb_copula_predicts_the_cells_a_verify_keeps(tmp_path):
             dp = (pt - g0t).numpy()
             ratio_model = dp[passed].std() / dp.std()
             assert ratio_model < 1.0 and ratio_data - 0.05 <= ratio_model <= ratio_data + 0.25, (lo, t, ratio_data, ratio_model)
+
+
+def test_cli_drop_invalid(tmp_path, capsys):
+    from cli.main import main
+    from device.tables import read_table
+
+    d = _copula_data(np.random.default_rng(1), n_cells=800)
+    lines = ["cell,time_s,g_s,g0_s"] + [f"{c},{t:g},{x:.8g},{x0:.8g}" for c, t, x, x0 in zip(d.cell, d.time_s, d.g_s, d.g0_s)]
+    lines[3] = lines[3].rsplit(",", 2)[0] + ",-2e-6," + lines[3].rsplit(",", 1)[1]  # one negative read
+    csv = tmp_path / "r.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.h5"
+    args = ["device", "calibrate", "relaxation", "--in", str(csv), "--out", str(out), "--min-cells-per-bin", "200"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "invalid read" in err and "--drop-invalid" in err and not out.exists()
+    assert main(args + ["--drop-invalid"]) == 0
+    assert "dropped 1 cell(s) (4 reads)" in capsys.readouterr().out
+    t = read_table(out)
+    assert int(t.attrs["dropped_cells"]) == 1 and t.config["drop_invalid"] is True
