@@ -492,6 +492,26 @@ class StanfordPKU:
 STANFORD_PKU = StanfordPKU()
 
 
+def state_for_read_conductance(model: "CompactModel", p: Any, g_read_s: np.ndarray, v_read_v: float, *,
+                               iters: int = 80) -> np.ndarray:
+    """(n,) the state at which each cell of population ``p`` reads ``g_read_s`` (S) at
+    ``v_read_v``: ``current(v_read, state) / v_read = g``, by bisection between the model's state
+    bounds (the read conductance falls monotonically as the gap opens); a conductance the cell
+    cannot read is clipped to the nearest bound. For starting write-verify from a cell's present
+    conductance (re-programming after relaxation)."""
+    g = np.asarray(g_read_s, float).ravel()
+    lo, hi = model.state_bounds(p)
+    n = g.size
+    a = np.broadcast_to(np.asarray(lo, float), (n,)).copy()  # small gap: high conductance
+    b = np.broadcast_to(np.asarray(hi, float), (n,)).copy()
+    for _ in range(int(iters)):
+        m = 0.5 * (a + b)
+        high = model.current(v_read_v, m, p) / v_read_v > g  # still too conductive: open the gap
+        a = np.where(high, m, a)
+        b = np.where(high, b, m)
+    return 0.5 * (a + b)
+
+
 def read_to_small_signal_s(g_read_s: Any, v_read_v: float, v0_v: float) -> np.ndarray:
     """Convert a *read* conductance to the *small-signal* one of a sinh cell: the one place.
 

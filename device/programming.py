@@ -865,6 +865,7 @@ def program_levels(
     progress: bool = False,
     engine: Any = None,
     allow_unconverged: bool = False,
+    initial_g_s: np.ndarray | None = None,
 ) -> ProgrammingResult:
     """Program ``n_devices`` fresh cells per level by bidirectional ISPP write-verify.
 
@@ -892,6 +893,10 @@ def program_levels(
     not current-limited); ``"lrs"`` is where a full SET at ``v_max_v`` ends, which through a 1T1R
     series element (``r_series_ohm``, ``i_compliance_a``) is the self-limited state
     (:func:`device.compact.set_limit_state`), not the model's smallest gap.
+    ``initial_g_s``: ``(levels, n_devices)`` read conductances (S) the cells start from instead of
+    ``cfg.initial_state`` (re-programming a cell from where relaxation took it: the cost of
+    relaxation-aware programming and refresh); each cell's gap is set to read that conductance
+    (:func:`device.compact.state_for_read_conductance`).
 
     Raises :class:`ConfigError` when the read voltage would switch the cell or a target lies
     outside the device's resistance range, and :class:`UnconvergedError` when more than
@@ -921,7 +926,14 @@ def program_levels(
     half_w = np.repeat(verify_half_window(targets, cfg), n_devices)
     guard = cfg.verify_guard_sigmas * cfg.read_noise_rel / math.sqrt(cfg.verify_reads) * g_t
     accept_w = np.maximum(half_w - guard, 0.5 * half_w)
-    if cfg.initial_state == "lrs":
+    if initial_g_s is not None:
+        from device.compact import state_for_read_conductance
+
+        g_init = np.asarray(initial_g_s, float)
+        if g_init.shape != (L, n_devices) or not (np.all(np.isfinite(g_init)) and np.all(g_init > 0)):
+            raise ConfigError(f"initial_g_s must be ({L}, {n_devices}) positive conductances, got shape {g_init.shape}")
+        state = state_for_read_conductance(model, pop, g_init.ravel(), cfg.v_read_v)
+    elif cfg.initial_state == "lrs":
         state = np.broadcast_to(set_limit_state(model, pop, cfg.v_max_v), (n,)).astype(float)
     else:
         state = model.initial_state(pop, cfg.initial_state).astype(float)

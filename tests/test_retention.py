@@ -164,3 +164,22 @@ def test_refusals(model):
     with pytest.raises(ConfigError, match="calibrated"):
         program_matrix(_w(), CFG.replace(adc_bits=8, adc_range="calibrated", retention=RetentionConfig(compensation="global")),
                        lv, None, np.random.default_rng(0))
+
+
+def test_write_verify_from_a_given_conductance():
+    """Re-programming starts where the cell is: a cell already inside its window needs no pulse
+    (its first verify accepts it), one far away needs pulses, and the result is inside the window
+    like a fresh write."""
+    from device.programming import ProgrammingConfig, program_levels
+
+    cfg = ProgrammingConfig(bits_per_cell=1, read_noise_rel=0.0)
+    t = np.array([1 / cfg.r_hrs_ohm, 1 / cfg.r_lrs_ohm])
+    inside = program_levels(cfg, n_devices=8, rng=np.random.default_rng(0), initial_g_s=np.repeat(t[:, None], 8, 1))
+    assert np.all(inside.pulses == 0) and inside.converged.all()
+    far = program_levels(cfg, n_devices=8, rng=np.random.default_rng(0), initial_g_s=np.repeat(t[::-1, None], 8, 1))
+    assert np.all(far.pulses > 0)
+    hw = 0.03 * t
+    ok = far.converged
+    assert np.all(np.abs(far.table.g_samples_s - t[:, None])[ok] <= np.repeat(hw[:, None], 8, 1)[ok])
+    with pytest.raises(ConfigError, match="initial_g_s"):
+        program_levels(cfg, n_devices=8, rng=np.random.default_rng(0), initial_g_s=np.ones((3, 8)))
