@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--weights-from", default=None, metavar="MODEL",
                    help="a fine-tuned model directory: the weight codes of its crossbar layers (default preset, "
                    "--bits-per-cell) are the code distribution; default: a Gaussian 384x384 layer")
+    o.add_argument("--chip-set", dest="chip_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sim config override of the chip the layer runs on (as eval's --set: crossbar.weight_format, "
+                   "crossbar.weight_granularity, crossbar.mapping ...): its slicing and weight codes; repeatable")
     o.add_argument("--devices", type=int, default=512, help="cells per level programmed for the table (default: %(default)s)")
     o.add_argument("--grid", type=int, default=40, help="search grid points per window end (default: %(default)s)")
     o.add_argument("--out", required=True, help="output HDF5 level table")
@@ -73,7 +76,6 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cli.options import check_count, device_params, seeded_rng
-    from crossbar.config import CrossbarConfig
     from crossbar.placement import digit_matrices, gaussian_code_probs, optimize_window, plot_placement, window_error
     from device.config import ConfigError, apply_overrides, check_int_range
     from device.programming import ProgrammingConfig, program_levels
@@ -120,10 +122,15 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     room = 1.25 * max(float(np.abs(residual).max()), base.tolerance_rel)
     g_min = max(g_min, model.g0_min_s * (1 + room))
     g_max = min(g_max, model.g0_max_s * (1 - room))
-    cfg = CrossbarConfig(bits_per_cell=args.bits_per_cell)
+    from nn.sim import build_sim_config
+
+    sim = build_sim_config("default", [f"crossbar.bits_per_cell={args.bits_per_cell}"] + list(args.chip_overrides))
+    if sim.crossbar.bits_per_cell != args.bits_per_cell:
+        raise UserError(f"--chip-set sets bits_per_cell={sim.crossbar.bits_per_cell}, but --bits-per-cell is {args.bits_per_cell}")
+    cfg = sim.crossbar
     probs, source = None, "Gaussian 384x384 layer"
     if args.weights_from:
-        probs, source = _model_codes(args.weights_from, args.bits_per_cell), f"crossbar layers of {args.weights_from}"
+        probs, source = _model_codes(args.weights_from, sim), f"crossbar layers of {args.weights_from}"
     try:
         pl = optimize_window(model, args.bits_per_cell, times, cfg=cfg, code_probs=probs,
                              residual_rel=residual, read_noise_rel=base.read_noise_rel, g_min_s=g_min, g_max_s=g_max,
@@ -143,7 +150,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     placement = {
         "relaxation_table": str(args.relaxation), "relaxation_sha256": _sha256(args.relaxation),
         "time_s": list(map(float, pl.times_s)), "objective": "RMS over the times of the expected relative layer MVM error",
-        "code_distribution": source, "compensation": args.compensation, "min_on_off": args.min_on_off,
+        "code_distribution": source, "chip_set": list(args.chip_overrides), "compensation": args.compensation,
+        "min_on_off": args.min_on_off,
         "bounds_s": list(pl.bounds_s), "g_lo_s": pl.g_lo_s, "g_hi_s": pl.g_hi_s,
         "predicted_error": list(map(float, written)),
         "naive_window_s": list(pl.naive_window_s),
@@ -174,13 +182,11 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def _model_codes(model_dir: str, bits_per_cell: int):
-    """Code frequencies of the crossbar layers of a fine-tuned model (default chip, ``bits_per_cell``)."""
+def _model_codes(model_dir: str, sim):
+    """Code frequencies of the crossbar layers of a fine-tuned model on the chip of ``sim``."""
     from crossbar.placement import code_probs_of
     from nn.crossbar_linear import select_modules
     from nn.models import load_classifier
-    from nn.sim import build_sim_config
 
-    sim = build_sim_config("default", [f"crossbar.bits_per_cell={bits_per_cell}"])
     model, _ = load_classifier(model_dir, None, require_finetuned=False)
     return code_probs_of([m.weight for _, m in select_modules(model, sim)], sim.crossbar)
