@@ -112,7 +112,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     lo_r = max(g_min, min(10e-6, g_max / 10))
     hi_r = min(g_max, max(100e-6, lo_r * 10))
     probe_cfg = base.replace(r_lrs_ohm=1.0 / hi_r, r_hrs_ohm=1.0 / lo_r)
-    probe = program_levels(probe_cfg, params, n_devices=64, rng=rng)
+    probe = program_levels(probe_cfg, params, n_devices=64, rng=rng, allow_unconverged=True)
     if not probe.converged.any():
         raise UserError("write-verify converged on no cell of the probe run: check the device and --program-set settings")
     # every cell, converged or not: the engine draws from all the table's samples
@@ -131,14 +131,35 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     probs, source = None, "Gaussian 384x384 layer"
     if args.weights_from:
         probs, source = _model_codes(args.weights_from, sim), f"crossbar layers of {args.weights_from}"
-    try:
-        pl = optimize_window(model, args.bits_per_cell, times, cfg=cfg, code_probs=probs,
-                             residual_rel=residual, read_noise_rel=base.read_noise_rel, g_min_s=g_min, g_max_s=g_max,
-                             min_on_off=args.min_on_off, compensation=args.compensation, n_grid=args.grid)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    prog = base.replace(r_lrs_ohm=1.0 / pl.g_hi_s, r_hrs_ohm=1.0 / pl.g_lo_s, level_spacing="conductance")
-    res = program_levels(prog, params, n_devices=args.devices, rng=rng)
+    # choose, then write-verify; a window end that write-verify cannot reach reliably (more
+    # unconverged cells than max_unconverged_fraction, e.g. digit 0 at the device's HRS limit) is
+    # moved inwards by 5 % and the window chosen again
+    from device.programming import UnconvergedError
+
+    for attempt in range(40):
+        try:
+            pl = optimize_window(model, args.bits_per_cell, times, cfg=cfg, code_probs=probs,
+                                 residual_rel=residual, read_noise_rel=base.read_noise_rel, g_min_s=g_min, g_max_s=g_max,
+                                 min_on_off=args.min_on_off, compensation=args.compensation, n_grid=args.grid)
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        prog = base.replace(r_lrs_ohm=1.0 / pl.g_hi_s, r_hrs_ohm=1.0 / pl.g_lo_s, level_spacing="conductance")
+        try:
+            res = program_levels(prog, params, n_devices=args.devices, rng=rng)
+            break
+        except UnconvergedError as exc:
+            frac = 1.0 - exc.result.converged.mean(axis=1)
+            bad = np.flatnonzero(frac > prog.max_unconverged_fraction)
+            lo_bad, hi_bad = bad.min() <= (frac.size - 1) / 2, bad.max() >= (frac.size - 1) / 2
+            print(f"write-verify leaves {100 * frac.max():.1f} % of level(s) {bad.tolist()} unconverged at "
+                  f"{pl.g_lo_s * 1e6:.4g}-{pl.g_hi_s * 1e6:.4g} uS: moving the "
+                  + " and ".join(w for w, b in (("lower", lo_bad), ("upper", hi_bad)) if b) + " bound inwards by 5 %")
+            if lo_bad:
+                g_min = pl.g_lo_s * 1.05
+            if hi_bad:
+                g_max = pl.g_hi_s / 1.05
+    else:
+        raise UserError("write-verify did not converge on any window tried (40 attempts): check the device settings")
     tab = res.table
     model.check_conductances(float(tab.g_samples_s.min()), float(tab.g_samples_s.max()), f"the table written at "
                              f"{pl.g_lo_s * 1e6:.4g}-{pl.g_hi_s * 1e6:.4g} uS")
