@@ -1,7 +1,7 @@
 """Tabulated IR-drop model: the effective matrix ``M`` of whole tiles without solving circuits.
 
 A linear crossbar with wire resistance computes ``i_out = v_in @ M`` with an input-independent
-effective matrix ``M`` (exactly: :func:`crossbar.solver.effective_matrices`, ``O(rows cols^3)``
+effective matrix ``M`` (exactly: :func:`crossbar.solver.effective_matrices`, ``~(rows cols)^1.5``
 per tile). This module gives a cheap model of ``M`` (``O(rows cols)`` per tile, torch, CPU or
 GPU) for huge sweeps, with its error measured on held-out tiles relative to the actual column
 current.
