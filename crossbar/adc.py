@@ -73,6 +73,7 @@ Cost (pure functions, used by the engine's docs and the cost model)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import numpy as np
@@ -90,6 +91,7 @@ __all__ = [
     "adc_cycles_per_read",
     "KINDS_WITH_CIRCUITS",
     "AdcTransfer",
+    "TransferIndex",
     "draw_transfer",
     "sar_transitions",
     "pipeline_transfer",
@@ -263,6 +265,93 @@ class AdcTransfer:
     def to(self, device=None, dtype=None) -> "AdcTransfer":
         mv = lambda t: None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)  # noqa: E731
         return AdcTransfer(breaks=mv(self.breaks), codes=mv(self.codes), table=self.table.to(device))
+
+    @functools.cached_property
+    def index(self) -> "TransferIndex":
+        """The search tables of these transfer functions (:class:`TransferIndex`), built on first
+        use in the breaks' dtype and device (a frozen object: they never change)."""
+        return TransferIndex.build(self.breaks, self.codes)
+
+
+#: finer search grids tried (grid step ``2**-s`` LSB for ``s`` up to this), each at most
+#: :data:`_GRID_SIZE_FACTOR` times the size of the breaks table
+_GRID_MAX_SHIFT = 3
+_GRID_SIZE_FACTOR = 4
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TransferIndex:
+    """Search tables that give :meth:`torch.searchsorted`'s answer for a transfer function
+    without a binary search (:func:`crossbar.read.adc_convert`).
+
+    Row ``t`` of ``breaks`` ``(T, M)`` (ascending) turns an input ``v`` into the interval index
+    ``i = #{j : breaks[t, j] < v}``. A grid of step ``2**-shift`` LSB, points ``p_g = (g0 + g)
+    2**-shift`` for ``g = 0 .. G - 1`` (``p_0 <= `` every finite break ``< p_{G-1}``), stores
+    ``#{j : breaks[t, j] < p_g}``: an input with ``p_g <= v < p_{g+1}`` starts there, below the
+    answer by the breaks in ``[p_g, v)``, and climbs one interval per comparison with the next
+    break, at most ``climbs`` times (the most breaks any grid cell holds). Exact: the same
+    comparisons in the same dtype as the binary search, only fewer of them.
+
+    ``start`` ``((G + 1) * T,)`` int64: entry ``t`` is 0 (inputs below ``p_0``), entry ``(1 + g)
+    * T + t`` the count at ``p_g``, stored as the flat index ``count * T + t`` into
+    ``breaks_flat`` (the breaks with one ``+inf`` column appended, so a climb never leaves its
+    row) and ``codes_flat`` (the code of each interval: ``codes`` or, for monotonic converters,
+    ``lo + i`` with ``lo = -(M + 1) / 2``), all three stored column-major (``(·, T)``), so that
+    neighbouring channels of one row block, which read neighbouring rows (a ramp's own
+    comparators) or the same row (an ADC shared by columns), gather from nearby memory.
+    ``identity``: every row holds the ideal mid-tread transitions ``lo + k - 1/2`` with codes in
+    order, so the code is ``clamp(floor(v) + [v > floor(v) + 1/2], lo, lo + M)`` without any
+    table (ties go to the lower code, as the search does). (Starting monotonic transfers from
+    the ideal code and stepping to their own transitions was tried: with SAR comparator offsets
+    of a fraction of an LSB most inputs step, and it ran slower than the grid.)
+    """
+
+    identity: bool
+    lo: int
+    n_rows: int
+    shift: int = 0
+    g0: int = 0
+    n_grid: int = 0
+    climbs: int = 0
+    start: torch.Tensor | None = None
+    breaks_flat: torch.Tensor | None = None
+    codes_flat: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, breaks: torch.Tensor, codes: torch.Tensor | None) -> "TransferIndex":
+        T, M = breaks.shape
+        dt, dev = breaks.dtype, breaks.device
+        lo = -((M + 1) // 2)
+        ramp = torch.arange(M + 1, dtype=dt, device=dev) + lo  # lo + i: the monotonic codes
+        ideal = torch.arange(1, M + 1, dtype=dt, device=dev) + (lo - 0.5)
+        if (codes is None or bool((codes == ramp).all())) and bool((breaks == ideal).all()):
+            return cls(identity=True, lo=lo, n_rows=T)
+        finite = torch.isfinite(breaks)
+        if not bool(finite.any()):  # one code everywhere
+            b_lo = b_hi = 0.0
+        else:
+            b_lo, b_hi = float(breaks[finite].min()), float(breaks[finite].max())
+        best = None
+        for s in range(_GRID_MAX_SHIFT + 1):
+            g0 = int(np.floor(b_lo * 2.0**s))
+            G = int(np.floor(b_hi * 2.0**s)) + 1 - g0 + 1
+            if s and T * (G + 1) > _GRID_SIZE_FACTOR * T * (M + 1):
+                break
+            pts = (torch.arange(G, dtype=torch.float64, device=dev) + g0).mul_(2.0**-s).to(dt)
+            cnt = torch.searchsorted(breaks.contiguous(), pts.expand(T, G).contiguous())  # (T, G)
+            climbs = int((cnt[:, 1:] - cnt[:, :-1]).max()) if G > 1 else 0
+            if best is None or climbs < best[0]:
+                best = (climbs, s, g0, G, cnt)
+            if climbs <= 1:
+                break
+        climbs, s, g0, G, cnt = best
+        rows = torch.arange(T, dtype=torch.int64, device=dev).view(1, T)
+        start = torch.cat([rows, cnt.t() * T + rows], dim=0).reshape(-1)  # ((G + 1) * T,)
+        inf = torch.full((1, T), float("inf"), dtype=dt, device=dev)
+        breaks_flat = torch.cat([breaks.t(), inf], dim=0).reshape(-1)  # ((M + 1) * T,)
+        codes_flat = (ramp.view(M + 1, 1).expand(M + 1, T) if codes is None else codes.t()).contiguous().reshape(-1)
+        return cls(identity=False, lo=lo, n_rows=T, shift=s, g0=g0, n_grid=G, climbs=climbs, start=start, breaks_flat=breaks_flat,
+                   codes_flat=codes_flat)
 
 
 def _cdac(bits: int, n: int, cap_sigma_rel: float, rng: np.random.Generator) -> np.ndarray:

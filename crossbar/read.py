@@ -285,25 +285,46 @@ def adc_convert(cur: torch.Tensor, cfg: CrossbarConfig, clip: bool = True, trans
 
     Without ``transfer``: rounded, clamped to the code range when ``clip`` (skip the clamp only
     when :func:`adc_can_clip` proved it a no-op). With ``transfer`` (the chip's ADCs with their
-    flaws, :class:`crossbar.adc.AdcTransfer`): each channel's code is looked up in its ADC's
-    transfer function (``searchsorted`` on its breaks). ``cur``: ``(R, X, L)`` (every row block
-    and channel) or, with ``rows`` (a row block) and ``cols`` (a slice of channels), ``(X, l)``.
+    flaws, :class:`crossbar.adc.AdcTransfer`): each channel's code is its ADC's transfer function
+    at the current, ``codes[#{breaks < v}]``, found through the transfer's search grid
+    (:class:`crossbar.adc.TransferIndex`: a grid lookup, then one comparison with the next break
+    per climb, gathered in place in the currents' own layout; exactly ``torch.searchsorted``'s
+    index), or by ``floor`` and one comparison when every ADC has the ideal transitions (a
+    flawless circuit). ``cur``: ``(R, X, L)`` (every row block and channel) or, with ``rows``
+    (a row block) and ``cols`` (a slice of channels), ``(X, l)``.
     """
     if transfer is None:
         cur.round_()
         if clip:
             cur.clamp_(*adc_code_range(cfg))
         return cur
+    if not cur.is_contiguous():  # the search gathers by flat position
+        return cur.copy_(adc_convert(cur.contiguous(), cfg, clip, transfer, rows, cols))
+    ix = transfer.index
+    M = transfer.breaks.shape[1]
+    if transfer.codes is None and M != 2**cfg.adc_bits - 1:
+        raise ValueError(f"a monotonic ADC transfer of {M} breaks does not convert to adc_bits={cfg.adc_bits}")
+    if ix.identity:  # the ideal transitions lo + k - 1/2: ties go down, as #{breaks < v} does
+        f = torch.floor(cur)
+        return cur.gt_(f + 0.5).add_(f).clamp_(ix.lo, ix.lo + M)  # floor(v) + 1/2 is exact
     tab = transfer.table if rows is None else transfer.table[rows, cols]
-    br = transfer.breaks[tab]  # (R, L, M) or (l, M)
-    v = cur.transpose(-1, -2).contiguous()
-    idx = torch.searchsorted(br, v)  # number of breaks below v
-    if transfer.codes is None:
-        code = idx.to(cur.dtype).add_(adc_code_range(cfg)[0])
-    else:
-        code = torch.gather(transfer.codes[tab], -1, idx)
-    cur.copy_(code.transpose(-1, -2))
-    return cur
+    tab = tab.unsqueeze(-2)  # (R, 1, L) or (1, l): broadcast over the input vectors
+    T = ix.n_rows
+    g = torch.mul(cur, 2.0**ix.shift) if ix.shift else cur.clone()
+    g.floor_().clamp_(ix.g0 - 1, ix.g0 + ix.n_grid - 1)  # grid cell, below the grid -> g0 - 1
+    pos = g.to(torch.int64).add_(1 - ix.g0).mul_(T).add_(tab)
+    del g
+    pos = torch.take(ix.start, pos)  # flat index of the first break not below the cell's point
+    if ix.climbs:
+        pos.add_(torch.take(ix.breaks_flat, pos) < cur, alpha=T)
+    if ix.climbs > 1:  # the few inputs whose cell holds more breaks below them climb on alone
+        more = (torch.take(ix.breaks_flat, pos) < cur).view(-1).nonzero().squeeze(1)
+        if more.numel():
+            p, v = pos.view(-1)[more] + T, cur.reshape(-1)[more]
+            for _ in range(ix.climbs - 2):
+                p.add_(torch.take(ix.breaks_flat, p) < v, alpha=T)
+            pos.view(-1)[more] = p
+    return torch.take(ix.codes_flat, pos, out=cur)
 
 
 def adc_can_clip(readout: torch.Tensor, noise_var: torch.Tensor | None, cfg: CrossbarConfig) -> bool:

@@ -10,7 +10,7 @@ gets row ``k % block`` of a ``(block, ...)`` standard normal draw from a ``torch
 seeded with ``mix(seed, k // block)`` (SplitMix64, Steele et al., OOPSLA 2014,
 doi:10.1145/2714064.2660195), drawn on the CPU in the compute dtype and moved to the tensors'
 device: the same numbers on CPU and CUDA, whatever else is in the batch. ``block`` only saves
-time (one generator seeding per ``block`` consecutive keys, e.g. 16 token positions of one
+time (one generator seeding per ``block`` consecutive keys, e.g. 8 token positions of one
 sentence); it is part of the key scheme, so a caller keeps it fixed.
 
 Who keys what
@@ -138,26 +138,26 @@ class ReadKeys:
                i0: int = 0, i1: int | None = None) -> torch.Tensor:
         """Standard normals ``(*lead, m, *tail)`` for rows ``i0:i1`` (``m`` of them): row ``i``'s
         ``(*lead, *tail)`` numbers depend on ``seed``, its key, ``block`` and the shape only;
-        zero for :data:`NO_NOISE` rows."""
+        zero for :data:`NO_NOISE` rows; contiguous."""
         rows = self.rows[i0:i1]
         m = int(rows.numel())
+        n_lead, n_tail = int(np.prod(lead, dtype=np.int64)), int(np.prod(tail, dtype=np.int64))
         valid = rows >= 0
-        all_valid = bool(valid.all())
-        keys = rows if all_valid else rows[valid]
-        if keys.numel():
-            blocks, where = torch.unique(keys // self.block, return_inverse=True)
-            z = torch.empty((int(blocks.numel()), self.block, *lead, *tail), dtype=dtype)
-            g = torch.Generator()
-            for j, b in enumerate(blocks.tolist()):
-                g.manual_seed(mix64(self.seed, b))
-                torch.randn(z.shape[1:], generator=g, dtype=dtype, out=z[j])
-            picked = z[where, keys % self.block]  # (valid rows, *lead, *tail)
-        else:
-            picked = torch.zeros((0, *lead, *tail), dtype=dtype)
-        if all_valid:
-            out = picked
-        else:
-            out = torch.zeros((m, *lead, *tail), dtype=dtype)
-            out[valid] = picked
-        out = out.movedim(0, len(lead))
-        return out if torch.device(device).type == "cpu" else out.to(device)
+        keys = rows[valid]
+        if not keys.numel():
+            return torch.zeros((*lead, m, *tail), dtype=dtype, device=device)
+        blocks, where = torch.unique(keys // self.block, return_inverse=True)
+        nb = int(blocks.numel()) * self.block
+        # every block's draw, rows in key order, then one zero row for the NO_NOISE rows; one
+        # gather puts each row's numbers in place, already laid out (*lead, m, *tail)
+        z = torch.empty((nb + 1, n_lead, n_tail), dtype=dtype)
+        z[nb].zero_()
+        shape = (self.block, *lead, *tail)
+        g = torch.Generator()
+        for j, b in enumerate(blocks.tolist()):
+            g.manual_seed(mix64(self.seed, b))
+            torch.randn(shape, generator=g, dtype=dtype, out=z[j * self.block : (j + 1) * self.block].view(shape))
+        src = torch.full((m,), nb, dtype=torch.int64)
+        src[valid] = where * self.block + keys % self.block
+        out = z.transpose(0, 1).index_select(1, src)  # (n_lead, m, n_tail)
+        return out.view(*lead, m, *tail).to(device)

@@ -208,3 +208,95 @@ def test_flawless_circuits_read_like_the_ideal_adc(kind, dac, monkeypatch):
     flawed = program_matrix(w, CrossbarConfig(adc_kind=kind, adc_offset_sigma_rel=0.05, **kw), lv, None,
                             np.random.default_rng(0), dtype=torch.float64).calibrate(x)
     assert not torch.equal(flawed(x), ref(x))
+
+
+def _convert_by_binary_search(cur, cfg, transfer, rows=None, cols=None):
+    """The conversion as first written (a binary search per current, ``torch.searchsorted``):
+    the reference that :func:`crossbar.read.adc_convert` must match bit for bit."""
+    tab = transfer.table if rows is None else transfer.table[rows, cols]
+    br = transfer.breaks[tab]
+    v = cur.transpose(-1, -2).contiguous()
+    idx = torch.searchsorted(br, v)
+    if transfer.codes is None:
+        code = idx.to(cur.dtype).add_(read.adc_code_range(cfg)[0])
+    else:
+        code = torch.gather(transfer.codes[tab], -1, idx)
+    return code.transpose(-1, -2).contiguous()
+
+
+_FLAWS = {  # large: transitions far from the ideal ones (the search grid)
+    "ideal": dict(adc_offset_sigma_rel=0.02, adc_gain_sigma_rel=0.1),
+    "sar": dict(adc_cap_sigma_rel=0.05, adc_comparator_sigma_rel=0.01, adc_gain_sigma_rel=0.2),
+    "ramp": dict(adc_cap_sigma_rel=0.02, adc_comparator_sigma_rel=0.005, adc_offset_sigma_rel=0.05),
+    "pipeline": dict(adc_cap_sigma_rel=0.03, adc_comparator_sigma_rel=0.05, adc_opamp_gain_db=40),
+    "cyclic": dict(adc_cap_sigma_rel=0.03, adc_comparator_sigma_rel=0.05, adc_opamp_gain_db=40),
+}
+_SMALL_FLAWS = {  # the study's flaws (examples/read_path_sst2.json), within a few LSB of the ideal
+    "ideal": dict(adc_offset_sigma_rel=0.01),
+    "sar": dict(adc_cap_sigma_rel=0.01, adc_comparator_sigma_rel=0.005),
+    "ramp": dict(adc_cap_sigma_rel=0.01, adc_comparator_sigma_rel=0.005),
+    "pipeline": dict(adc_cap_sigma_rel=0.01, adc_comparator_sigma_rel=0.02, adc_opamp_gain_db=60),
+    "cyclic": dict(adc_cap_sigma_rel=0.01, adc_comparator_sigma_rel=0.02, adc_opamp_gain_db=60),
+}
+
+
+@pytest.mark.parametrize("kind", ["ideal", "sar", "ramp", "pipeline", "cyclic"])
+@pytest.mark.parametrize("flaws", ["none", "small", "large"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adc_convert_is_the_binary_search_bit_for_bit(kind, flaws, dtype):
+    """The fast searches (floor and one comparison for flawless circuits, the search grid for
+    the rest) give the binary search's code
+    for every current: random ones over and beyond the range, integers, exact half-integers
+    (ties) and every transition level itself and the next float above it, on seeded chips of
+    every kind, contiguous or not."""
+    from crossbar.read import adc_convert
+
+    if kind == "ideal" and flaws == "none":
+        pytest.skip("the flawless ideal quantizer draws no transfer (rounds)")
+    b = 6
+    kw = {"none": {}, "small": _SMALL_FLAWS[kind], "large": _FLAWS[kind]}[flaws]
+    cfg = CrossbarConfig(tile_rows=16, tile_cols=32, adc_bits=b, adc_kind=kind, adc_columns_per_adc=4, **kw)
+    w = torch.randn(20, 40, generator=torch.Generator().manual_seed(0))
+    paths = set()
+    for chip in range(3):
+        tr = program_matrix(w, cfg, None, None, np.random.default_rng(chip), dtype=dtype).adc_transfer
+        ix = tr.index
+        paths.add("identity" if ix.identity else "grid")
+        R, L = tr.table.shape
+        g = torch.Generator().manual_seed(chip)
+        h = 2 ** (b - 1)
+        parts = [(torch.rand(R, 300, L, generator=g, dtype=torch.float64) * (4 * h) - 2 * h).to(dtype),
+                 torch.randint(-h - 3, h + 3, (R, 40, L), generator=g).to(dtype),
+                 torch.randint(-h - 3, h + 3, (R, 40, L), generator=g).to(dtype) + 0.5,
+                 torch.tensor([float("inf"), -float("inf"), 1e30, -1e30], dtype=dtype).view(1, 4, 1).expand(R, 4, L)]
+        br = tr.breaks[tr.table]  # (R, L, M): every channel's own transition levels, ties exactly
+        fin = torch.where(torch.isfinite(br), br, torch.zeros((), dtype=dtype))
+        parts.append(fin.transpose(1, 2))
+        parts.append(torch.nextafter(fin, torch.full_like(fin, float("inf"))).transpose(1, 2))
+        cur = torch.cat(parts, dim=1).contiguous()
+        want = _convert_by_binary_search(cur, cfg, tr)
+        got = adc_convert(cur.clone(), cfg, True, tr)
+        assert torch.equal(got, want), f"{kind} chip {chip}: {int((got != want).sum())} codes differ"
+        if flaws != "none":
+            assert not torch.equal(want, adc_convert(cur.clone(), cfg, True, None))  # the flaws do show
+        # one row block and a slice of its channels (the (X, l) form)
+        sub = cur[1, :, 3:17].contiguous()
+        assert torch.equal(adc_convert(sub.clone(), cfg, True, tr, rows=1, cols=slice(3, 17)),
+                           _convert_by_binary_search(sub, cfg, tr, rows=1, cols=slice(3, 17)))
+        assert torch.equal(adc_convert(cur.transpose(1, 2).contiguous().transpose(1, 2), cfg, True, tr), want)
+    assert paths == ({"identity"} if flaws == "none" else {"grid"})  # each search where it is meant to be
+
+
+def test_transfer_search_grid_refines_where_transitions_crowd():
+    """A gain of 1/3 puts three transitions in some LSB: the grid halves its step until each
+    cell holds at most one (or it would grow past its size limit), and stays exact."""
+    from crossbar.adc import AdcTransfer, TransferIndex
+
+    lo, M = -8, 15
+    t = ((torch.arange(1, M + 1, dtype=torch.float64) + lo - 0.5) / 3.0).view(1, M)
+    ix = TransferIndex.build(t, None)
+    assert not ix.identity and ix.shift >= 2 and ix.climbs == 1
+    tr = AdcTransfer(breaks=t, codes=None, table=torch.zeros(1, 5, dtype=torch.int64))
+    cfg = CrossbarConfig(adc_bits=4, adc_kind="sar")
+    v = torch.linspace(-4, 4, 5 * 997, dtype=torch.float64).view(1, 997, 5)
+    assert torch.equal(read.adc_convert(v.clone(), cfg, True, tr), _convert_by_binary_search(v, cfg, tr))

@@ -341,3 +341,41 @@ def test_column_current_limit_clips_each_physical_column(dac):
     # with a calibrated column ADC the range follows the clipped currents; reads stay batch-independent
     adc = program_matrix(w, cfg.replace(adc_bits=8, adc_range="calibrated"), lv, None, np.random.default_rng(0)).calibrate(x.float())
     assert torch.equal(adc(x.float()[2:5]), adc(x.float())[2:5])
+
+
+def _normal_as_first_written(keys, lead, tail, dtype, i0=0, i1=None):
+    """ReadKeys.normal as first written (one zero-filled buffer, index-put, moved axes): the
+    key scheme's reference, which the gather-in-place version must match bit for bit."""
+    from crossbar.readkeys import mix64
+
+    rows = keys.rows[i0:i1]
+    out = torch.zeros((int(rows.numel()), *lead, *tail), dtype=dtype)
+    valid = rows >= 0
+    k = rows[valid]
+    if k.numel():
+        blocks, where = torch.unique(k // keys.block, return_inverse=True)
+        z = torch.empty((int(blocks.numel()), keys.block, *lead, *tail), dtype=dtype)
+        g = torch.Generator()
+        for j, b in enumerate(blocks.tolist()):
+            g.manual_seed(mix64(keys.seed, b))
+            torch.randn(z.shape[1:], generator=g, dtype=dtype, out=z[j])
+        out[valid] = z[where, k % keys.block]
+    return out.movedim(0, len(lead))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_keyed_normals_are_the_key_scheme_bit_for_bit(dtype):
+    """Sentences of uneven lengths (partial blocks), padding rows, rows out of order, chunks of
+    the rows, with and without leading (row block, cycle) axes: the same numbers as the scheme's
+    reference, laid out contiguously."""
+    lens = [13, 8, 1, 29, 16]
+    rows = torch.cat([torch.arange(n, dtype=torch.int64) + (e << 20) for e, n in enumerate(lens)])
+    rows = torch.cat([rows[:20], torch.full((3,), NO_NOISE), rows[20:].flip(0)])
+    keys = ReadKeys(seed=123, rows=rows, block=8)
+    for lead, tail in [((), (37,)), ((3, 2), (24,)), ((4,), (1,))]:
+        for i0, i1 in [(0, None), (5, 31), (20, 23)]:
+            got = keys.normal(lead, tail, dtype, "cpu", i0, i1)
+            assert got.is_contiguous()
+            assert torch.equal(got, _normal_as_first_written(keys, lead, tail, dtype, i0, i1))
+    empty = ReadKeys(seed=1, rows=torch.full((4,), NO_NOISE), block=8).normal((2,), (5,), dtype, "cpu")
+    assert empty.shape == (2, 4, 5) and not empty.any()
