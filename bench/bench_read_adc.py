@@ -3,6 +3,7 @@ SST-2 dev sentences, ratios measured side by side in one process, outputs compar
 
     .venv/bin/python bench/bench_read_adc.py [--max-examples 32] [--methods sar,pipeline,ramp,cyclic,vector]
                                               [--adc-bits 8] [--repeat 1] [--before 937730f]
+                                              [--glue-dir /work/shared/data/glue] [--skip-glue]
 
 The chip is the one of ``examples/read_path_sst2.json`` (issue 26's accuracy study): scaled 8-bit
 weights and inputs, 2 bits/cell, 128 x 128 tiles, calibrated column ADCs shared by 8 columns,
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adc-bits", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--before", default="937730f", help="git revision of the read before")
+    ap.add_argument("--glue-dir", default=None, help="GLUE directory (default: nn.glue.default_glue_dir())")
     ap.add_argument("--skip-glue", action="store_true", help="only the conversion and noise timings")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from nn.models import finetuned_model_dir
     from nn.sim import build_sim_config
 
-    sess = EvalSession.open(str(finetuned_model_dir("minilm-sst2")), "sst2", default_glue_dir(),
+    sess = EvalSession.open(str(finetuned_model_dir("minilm-sst2")), "sst2", args.glue_dir or default_glue_dir(),
                             max_examples=args.max_examples, max_length=64, batch_size=64)
     print(f"\nMiniLM SST-2 dev, {sess.n_examples} sentences, {args.adc_bits}-bit ADCs: CPU s per pass "
           f"(sum of {args.repeat}), wall s in brackets")
