@@ -70,6 +70,7 @@ __all__ = [
     "LEGACY_CSV_COLUMNS",
     "V2_CSV_COLUMNS",
     "result_key",
+    "check_sim_config",
     "evaluate_glue",
     "predict",
     "read_results",
@@ -653,18 +654,16 @@ class EvalSession:
         into the simulated rows' ``config_hash``."""
         import torch
 
-        from nn.provenance import check_tables
-
         if not isinstance(sim_cfg, SimConfig):
             raise ValueError(f"sim_cfg must be a SimConfig, got {type(sim_cfg).__name__}")
         if isinstance(trials, bool) or not isinstance(trials, int) or not 0 <= trials <= MAX_TRIALS:
             raise UserError(f"trials={trials!r} is invalid: must be an integer in [0, {MAX_TRIALS}]")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UserError(f"seed={seed!r} is invalid: must be an integer >= 0")
-        # before any work: the output can be written and every table loads (not after the digital pass)
+        # before any work: the output can be written and a chip can be built (not after the digital pass)
         res = ResultsFile(out_csv)
         if trials:
-            check_tables(sim_cfg)
+            check_sim_config(sim_cfg)
         h_dig = self.key(method, None)
         h_sim = self.key(method, sim_cfg, key_extra)
         todo = ([("digital", -1)] if digital and not res.has(h_dig, -1, seed) else [])
@@ -751,15 +750,32 @@ def check_trials(trials: Any) -> None:
         raise UserError(f"trials={trials!r} is invalid: must be an integer in [0, {MAX_TRIALS}]")
 
 
+#: (sim config JSON, table digests) of the configs :func:`check_sim_config` passed in this process
+_CHIP_CHECKED: set[tuple[str, str]] = set()
+
+
+def check_sim_config(sim_cfg: SimConfig) -> None:
+    """Fail before any work (before the digital row) on a sim config no chip can be built from:
+    every table loads and validates (:func:`nn.provenance.check_tables`) and one tile of a chip
+    is programmed and read (:func:`nn.sim.check_chip`). Each config (by content, tables
+    included) is checked once per process."""
+    from nn.provenance import check_tables
+    from nn.sim import check_chip
+
+    key = (sim_cfg.to_json(), json.dumps(check_tables(sim_cfg), sort_keys=True))
+    if key in _CHIP_CHECKED:
+        return
+    check_chip(sim_cfg)
+    _CHIP_CHECKED.add(key)
+
+
 def preflight(out_csv: str | os.PathLike, sim_cfgs: list[SimConfig]) -> None:
     """Fail before any work: ``out_csv`` must be writable (its directory exists; nothing is
     created, :func:`device.io.check_writable`) and a results file of this toolkit if it exists,
-    and every table of every config must load (:func:`nn.provenance.check_tables`)."""
-    from nn.provenance import check_tables
-
+    and every config must give a chip (:func:`check_sim_config`: tables, one programmed tile)."""
     ResultsFile(out_csv)
     for cfg in sim_cfgs:
-        check_tables(cfg)
+        check_sim_config(cfg)
 
 
 def evaluate_glue(

@@ -69,6 +69,7 @@ __all__ = [
     "effective_crossbar",
     "load_relaxation",
     "check_relaxation_range",
+    "check_chip",
     "config_hash",
     "level_table_path",
 ]
@@ -327,6 +328,39 @@ def check_relaxation_range(cfg: SimConfig, levels: Any = None) -> None:
         rel.model.quantiles_at(r.reprogram_wait_s)
         if not rel.model.has_time_correlation:
             rel.model.time_correlation(1.0, 2.0)  # the clear error: refit the table
+
+
+def check_chip(cfg: SimConfig) -> None:
+    """Before any work: build one tile of a chip of ``cfg`` the way a model's layers are built
+    (:meth:`nn.crossbar_matrix.CrossbarMatrix.program`: level table, read-noise rule, faults,
+    circuit, IR-drop table, relaxation model, fault-map-aware mapping) and read it, so that a
+    setting refused only where a chip is programmed or read (a tile size the IR-drop table does
+    not cover, levels outside its conductance window, relaxation-aware programming without a
+    verify window, ...) fails before the first row is written, with the error the chip would
+    raise. The tile holds seeded signed weights and is read with signed inputs; its numbers are
+    discarded. Costs one tile's programming (plus one exact IR-drop solve where that is on)."""
+    import torch
+
+    from crossbar.engine import program_matrix
+
+    levels = build_levels(cfg)
+    check_relaxation_range(cfg, levels)
+    xb = effective_crossbar(cfg, levels)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(xb.outputs_per_tile, xb.tile_rows, generator=gen, dtype=torch.float64)
+    x = torch.randn(4, xb.tile_rows, generator=gen, dtype=torch.float64).to(cfg.torch_dtype)
+    pm = program_matrix(
+        w.to(cfg.torch_dtype), xb, levels, cfg.faults, np.random.default_rng(0), circuit=cfg.circuit,
+        irdrop=load_irdrop(cfg), relaxation=load_relaxation(cfg), dtype=cfg.torch_dtype, read_noise="crossbar",
+    )
+    if cfg.faultaware.any:
+        from mapping.faultaware import FaultAwareMapper
+
+        ones = np.ones  # placement weights of a model come from nn.sensitivity; any positive ones do here
+        pm = FaultAwareMapper(cfg.faultaware, in_weight=ones(xb.tile_rows), out_weight=ones(xb.outputs_per_tile))(pm)
+    if xb.needs_calibration:
+        pm = pm.calibrate(x)
+    pm.matvec(x, generator=gen)
 
 
 @functools.lru_cache(maxsize=8)

@@ -278,10 +278,10 @@ def plan_study(
     device: str = "cpu",
 ) -> list[Any]:
     """Every row of ``spec`` as a :class:`nn.executor.RowTask`, in run order (per GLUE task and
-    method: the digital row, then the chips of each point), keyed by content. Checks every table
-    and every protection (masks beside the model) first."""
+    method: the digital row, then the chips of each point), keyed by content. Checks every config
+    (tables and one chip tile, :func:`nn.evaluate.check_sim_config`) and every protection (masks beside the model) first."""
+    from nn.evaluate import check_sim_config
     from nn.executor import Source, plan_rows, source_digests, task_threads
-    from nn.provenance import check_tables
 
     gd = glue_dir if glue_dir is not None else spec.glue_dir
     if gd is None:
@@ -291,7 +291,7 @@ def plan_study(
     points = spec.points()
     if spec.trials:
         for _m, _p, cfg in points:
-            check_tables(cfg)
+            check_sim_config(cfg)
     tasks = []
     for task in spec.tasks:
         m = spec.model_for(task, model)

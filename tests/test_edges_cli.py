@@ -515,6 +515,29 @@ def test_read_time_outside_the_relaxation_table_fails_before_any_row(files, tmp_
                "is outside the measured range")  # and no study.json, lock or directory left
 
 
+@pytest.mark.parametrize("setting,needle", [
+    # refused by the IR-drop table only where a tile is programmed: a size it does not tabulate,
+    (["crossbar.ir_drop=table"], "covers square tiles of sizes"),
+    # levels outside its conductance window,
+    (["crossbar.ir_drop=table", "crossbar.tile_rows=64", "crossbar.tile_cols=64", "levels.g_on_s=1e-2"],
+     "outside the IR-drop table's window"),
+    # a circuit it does not describe;
+    (["crossbar.ir_drop=table", "crossbar.tile_rows=64", "crossbar.tile_cols=64", "circuit.r_source_ohm=10"],
+     "r_source_ohm=10"),
+    # relaxation-aware programming of a table without a write-verify window (synthetic levels)
+    (["crossbar.read_time_s=100", "crossbar.retention.reprogram_rounds=1", "relaxation.out_of_range=clamp"],
+     "set retention.reverify_window_frac"),
+])
+def test_a_chip_refused_when_built_fails_before_the_digital_row(files, tmp_path, capsys, setting, needle):
+    # the digital row was written first, then programming the first chip raised (exit 2, a file left)
+    sets = [a for s in setting for a in ("--set", s)]
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--trials", "1", *sets),
+               tmp_path, needle)
+    spec = _study_spec(files, tmp_path, set=["crossbar.tile_rows=32", "crossbar.tile_cols=32", "levels.source=synthetic",
+                                             *setting])
+    user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out", "--no-progress"], tmp_path, needle)
+
+
 # --- the output rule of --out (issue 20) ----------------------------------------------------------
 
 
