@@ -17,9 +17,9 @@ import os
 
 from device.errors import UserError
 
-__all__ = ["register"]
+from cli.options import check_count, device_params, model_options, seeded_rng
 
-from device.presets import DEFAULT_PRESET, PRESETS
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,15 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = p.add_subparsers(dest="device_cmd", required=True, metavar="{iv,pulse,program,faults,calibrate,levels}")
 
-    def model_opts(q: argparse.ArgumentParser) -> None:
-        from cli.presets import preset_args
-
-        preset_args(q, choices=sorted(PRESETS), default=DEFAULT_PRESET, preset_help=f"device-model preset (default: {DEFAULT_PRESET})",
-                    set_help="override a model parameter of the preset, SI units in the key name "
-                    "(e.g. --set i0_a=5e-4 --set c2c_stochastic=false); repeatable",
-                    file_help="model parameters from a JSON file, e.g. from `device calibrate pulses`")
-        q.add_argument("--seed", type=int, default=0, help="seed of the numpy generator (default: %(default)s)")
-
     iv = sub.add_parser(
         "iv", help="DC voltage sweep showing SET/RESET hysteresis",
         description="Triangular DC sweep 0 -> +V_set -> 0 -> -V_reset -> 0 of one or more cells, starting in HRS. "
@@ -51,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     iv.add_argument("--out", required=True, help="output HDF5 file")
     iv.add_argument("--plot", default=None, help="also write an I-V plot (PNG)")
-    model_opts(iv)
+    model_options(iv)
     iv.add_argument("--devices", type=int, default=4, help="cells swept together, each with its own variation (default: %(default)s)")
     iv.add_argument("--v-set-max", type=float, default=1.5, help="positive sweep amplitude, V (default: %(default)s)")
     iv.add_argument("--v-reset-max", type=float, default=1.5, help="negative sweep amplitude, |V| (default: %(default)s)")
@@ -67,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     pu.add_argument("--out", required=True, help="output HDF5 file")
     pu.add_argument("--plot", default=None, help="also write a plot (PNG)")
-    model_opts(pu)
+    model_options(pu)
     pu.add_argument("--devices", type=int, default=4, help="cells (default: %(default)s)")
     pu.add_argument("--v-set", type=float, default=1.5, help="SET pulse amplitude, V (default: %(default)s)")
     pu.add_argument("--v-reset", type=float, default=1.3, help="RESET pulse amplitude, |V| (default: %(default)s)")
@@ -89,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--devices", type=int, default=256, help="cells per level (default: %(default)s)")
     pr.add_argument("--out", required=True, help="output HDF5 file")
     pr.add_argument("--plot", default=None, help="also write level histograms with fitted densities (PNG)")
-    model_opts(pr)
+    model_options(pr)
     pr.add_argument("--r-lrs-ohm", type=float, default=None, help="LRS target resistance, ohm (default 10e3)")
     pr.add_argument("--r-hrs-ohm", type=float, default=None, help="HRS target resistance, ohm (default 100e3)")
     pr.add_argument("--tolerance-rel", type=float, default=None, help="verify window, fraction of the target conductance (default 0.03)")
@@ -164,21 +155,6 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def _params(args: argparse.Namespace):
-    from cli.presets import config_from_args
-    from device.presets import get_preset, load_preset_file
-
-    return config_from_args(args, get_preset, DEFAULT_PRESET, load_file=load_preset_file)
-
-
-def _rng(seed: int):
-    import numpy as np
-
-    if seed < 0:
-        raise UserError(f"--seed {seed} is invalid: must be >= 0")
-    return np.random.default_rng(seed)
-
-
 def _check_finite(args: argparse.Namespace, *dests: str) -> None:
     """Refuse NaN or infinite values of the named float options (their flags in the message)."""
     import math
@@ -189,21 +165,16 @@ def _check_finite(args: argparse.Namespace, *dests: str) -> None:
             raise UserError(f"--{d.replace('_', '-')} {v} is invalid: must be a finite number")
 
 
-def _check_n(name: str, n: int, lo: int = 1) -> None:
-    if n < lo:
-        raise UserError(f"{name} {n} is invalid: must be >= {lo}")
-
-
 # -- handlers ----------------------------------------------------------------------------------
 def _cmd_iv(args: argparse.Namespace) -> int:
     from device.simulate import dc_sweep
 
     check_output_path(args.out, kind="iv")
     check_output_path(args.plot, "plot")
-    _check_n("--devices", args.devices)
+    check_count("--devices", args.devices)
     _check_finite(args, "v_set_max", "v_reset_max", "sweep_rate", "v_read")
-    params = _params(args)
-    rng = _rng(args.seed)
+    params = device_params(args)
+    rng = seeded_rng(args.seed)
     res = dc_sweep(
         params, n_devices=args.devices, rng=rng, v_set_max_v=args.v_set_max, v_reset_max_v=args.v_reset_max,
         sweep_rate_v_per_s=args.sweep_rate, n_points=args.points, v_read_v=args.v_read,
@@ -229,14 +200,14 @@ def _cmd_pulse(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, kind="pulse")
     check_output_path(args.plot, "plot")
-    _check_n("--devices", args.devices)
-    _check_n("--set-pulses", args.set_pulses, 0)
-    _check_n("--reset-pulses", args.reset_pulses, 0)
+    check_count("--devices", args.devices)
+    check_count("--set-pulses", args.set_pulses, 0)
+    check_count("--reset-pulses", args.reset_pulses, 0)
     _check_finite(args, "v_set", "v_reset", "width", "edge", "spacing", "v_read")
     if args.set_pulses + args.reset_pulses == 0:
         raise UserError("--set-pulses and --reset-pulses are both 0: nothing to apply")
-    params = _params(args)
-    rng = _rng(args.seed)
+    params = device_params(args)
+    rng = seeded_rng(args.seed)
     amps = [abs(args.v_set)] * args.set_pulses + [-abs(args.v_reset)] * args.reset_pulses
     res = pulse_train(params, amps, t_pulse_s=args.width, t_edge_s=args.edge, t_gap_s=args.spacing,
                       n_devices=args.devices, rng=rng, v_read_v=args.v_read)
@@ -263,9 +234,9 @@ def _cmd_program(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, kind="levels")
     check_output_path(args.plot, "plot")
-    _check_n("--devices", args.devices, 2)
+    check_count("--devices", args.devices, 2)
     _check_finite(args, "r_lrs_ohm", "r_hrs_ohm", "tolerance_rel", "v_read")
-    params = _params(args)
+    params = device_params(args)
     base = {"bits_per_cell": args.bits_per_cell}
     for key, val in (("r_lrs_ohm", args.r_lrs_ohm), ("r_hrs_ohm", args.r_hrs_ohm),
                      ("tolerance_rel", args.tolerance_rel), ("v_read_v", args.v_read)):
@@ -274,7 +245,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
     defaults = ProgrammingConfig().to_dict()
     defaults.update(base)
     cfg = apply_overrides(ProgrammingConfig.from_dict(defaults), args.program_overrides, flag="--program-set")
-    rng = _rng(args.seed)
+    rng = seeded_rng(args.seed)
     if getattr(args, "engine", "python") == "spice":
         from device.spice.program import SpiceEngine
 
@@ -305,8 +276,8 @@ def _cmd_faults(args: argparse.Namespace) -> int:
     from device.faults import FaultConfig, fault_statistics, sample_bytes, sample_fault_map, save_fault_map
 
     check_output_path(args.out, kind="faults")
-    _check_n("--rows", args.rows)
-    _check_n("--cols", args.cols)
+    check_count("--rows", args.rows)
+    check_count("--cols", args.cols)
     cfg = FaultConfig(rate=args.rate, sa0_fraction=args.sa0_fraction, pattern=args.pattern, cluster_size=args.cluster_size)
     cells = args.rows * args.cols
     need = sample_bytes((args.rows, args.cols), cfg) + 2 * cells  # + the statistics' masks
@@ -316,7 +287,7 @@ def _cmd_faults(args: argparse.Namespace) -> int:
             f"a {args.rows}x{args.cols} fault map ({cells:.3g} cells) needs about {need / 2**30:.1f} GiB of memory "
             f"but {free / 2**30:.1f} GiB are available; use fewer --rows/--cols"
         )
-    fm = sample_fault_map((args.rows, args.cols), cfg, _rng(args.seed))
+    fm = sample_fault_map((args.rows, args.cols), cfg, seeded_rng(args.seed))
     save_fault_map(args.out, fm, cfg, seed=args.seed)
     s = fault_statistics(fm)
     print(f"fault map {args.rows}x{args.cols} ({args.pattern}, seed {args.seed}): {100 * s['fault_rate']:.3f} % faulty "

@@ -73,12 +73,12 @@ def test_study_takes_the_preset_file_under_its_set_and_axes(tmp_path):
 def test_device_commands_share_it(tmp_path, capsys):
     part = tmp_path / "dev.json"
     part.write_text(json.dumps({"i0_a": 5e-4}))
-    from cli.device import _params
+    from cli.options import device_params
     from cli.main import build_parser
 
     args = build_parser().parse_args(["device", "iv", "--out", str(tmp_path / "iv.h5"), "--preset-file", str(part),
                                       "--set", "vel0_m_per_s=12"])
-    p = _params(args)
+    p = device_params(args)
     assert p.i0_a == 5e-4 and p.vel0_m_per_s == 12
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"model": "other", "params": {"i0_a": 5e-4}}))
