@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mapping.conv import ConvGeometry, matrix_names
-from nn.crossbar_matrix import MatrixSlot, rebuild_module
+from nn.crossbar_matrix import MatrixSlot, crossbar_extra_repr, rebuild_module
 from nn.sim import SimConfig
 
 __all__ = ["CrossbarConv1d", "CrossbarConv2d", "GroupView"]
@@ -87,9 +87,7 @@ class _CrossbarConv:
         return y.squeeze(0) if unbatched else y
 
     def extra_repr(self) -> str:
-        state = "simulated" if self.simulated else "digital"
-        prog = "programmed" if all(m.programmed is not None for m in self.matrices) else "not programmed"
-        return f"{self._plain.extra_repr(self)}, {state}, {prog}"
+        return crossbar_extra_repr(self, self._plain.extra_repr(self))
 
 
 class CrossbarConv1d(_CrossbarConv, nn.Conv1d):

@@ -71,7 +71,15 @@ import torch
 from torch import nn
 
 from nn.crossbar_conv import CrossbarConv1d, CrossbarConv2d
-from nn.crossbar_matrix import POSITIONS, STREAM_CALIBRATION, STREAM_EVAL, CrossbarMatrix, ReadFn, default_read
+from nn.crossbar_matrix import (
+    POSITIONS,
+    STREAM_CALIBRATION,
+    STREAM_EVAL,
+    CrossbarMatrix,
+    ReadFn,
+    crossbar_extra_repr,
+    default_read,
+)
 from nn.crossbar_rnn import CrossbarGRU, CrossbarLSTM
 from nn.sim import SimConfig, build_levels, load_irdrop
 
@@ -180,9 +188,7 @@ class CrossbarLinear(CrossbarMatrix, nn.Linear):
         return y
 
     def extra_repr(self) -> str:
-        state = "simulated" if self.simulated else "digital"
-        prog = "programmed" if self._programmed is not None else "not programmed"
-        return f"{super().extra_repr()}, {state}, {prog}"
+        return crossbar_extra_repr(self, super().extra_repr())
 
 
 # --------------------------------------------------------------------------------------------

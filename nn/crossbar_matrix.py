@@ -33,7 +33,7 @@ import torch
 
 from nn.sim import SimConfig, build_levels, effective_crossbar, load_irdrop, load_relaxation
 
-__all__ = ["ReadFn", "Observer", "default_read", "CrossbarMatrix", "MatrixSlot", "rebuild_module", "POSITIONS",
+__all__ = ["ReadFn", "Observer", "default_read", "CrossbarMatrix", "MatrixSlot", "rebuild_module", "crossbar_extra_repr", "POSITIONS",
            "KEY_BLOCK", "STREAM_EVAL", "STREAM_CALIBRATION"]
 
 #: ``fn(programmed_matrix, x (batch..., in), noise) -> (batch..., out)``, no bias; ``noise``: a
@@ -283,6 +283,14 @@ class MatrixSlot(CrossbarMatrix):
     def __repr__(self) -> str:
         prog = "programmed" if self._programmed is not None else "not programmed"
         return f"MatrixSlot({self.name}, {self.out_features}x{self.in_features}, {prog})"
+
+
+def crossbar_extra_repr(module: torch.nn.Module, plain: str) -> str:
+    """The ``extra_repr`` of every crossbar module: its plain module's (``plain``), then whether it
+    reads simulated or digital and whether all its matrices (``module.matrices``) are programmed."""
+    state = "simulated" if module.simulated else "digital"
+    prog = "programmed" if all(m.programmed is not None for m in module.matrices) else "not programmed"
+    return f"{plain}, {state}, {prog}"
 
 
 def rebuild_module(module: torch.nn.Module, cls: type, *, exclude: tuple[str, ...] = ()) -> Any:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from nn.crossbar_matrix import MatrixSlot, rebuild_module
+from nn.crossbar_matrix import MatrixSlot, crossbar_extra_repr, rebuild_module
 from nn.sim import SimConfig
 
 __all__ = ["CrossbarLSTM", "CrossbarGRU", "recurrent_forward", "lstm_cell", "gru_cell"]
@@ -195,9 +195,7 @@ class _CrossbarRNN:
         return recurrent_forward(self, inputs, hx, lambda m, v: m.digital(v))
 
     def extra_repr(self) -> str:
-        state = "simulated" if self.simulated else "digital"
-        prog = "programmed" if all(m.programmed is not None for m in self.matrices) else "not programmed"
-        return f"{self._plain.extra_repr(self)}, {state}, {prog}"
+        return crossbar_extra_repr(self, self._plain.extra_repr(self))
 
 
 class CrossbarLSTM(_CrossbarRNN, nn.LSTM):

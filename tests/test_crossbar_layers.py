@@ -193,8 +193,13 @@ def test_digital_switch_exact_state_dict_unchanged_and_checkpoints_load(tmp_path
     assert list(m.state_dict()) == keys
     assert m.c1.weight is mods["c1"].weight and m.rnn.weight_hh_l1_reverse is mods["rnn"].weight_hh_l1_reverse
     assert torch.equal(run(m, xs), ref)  # patched, digital: the original forwards
+    plain_reprs = {n: tiny().get_submodule(n).extra_repr() for n in mods}
+    for n, mod in mods.items():  # every kind says what it is, as its plain module, then its state
+        assert mod.extra_repr() == f"{plain_reprs[n]}, digital, not programmed"
     cl.program_model(m, np.random.default_rng(0))
     cl.set_simulated(m, True)
+    for n, mod in mods.items():
+        assert mod.extra_repr() == f"{plain_reprs[n]}, simulated, programmed"
     sim = run(m, xs)
     assert not torch.equal(sim, ref) and torch.isfinite(sim).all()
     torch.save(m.state_dict(), tmp_path / "sd.pt")
