@@ -43,7 +43,7 @@ def test_a_column_per_key_that_varies_and_the_file_grows_it(tmp_path):
     assert [(r["config_hash"], r["faults.rate"], r["crossbar.adc_bits"]) for r in rows] == [
         ("dig", None, None), ("a", 0.01, None), ("b", 0.02, None), ("c", 0.01, 6)]
     assert res.append(_row(0, base, h="a")) is False  # the first writer sees the rewritten file
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # the test extra installs it (pyproject.toml)
     df = pd.read_csv(p)
     sim = df[df["mode"] == "simulated"]
     assert list(sim["faults.rate"]) == [0.01, 0.02, 0.01] and sim["crossbar.adc_bits"].isna().tolist() == [True, True, False]
