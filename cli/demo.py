@@ -4,8 +4,8 @@
 
 1. ``device/``: I-V curve, level histograms (1 and 2 bits per cell), read-out error summary
    (:func:`cli.demo_device.run_device_demo`);
-2. ``irdrop/``: IR-drop map and current error vs position of one tile
-   (:func:`crossbar.irdrop.demo_figures`);
+2. ``irdrop/``: IR-drop map and, on signed inputs, the IR-drop models' current error vs position
+   of one 64x64 tile at 1 ohm that the tabulated model accepts (:func:`crossbar.irdrop.demo_figures`);
 3. the fine-tuned MiniLM SST-2 classifier: reused from ``finetuned_model_dir("minilm-sst2")``
    when cached, else fine-tuned there with the cheapest settings measured to reach >= 85 % dev
    accuracy (:data:`DEMO_FINETUNE`: 16 000 training examples, 1 epoch, max_length 64, lr 1e-4;

@@ -47,10 +47,12 @@ def plot_voltage_drop_map(v_word_v: np.ndarray, v_bit_v: np.ndarray, v_in_v: np.
     return save_figure(fig, path, dpi=110)[0]
 
 
-def plot_column_error(errors: dict[str, dict[str, np.ndarray]], path, *, title: str = "") -> Path:
+def plot_column_error(errors: dict[str, dict[str, np.ndarray]], path, *, title: str = "",
+                      ylabel: str = "column current error (% of RMS column current)") -> Path:
     """Column-current error of IR-drop models against the exact solver, one panel per input:
     ``errors[input name][model name]`` = ``(cols,)`` error in % of the RMS actual column current
-    of that input (the normalisation :func:`crossbar.irdrop.demo_figures` prints)."""
+    of that input (the normalisation :func:`crossbar.irdrop.demo_figures` prints; there, the RMS
+    over several signed input vectors, as ``ylabel`` says)."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(errors), figsize=(5.5 * len(errors), 4), constrained_layout=True, squeeze=False)
     for ax, (inp, by_model) in zip(axes[0], errors.items()):
@@ -60,9 +62,11 @@ def plot_column_error(errors: dict[str, dict[str, np.ndarray]], path, *, title: 
             ax.plot(e, color=f"C{i}", label=name)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("column j (bit line; drivers at column 0's side)")
-        ax.set_ylabel("column current error (% of RMS column current)")
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(f"{inp}\nRMS error {' / '.join(rms)} % (legend order)", fontsize=9)
         ax.set_yscale("symlog", linthresh=0.1)
+        if all(np.min(e) >= 0 for e in by_model.values()):  # RMS errors: no negative half
+            ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
