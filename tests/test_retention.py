@@ -183,3 +183,33 @@ def test_write_verify_from_a_given_conductance():
     assert np.all(np.abs(far.table.g_samples_s - t[:, None])[ok] <= np.repeat(hw[:, None], 8, 1)[ok])
     with pytest.raises(ConfigError, match="initial_g_s"):
         program_levels(cfg, n_devices=8, rng=np.random.default_rng(0), initial_g_s=np.ones((3, 8)))
+
+
+def _example(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cell_classes_msb_mask_holds_the_top_bit():
+    """examples/relaxation_cell_classes.py's most-significant-slice mask: the cells it marks hold
+    exactly the top bit of each code's magnitude (differential pairs: one cell per weight)."""
+    from crossbar.pipeline import cell_digits
+
+    ex = _example("relaxation_cell_classes")
+    w = _w(seed=5)
+    w[0, 0] = 1.0  # a few codes reach the top slice
+    pm = program_matrix(w, CFG, _levels(), None, np.random.default_rng(0))
+    msb = ex.msb_cells(pm.layout, CFG.n_slices)
+    d = cell_digits(pm.qweight, pm.layout, CFG)
+    assert msb.shape == d.shape
+    top = CFG.code_bits - CFG.slice_bits[-1]
+    n_top = int((pm.qweight.q.abs() >> top).clamp(max=1).sum())
+    assert 0 < n_top < pm.qweight.q.numel()
+    assert int(d[msb].count_nonzero()) == n_top
+    assert int(msb.sum()) == pm.layout.n_tiles * pm.layout.tile_rows * int((pm.layout.col_slice == CFG.n_slices - 1).sum()) // pm.layout.n_col_blocks
