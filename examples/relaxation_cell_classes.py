@@ -63,34 +63,6 @@ def msb_cells(layout, n_slices: int) -> torch.Tensor:
     return per_tile[:, None, :].expand(-1, layout.tile_rows, -1)
 
 
-def capture(model, enc, names, n_sentences: int) -> dict[str, torch.Tensor]:
-    """The inputs of modules ``names`` on the first ``n_sentences`` sentences, real tokens only
-    ``(tokens, in_features)``."""
-    mods = dict(model.named_modules())
-    got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    mask_holder = {}
-
-    def hook(name):
-        def f(_m, inp, _out):
-            x = inp[0].detach()
-            m = mask_holder["mask"].bool()
-            got[name].append(x[m])
-        return f
-
-    hs = [mods[n].register_forward_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            for s in range(0, n_sentences, 32):
-                b = enc.batch(np.arange(s, min(s + 32, n_sentences)))
-                b.pop("labels", None)
-                mask_holder["mask"] = b["attention_mask"]
-                model(**b)
-    finally:
-        for h in hs:
-            h.remove()
-    return {n: torch.cat(v) for n, v in got.items()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="fine-tuned MiniLM SST-2 (default: the cached minilm-sst2)")
@@ -110,6 +82,7 @@ def main() -> None:
     from device.relaxation import RelaxationModel
     from nn.glue import get_task, load_split, tokenize
     from nn.models import finetuned_model_dir, load_classifier
+    from nn.sensitivity import layer_inputs
     from nn.sim import build_levels, build_sim_config, effective_crossbar
 
     rpath = args.relaxation or str(Path(__file__).resolve().parents[1] / "data" / "relaxation_techB.h5")
@@ -129,7 +102,7 @@ def main() -> None:
     model.eval()
     enc = tokenize(load_split(get_task("sst2"), "dev", args.glue_dir), tok, 64)
     names = [n for n in args.layers.split(",") if n]
-    acts = capture(model, enc, names, args.sentences)
+    acts = layer_inputs(model, enc, names, args.sentences)
     mods = dict(model.named_modules())
     rows = []
     for bits in [int(b) for b in args.bits.split(",")]:

@@ -30,32 +30,6 @@ import torch
 LAYERS = ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.5.output.dense")
 
 
-def capture(model, enc, names, n_sentences: int) -> dict[str, torch.Tensor]:
-    """The inputs of modules ``names`` on the first ``n_sentences`` dev sentences, real tokens
-    only, ``(tokens, in_features)``."""
-    mods = dict(model.named_modules())
-    got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    mask = {}
-
-    def hook(name):
-        def f(_m, inp, _out):
-            got[name].append(inp[0].detach()[mask["m"].bool()])
-        return f
-
-    hs = [mods[n].register_forward_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            for s in range(0, n_sentences, 32):
-                b = enc.batch(np.arange(s, min(s + 32, n_sentences)))
-                b.pop("labels", None)
-                mask["m"] = b["attention_mask"]
-                model(**b)
-    finally:
-        for h in hs:
-            h.remove()
-    return {n: torch.cat(v) for n, v in got.items()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="fine-tuned MiniLM SST-2 (default: the cached minilm-sst2)")
@@ -75,6 +49,7 @@ def main() -> None:
     from crossbar.placement import code_probs_of, digit_matrices, window_error
     from nn.glue import get_task, load_split, tokenize
     from nn.models import finetuned_model_dir, load_classifier
+    from nn.sensitivity import layer_inputs
     from nn.sim import build_levels, build_sim_config, check_relaxation_range, effective_crossbar, load_relaxation
 
     model_dir = args.model or str(finetuned_model_dir("minilm-sst2"))
@@ -82,7 +57,7 @@ def main() -> None:
     model.eval()
     enc = tokenize(load_split(get_task("sst2"), "dev", args.glue_dir), tok, 64)
     names = [n for n in args.layers.split(",") if n]
-    acts = capture(model, enc, names, args.sentences)
+    acts = layer_inputs(model, enc, names, args.sentences)
     mods = dict(model.named_modules())
     configs = {}
     for c in args.config or ["naive="]:

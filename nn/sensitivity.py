@@ -35,6 +35,7 @@ __all__ = [
     "layer_sensitivity",
     "hf_logits",
     "hf_token_mask",
+    "layer_inputs",
     "training_batches",
     "attach_placement_weights",
     "N_EXAMPLES",
@@ -70,6 +71,37 @@ def hf_token_mask(batch: dict[str, Any]) -> torch.Tensor:
     ``row_mask`` of :func:`layer_sensitivity`."""
     am = batch.get("attention_mask")
     return (am if am is not None else torch.ones_like(batch["input_ids"])).reshape(-1).bool().cpu()
+
+
+def layer_inputs(model: torch.nn.Module, enc: Any, names: Iterable[str], n_examples: int, *,
+                 batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """The inputs of modules ``names`` of a GLUE classifier on the first ``n_examples`` rows of
+    ``enc`` (a :class:`nn.glue.Encoded`), real tokens only (:func:`hf_token_mask`):
+    ``{name: (tokens, in_features)}``, in row order. Real activations for layer-level studies
+    (the examples' retention and relaxation measurements); no gradients."""
+    names = list(names)
+    mods = dict(model.named_modules())
+    got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    mask: list[torch.Tensor] = []
+
+    def hook(name: str):
+        def f(_m, inp, _out):
+            x = inp[0].detach()
+            got[name].append(x.reshape(-1, x.shape[-1])[mask[0].to(x.device)])
+        return f
+
+    hs = [mods[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            for s in range(0, n_examples, batch_size):
+                b = enc.batch(np.arange(s, min(s + batch_size, n_examples)))
+                b.pop("labels", None)
+                mask[:] = [hf_token_mask(b)]
+                model(**b)
+    finally:
+        for h in hs:
+            h.remove()
+    return {n: torch.cat(v) for n, v in got.items()}
 
 
 def layer_sensitivity(model: torch.nn.Module, batches: Iterable[Any], *,

@@ -542,3 +542,38 @@ def test_attach_placement_weights_gives_each_layer_its_mapper(tmp_path, one_thre
     patch_model(model, plain)
     assert attach_placement_weights(model, plain, batches) == {}
     unpatch_model(model)
+
+
+def test_layer_inputs_are_each_sentences_own_real_tokens(tmp_path, one_thread):
+    """nn.sensitivity.layer_inputs (the examples' activation capture) against each sentence run
+    alone, unpadded: the same rows in row order, padding dropped, across batch boundaries."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny_bert import write_glue, write_tiny_classifier
+
+    from nn.glue import load_split, tokenize
+    from nn.models import load_classifier
+    from nn.sensitivity import layer_inputs
+
+    model, tok = load_classifier(write_tiny_classifier(tmp_path / "m"), None, task="sst2", require_finetuned=False)
+    enc = tokenize(load_split("sst2", "dev", write_glue(tmp_path / "glue")), tok, 32)
+    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.1.output.dense"]
+    got = layer_inputs(model, enc, names, 5, batch_size=2)
+    assert any(not enc.batch(np.arange(s, min(s + 2, 5)))["attention_mask"].all() for s in (0, 2))  # padding to drop
+    mods = dict(model.named_modules())
+    want: dict[str, list] = {n: [] for n in names}
+    hs = [mods[n].register_forward_hook(lambda m, i, o, n=n: want[n].append(i[0][0].detach())) for n in names]
+    with torch.no_grad():
+        for r in range(5):
+            b = enc.batch(np.arange(r, r + 1))
+            L = int(b["attention_mask"].sum())
+            model(input_ids=b["input_ids"][:, :L], attention_mask=b["attention_mask"][:, :L])
+    for h in hs:
+        h.remove()
+    for n in names:
+        ref = torch.cat(want[n])
+        assert got[n].shape == ref.shape and ref.shape[0] == int(sum(enc.batch(np.arange(5))["attention_mask"].sum(1)))
+        torch.testing.assert_close(got[n], ref, rtol=1e-5, atol=1e-5)
+    assert all(p.grad is None for p in model.parameters())
