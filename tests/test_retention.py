@@ -213,3 +213,34 @@ def test_cell_classes_msb_mask_holds_the_top_bit():
     assert 0 < n_top < pm.qweight.q.numel()
     assert int(d[msb].count_nonzero()) == n_top
     assert int(msb.sum()) == pm.layout.n_tiles * pm.layout.tile_rows * int((pm.layout.col_slice == CFG.n_slices - 1).sum()) // pm.layout.n_col_blocks
+
+
+class _Shift:
+    """A relaxation model that scales every conductance by ``factor`` (``RelaxationModel.sample``'s signature)."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def sample(self, g0, t, rng, out_of_range="raise"):
+        return np.asarray(g0) * self.factor
+
+
+def test_retention_cost_prices_a_rewrite_from_where_the_cell_is():
+    """examples/retention_cost.py: a write of p pulses takes p pulse slots and p + 1 verify passes;
+    a refresh of cells that did not move costs (almost) no pulse, and cells that relaxed out of
+    their window cost a write; with a re-verify window, only the cells outside it are sent back."""
+    from device.programming import ProgrammingConfig, program_levels
+
+    ex = _example("retention_cost")
+    prog = ProgrammingConfig(bits_per_cell=1)
+    assert ex.write_time_s(0, prog) == pytest.approx(prog.verify_reads * prog.t_read_s)
+    assert ex.write_time_s(3, prog) == pytest.approx(3 * (prog.t_pulse_s + 2 * prog.t_edge_s) + 4 * prog.verify_reads * prog.t_read_s)
+    table = program_levels(prog, n_devices=16, rng=np.random.default_rng(0)).table
+    still, t_still, sent = ex.reprogram_pulses(table, _Shift(1.0), 1.0, prog, None, np.random.default_rng(1), 16, None, 0.0)
+    assert np.all(sent == 1.0) and np.all(still < 1.0) and np.all(t_still < 2 * prog.verify_reads * prog.t_read_s)
+    moved, t_moved, _ = ex.reprogram_pulses(table, _Shift(0.8), 1.0, prog, None, np.random.default_rng(1), 16, None, 0.0)
+    assert np.all(moved >= 1.0) and np.all(t_moved > t_still)
+    hw = 0.05 * table.g_target_s
+    _, _, sent_in = ex.reprogram_pulses(table, _Shift(1.0), 1.0, prog, None, np.random.default_rng(1), 16, hw, 0.0)
+    _, _, sent_out = ex.reprogram_pulses(table, _Shift(0.8), 1.0, prog, None, np.random.default_rng(1), 16, hw, 0.0)
+    assert np.all(sent_in == 0.0) and np.all(sent_out == 1.0)
