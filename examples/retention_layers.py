@@ -96,7 +96,7 @@ def main() -> None:
                         rel.model if rel is not None else None, float(g[0]), float(g[-1]), [t], digit_matrices(cfg),
                         code_probs_of([w], cfg), residual_rel=np.zeros(1), read_noise_rel=cfg.read_noise_sigma_rel,
                         level_samples_s=list(np.asarray(levels.g_samples_s)),
-                        compensation=cfg.retention.compensation)[0])
+                        compensation=cfg.retention.compensation, out_of_range=sim.relaxation.out_of_range)[0])
                 rows.append(row)
                 print(f"{cname:<14} {args.bits} b/cell t={t:>7g} s {name:<44} error {row['rel_error']:.4f} +- {row['rel_error_sd']:.4f}"
                       f" (vs quantized {row['error_vs_quantized']:.4f}"
