@@ -70,6 +70,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from device.errors import UserError
 from nn.crossbar_conv import CrossbarConv1d, CrossbarConv2d
 from nn.crossbar_matrix import (
     POSITIONS,
@@ -222,7 +223,8 @@ def _supported(m: nn.Module) -> bool:
 def select_modules(model: nn.Module, sim_cfg: SimConfig) -> list[tuple[str, nn.Module]]:
     """Supported modules (:data:`CROSSBAR_CLASSES`, not already patched) matching
     ``target_modules`` and no ``exclude_modules`` pattern, in ``named_modules`` order. Raises
-    ``ValueError`` when none does."""
+    :class:`device.errors.UserError` (a ``ValueError``) when none does: the patterns are the
+    user's settings."""
     out = [
         (n, m)
         for n, m in model.named_modules()
@@ -231,7 +233,7 @@ def select_modules(model: nn.Module, sim_cfg: SimConfig) -> list[tuple[str, nn.M
     if not out:
         supported = [n for n, m in model.named_modules() if _supported(m)]
         shown = ", ".join(supported[:6]) + (" ..." if len(supported) > 6 else "")
-        raise ValueError(
+        raise UserError(
             f"no {_SUPPORTED} module matches target_modules={list(sim_cfg.target_modules)} "
             f"(excluding {list(sim_cfg.exclude_modules)}); the model's supported modules are: {shown or '(none)'}"
         )

@@ -664,6 +664,10 @@ class EvalSession:
         res = ResultsFile(out_csv)
         if trials:
             check_sim_config(sim_cfg)
+            from nn.crossbar_linear import crossbar_modules, select_modules
+
+            if not crossbar_modules(self.model):
+                select_modules(self.model, sim_cfg)  # target_modules match this model (else UserError)
         h_dig = self.key(method, None)
         h_sim = self.key(method, sim_cfg, key_extra)
         todo = ([("digital", -1)] if digital and not res.has(h_dig, -1, seed) else [])

@@ -268,6 +268,21 @@ def study_points(spec: StudySpec) -> int:
     return len(spec.tasks) * len(spec.methods) * (1 + n_pts * spec.trials)
 
 
+
+def _check_targets(model_dir: Any, task: str, cfgs: list[SimConfig]) -> None:
+    """Before any row: every config's ``target_modules`` / ``exclude_modules`` select at least one
+    module of the model (:func:`nn.crossbar_linear.select_modules`, a ``UserError`` naming the
+    model's supported modules otherwise). Loads the model once, on the CPU."""
+    from nn.crossbar_linear import select_modules
+    from nn.models import load_classifier
+
+    pairs = {(tuple(c.target_modules), tuple(c.exclude_modules)): c for c in cfgs}
+    if not pairs:
+        return
+    net, _tok = load_classifier(model_dir, None, task=task, require_finetuned=True)
+    for cfg in pairs.values():
+        select_modules(net, cfg)
+
 def plan_study(
     spec: StudySpec,
     *,
@@ -293,8 +308,12 @@ def plan_study(
         for _m, _p, cfg in points:
             check_sim_config(cfg)
     tasks = []
+    checked_models: set[str] = set()
     for task in spec.tasks:
         m = spec.model_for(task, model)
+        if spec.trials and str(m) not in checked_models:
+            _check_targets(m, task, [cfg for _m, _p, cfg in points])
+            checked_models.add(str(m))
         model_sha, data_sha = source_digests(m, task, "dev", gd)
         src = Source(m, task, "dev", None if gd is None else str(gd), spec.max_examples, spec.max_length,
                      spec.batch_size, device, task_threads(num_threads), model_sha, data_sha)

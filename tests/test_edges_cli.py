@@ -538,6 +538,17 @@ def test_a_chip_refused_when_built_fails_before_the_digital_row(files, tmp_path,
     user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out", "--no-progress"], tmp_path, needle)
 
 
+def test_target_modules_matching_nothing_fail_before_the_digital_row(files, tmp_path, capsys):
+    # the patterns are the user's settings: one error line naming the model's modules, no row written
+    setting = ["--set", "target_modules=[\"no_such_layer\"]"]
+    user_error(capsys, eval_args(files["model"], files["glue"], tmp_path / "r.csv", "--trials", "1", *setting),
+               tmp_path, "matches target_modules=['no_such_layer']", "the model's supported modules are")
+    spec = _study_spec(files, tmp_path, set=["crossbar.tile_rows=32", "crossbar.tile_cols=32",
+                                             'target_modules=["no_such_layer"]'])
+    user_error(capsys, ["study", "--spec", spec, "--out", tmp_path / "out", "--no-progress"], tmp_path,
+               "matches target_modules=['no_such_layer']")
+
+
 # --- the output rule of --out (issue 20) ----------------------------------------------------------
 
 
