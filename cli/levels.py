@@ -146,7 +146,6 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         prog = base.replace(r_lrs_ohm=1.0 / pl.g_hi_s, r_hrs_ohm=1.0 / pl.g_lo_s, level_spacing="conductance")
         try:
             res = program_levels(prog, params, n_devices=args.devices, rng=rng)
-            break
         except UnconvergedError as exc:
             frac = 1.0 - exc.result.converged.mean(axis=1)
             bad = np.flatnonzero(frac > prog.max_unconverged_fraction)
@@ -158,8 +157,22 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
                 g_min = pl.g_lo_s * 1.05
             if hi_bad:
                 g_max = pl.g_hi_s / 1.05
+            continue
+        # the whole run reaches further into the residuals' tails than the probe: a written cell
+        # outside the relaxation model's fitted range moves that bound inwards by the overshoot
+        # (and 1 % more) and the window is chosen again
+        lo_w, hi_w = float(res.table.g_samples_s.min()), float(res.table.g_samples_s.max())
+        if lo_w >= model.g0_min_s and hi_w <= model.g0_max_s:
+            break
+        print(f"the written cells span {lo_w * 1e6:.4g}-{hi_w * 1e6:.4g} uS, beyond the relaxation model's fitted "
+              f"{model.g0_min_s * 1e6:.4g}-{model.g0_max_s * 1e6:.4g} uS: moving the bound inwards")
+        if lo_w < model.g0_min_s:
+            g_min = pl.g_lo_s * (model.g0_min_s / lo_w) * 1.01
+        if hi_w > model.g0_max_s:
+            g_max = pl.g_hi_s * (model.g0_max_s / hi_w) / 1.01
     else:
-        raise UserError("write-verify did not converge on any window tried (40 attempts): check the device settings")
+        raise UserError("no window tried (40 attempts) was written inside the relaxation model's range with write-verify "
+                        "converged: check the device settings")
     tab = res.table
     model.check_conductances(float(tab.g_samples_s.min()), float(tab.g_samples_s.max()), f"the table written at "
                              f"{pl.g_lo_s * 1e6:.4g}-{pl.g_hi_s * 1e6:.4g} uS")
