@@ -275,11 +275,15 @@ def _check_targets(model_dir: Any, task: str, cfgs: list[SimConfig]) -> None:
     model's supported modules otherwise). Loads the model once, on the CPU."""
     from nn.crossbar_linear import select_modules
     from nn.models import load_classifier
+    from nn.smallnets import is_smallnet_dir, load_model
 
     pairs = {(tuple(c.target_modules), tuple(c.exclude_modules)): c for c in cfgs}
     if not pairs:
         return
-    net, _tok = load_classifier(model_dir, None, task=task, require_finetuned=True)
+    if is_smallnet_dir(model_dir):  # the toolkit's own CNN / LSTM (nn.smallnets)
+        net = load_model(model_dir)[0]
+    else:
+        net, _tok = load_classifier(model_dir, None, task=task, require_finetuned=True)
     for cfg in pairs.values():
         select_modules(net, cfg)
 
