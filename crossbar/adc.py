@@ -27,7 +27,12 @@ transition levels at ``k - 1/2``. The reference ``V_ref`` is half the full-scale
     ``cap_sigma_rel / sqrt(m)``: Pelgrom, Duinmaijer, Welbers, IEEE JSSC 24(5), 1989,
     doi:10.1109/JSSC.1989.572629), which gives differential and integral non-linearity (largest
     at the mid-code transition, ``sigma_DNL ~ cap_sigma_rel sqrt(2**bits)``), and the
-    comparator's offset (``comparator_sigma_rel``), which shifts every transition.
+    comparator's offset (``comparator_sigma_rel``), which shifts every transition by the same
+    amount: an input offset of ``comparator_sigma_rel 2**(bits-1)`` LSB sigma. Offsets are
+    modelled as left after any trim: no calibration removes them, so give a trimmed comparator's
+    residual offset. The same fraction of V_ref is 4x more LSBs two bits finer, and where it
+    passes half an LSB a zero input no longer converts to code 0 (0.005 V_ref: 0.2 % of the
+    ADCs at 6 bits, 44 % at 8), which shift-and-add then weighs by each slice's significance.
 ``ramp``
     Single slope with a shared staircase ramp and a comparator and counter per column (the
     column-parallel converter of image sensors; e.g. Snoeij et al., IEEE JSSC 42(12), 2007,
